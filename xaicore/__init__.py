@@ -1,0 +1,12 @@
+"""xaicore: the heatmapping methods, metrics and sanity checks of the survey 'Visual Approaches Towards
+Interpretability of Neural Networks', batched on torch, with a Zarr archive for the heatmaps.
+
+    >>> from xaicore import explain, methods
+    >>> relevance = explain(model, x, target, method="integrated_gradients", n_steps=64)
+"""
+
+from xaicore._version import __version__
+from xaicore.errors import XaiCoreError
+from xaicore.explain import explain, methods
+
+__all__ = ["XaiCoreError", "__version__", "explain", "methods"]

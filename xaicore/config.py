@@ -1,0 +1,244 @@
+"""params.yaml -> frozen, picklable dataclasses.
+
+Every section rejects unknown keys, wrong types and impossible values with one
+:class:`~xaicore.errors.XaiCoreError` whose message names the key (``params.yaml: score.region ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xaicore.errors import XaiCoreError
+
+DATASETS = ("digits", "mnist")
+ARCHS = ("cnn", "mlp")
+ORDERS = ("morf", "lerf")
+PERTURBATIONS = ("uniform",)
+SCORES = ("logit", "probability")
+BACKENDS = ("auto", "numba", "torch")
+DEVICES = ("cpu", "cuda")
+SANITY_MEASURES = ("spearman", "spearman_abs")
+
+
+def _fail(key: str, msg: str) -> XaiCoreError:
+    return XaiCoreError(f"params.yaml: {key} {msg}")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _fail(key, f"is {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise _fail(key, f"is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    root: str = "data/mnist"
+    size: int = 28
+    test_fraction: float = 0.2
+    n_explain: int | None = 256
+
+    def validate(self) -> None:
+        _choice("data.dataset", self.dataset, DATASETS)
+        _positive("data.size", self.size)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise _fail("data.test_fraction", f"is {self.test_fraction!r}; expected a fraction in (0, 1)")
+        if self.n_explain is not None:
+            _positive("data.n_explain", self.n_explain)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "cnn"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 0.002
+    random_labels_epochs: int = 60
+
+    def validate(self) -> None:
+        _choice("model.arch", self.arch, ARCHS)
+        for key in ("epochs", "batch_size", "lr", "random_labels_epochs"):
+            _positive(f"model.{key}", getattr(self, key))
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlsConfig:
+    cascading: bool = True
+    independent: bool = True
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainConfig:
+    methods: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients", "random")
+    batch_size: int = 128
+    chunk: int = 128
+    method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        from xaicore.explain import methods as registered
+
+        known = registered()
+        if not self.methods:
+            raise _fail("explain.methods", "is empty; name at least one method")
+        for name in self.methods:
+            if name not in known:
+                raise _fail("explain.methods", f"names unknown method {name!r}; registered: {', '.join(known)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise _fail("explain.methods", "lists a method twice")
+        for name, kw in self.method_params.items():
+            if name not in known:
+                raise _fail(f"explain.method_params.{name}", f"is not a registered method ({', '.join(known)})")
+            if not isinstance(kw, dict):
+                raise _fail(f"explain.method_params.{name}", "must be a mapping of keyword -> value")
+        _positive("explain.batch_size", self.batch_size)
+        _positive("explain.chunk", self.chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    models: tuple[str, ...] = ("trained", "random_labels")
+    region: int = 4
+    orders: tuple[str, ...] = ORDERS
+    perturbation: str = "uniform"
+    score: str = "logit"
+    backend: str = "auto"
+    device: str = "cpu"
+    workers: int = 2
+    scheduler: str | None = None
+
+    def validate(self) -> None:
+        if not self.models:
+            raise _fail("score.models", "is empty; name at least one model (trained, random_labels, cascade:...)")
+        _positive("score.region", self.region)
+        if not self.orders:
+            raise _fail("score.orders", "is empty")
+        for o in self.orders:
+            _choice("score.orders", o, ORDERS)
+        _choice("score.perturbation", self.perturbation, PERTURBATIONS)
+        _choice("score.score", self.score, SCORES)
+        _choice("score.backend", self.backend, BACKENDS)
+        _choice("score.device", self.device, DEVICES)
+        _positive("score.workers", self.workers, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SanityConfig:
+    measures: tuple[str, ...] = SANITY_MEASURES
+
+    def validate(self) -> None:
+        for m in self.measures:
+            _choice("sanity.measures", m, SANITY_MEASURES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    controls: ControlsConfig = dataclasses.field(default_factory=ControlsConfig)
+    explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    sanity: SanityConfig = dataclasses.field(default_factory=SanityConfig)
+
+    def validate(self) -> None:
+        if self.seed < 0:
+            raise _fail("seed", f"is {self.seed}; expected a non-negative integer")
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                section.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def section_json(self, *names: str) -> str:
+        """Canonical JSON of some sections, for cache keys and archive attrs."""
+        d = self.to_dict()
+        return json.dumps({n: d[n] for n in names}, sort_keys=True)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _fail(key, f"is {value!r}; expected a list")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(key, f"is {value!r}; expected a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, f"is {value!r}; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, f"is {value!r}; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(key, f"is {value!r}; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(key, f"is {value!r}; expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls: type, raw: Any, prefix: str = "") -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(prefix or "the document", f"must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise _fail(where, f"is not a known key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(f"{prefix}.{k}" if prefix else k, v, hints[k]) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a parsed params.yaml."""
+    cfg = _build(Config, raw)
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate params.yaml; raises :class:`XaiCoreError` naming the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise XaiCoreError(f"params file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise XaiCoreError(f"{path} is not valid YAML: {e}") from None
+    return config_from_dict(raw or {})

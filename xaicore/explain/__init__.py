@@ -1,0 +1,7 @@
+"""Heatmapping methods behind one verb: ``explain(model, x, target, method=..., **params)``."""
+
+from xaicore.explain import baseline as _baseline  # noqa: F401  (registers)
+from xaicore.explain import gradient as _gradient  # noqa: F401  (registers)
+from xaicore.explain.registry import Explainer, explain, get_explainer, methods, register
+
+__all__ = ["Explainer", "explain", "get_explainer", "methods", "register"]

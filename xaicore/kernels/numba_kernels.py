@@ -1,0 +1,59 @@
+"""numba twins of the perturbation kernels (the CPU path); they work in place on the tensors' memory."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+@numba.njit(cache=True, parallel=True)
+def _region_sums(rel: np.ndarray, region: int, hb: int, wb: int) -> np.ndarray:
+    b, c, h, w = rel.shape
+    out = np.zeros((b, hb * wb), dtype=np.float64)
+    for i in numba.prange(b):
+        for ch in range(c):
+            for y in range(h):
+                for x in range(w):
+                    out[i, (y // region) * wb + x // region] += np.float64(rel[i, ch, y, x])
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _order(sums: np.ndarray) -> np.ndarray:
+    b, n = sums.shape
+    out = np.empty((b, n), dtype=np.int64)
+    for i in numba.prange(b):
+        out[i] = np.argsort(-sums[i], kind="mergesort")
+    return out
+
+
+@numba.njit(cache=True)
+def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.ndarray) -> None:
+    b, c, n = buf.shape
+    p = grid.shape[1]
+    for i in range(b):
+        g = grid[regions[i]]
+        for ch in range(c):
+            for k in range(p):
+                buf[i, ch, g[k]] = rep[i, ch, g[k]]
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def region_order(self, relevance: torch.Tensor, region: int) -> torch.Tensor:
+        r = relevance.detach().cpu()
+        if r.ndim == 3:
+            r = r[:, None]
+        r = np.ascontiguousarray(r.numpy())
+        h, w = r.shape[2:]
+        sums = _region_sums(r, region, -(-h // region), -(-w // region))
+        # the sort itself: a stable sort by decreasing sum, as the torch twin
+        return torch.from_numpy(_order(sums))
+
+    def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
+                        grid: torch.Tensor) -> None:
+        b, c = buf.shape[:2]
+        view = buf.view(b, c, -1).numpy()  # shares memory with buf
+        _perturb(view, replacement.reshape(b, c, -1).numpy(), regions.numpy(), grid.numpy())

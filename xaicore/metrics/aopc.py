@@ -1,0 +1,110 @@
+"""Area Over the Perturbation Curve, MoRF and LeRF (Samek et al. 2017; survey §4.5.1, eqs. 2–5).
+
+Regions of ``region``×``region`` pixels are ranked by summed relevance. Step k disables one more region:
+x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) for MoRF, r_{L+1−k} for LeRF. The curve holds f(x⁽ᵏ⁾) for k = 0..L and
+AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set figure is its mean).
+
+Each step changes one region, so the perturbed batch is updated in place (a numba or torch kernel) and fed
+to the model as it is; when the batch is small, several steps are packed into one forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from xaicore.errors import XaiCoreError
+from xaicore.explain.registry import check_inputs
+from xaicore.kernels import get_backend, region_grid
+from xaicore.metrics.perturbation import replacement_values
+
+ORDERS = ("morf", "lerf")
+SCORES = ("logit", "probability")
+
+
+@dataclasses.dataclass(frozen=True)
+class AOPCResult:
+    """``curve``: (B, L+1) model score f(x⁽ᵏ⁾); ``aopc``: (B,) mean drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) over k = 0..L."""
+
+    curve: torch.Tensor
+    aopc: torch.Tensor
+    order: str
+    #: MoRF: a higher AOPC is better (the heatmap found what matters); LeRF: lower is better.
+    higher_is_better: bool
+
+    @property
+    def drop(self) -> torch.Tensor:
+        return self.curve[:, :1] - self.curve
+
+
+def _score(model: nn.Module, x: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    out = model(x)
+    if kind == "probability":
+        out = out.softmax(1)
+    return out.gather(1, target[:, None])[:, 0]
+
+
+def check_relevance(x: torch.Tensor, relevance: torch.Tensor) -> None:
+    if not isinstance(relevance, torch.Tensor) or relevance.shape != x.shape:
+        raise XaiCoreError(f"relevance shape {tuple(getattr(relevance, 'shape', ()))} differs from x "
+                           f"{tuple(x.shape)}")
+    if not torch.isfinite(relevance).all():
+        raise XaiCoreError("relevance holds NaN or inf values; fix the heatmaps before scoring them")
+
+
+@torch.no_grad()
+def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,
+         order: str = "morf", perturbation: str = "uniform", region: int = 4, score: str = "logit",
+         seed: int = 0, backend: str = "auto", forward_batch: int = 256) -> AOPCResult:
+    """AOPC of ``relevance`` for ``model`` on the image batch ``x`` (B, C, H, W); see the module docstring.
+
+    ``score``: ``logit`` (the target logit) or ``probability`` (its softmax). ``forward_batch``: at least
+    this many perturbed inputs go through the model at once (several steps are packed when B is smaller).
+    """
+    target = check_inputs(x, target)
+    if x.ndim != 4:
+        raise XaiCoreError(f"aopc perturbs image regions: x must be (B, C, H, W), got {tuple(x.shape)}")
+    check_relevance(x, relevance)
+    if order not in ORDERS:
+        raise XaiCoreError(f"unknown order {order!r}; expected morf or lerf")
+    if score not in SCORES:
+        raise XaiCoreError(f"unknown score {score!r}; expected logit or probability")
+    kern = get_backend(backend, x.device)
+    b, _, h, w = x.shape
+    grid = region_grid(h, w, region, x.device)
+    n_regions = grid.shape[0]
+    ranking = kern.region_order(relevance, region).to(x.device)
+    if order == "lerf":
+        ranking = ranking.flip(1)
+    rep = replacement_values(x, perturbation, seed=seed).contiguous()
+    buf = x.detach().clone().contiguous()
+    was_training = model.training
+    model.eval()
+    try:
+        curve = torch.empty(b, n_regions + 1, dtype=torch.float32, device=x.device)
+        pack = max(1, forward_batch // b)
+        if pack == 1:
+            curve[:, 0] = _score(model, buf, target, score)
+            for k in range(n_regions):
+                kern.perturb_regions(buf, rep, ranking[:, k].contiguous(), grid)
+                curve[:, k + 1] = _score(model, buf, target, score)
+        else:
+            staged = torch.empty((pack * b,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+            tgt = target.repeat(pack)
+            n_staged, first = 0, 0
+            for k in range(n_regions + 1):
+                if k:
+                    kern.perturb_regions(buf, rep, ranking[:, k - 1].contiguous(), grid)
+                staged[n_staged * b:(n_staged + 1) * b] = buf
+                n_staged += 1
+                if n_staged == pack or k == n_regions:
+                    s = _score(model, staged[: n_staged * b], tgt[: n_staged * b], score)
+                    curve[:, first:first + n_staged] = s.view(n_staged, b).T
+                    first += n_staged
+                    n_staged = 0
+    finally:
+        model.train(was_training)
+    curve = curve.float()
+    return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, order == "morf")

@@ -1,0 +1,40 @@
+"""Weights on disk: a ``state_dict`` file plus a small JSON of what to build; loaded with
+``weights_only=True`` so a weights file can never run code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from xaicore.errors import XaiCoreError
+from xaicore.models.zoo import build_model
+
+
+def save_model(model: nn.Module, path: str | Path, *, arch: str, input_shape: tuple[int, ...], n_classes: int,
+               **info: object) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(model.state_dict(), tmp)
+    meta = {"arch": arch, "input_shape": list(input_shape), "n_classes": n_classes, **info}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a zoo model from ``path`` (``.pt``) and its ``.json`` beside it; returned in eval mode."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise XaiCoreError(f"model weights {path} (or {meta_path.name}) are missing; run the train stage first")
+    meta = json.loads(meta_path.read_text())
+    model = build_model(meta["arch"], tuple(meta["input_shape"]), meta["n_classes"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - any unpickling/shape problem is a corrupt file to the user
+        raise XaiCoreError(f"model weights {path} cannot be loaded: {e}") from None
+    return model.eval()

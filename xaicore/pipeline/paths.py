@@ -1,0 +1,44 @@
+"""Where each step reads and writes, relative to one output folder (``outputs/`` by default)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    root: Path = Path("outputs")
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "data" / "dataset.npz"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def controls(self) -> Path:
+        return self.root / "controls"
+
+    @property
+    def heatmaps(self) -> Path:
+        return self.root / "heatmaps.zarr"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores.zarr"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+
+def model_file(name: str) -> str:
+    """File stem of a model name (``cascade:fc2`` -> ``cascade__fc2``)."""
+    return name.replace(":", "__").replace("/", "_")

@@ -1,0 +1,11 @@
+"""The Zarr archives: heatmaps (chunk-aligned block writes), scores, and ``open_archive``."""
+
+from xaicore.store.archive import (
+    HEATMAP_SCHEMA,
+    SCORES_SCHEMA,
+    HeatmapArchiveWriter,
+    open_archive,
+    write_dataset,
+)
+
+__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "open_archive", "write_dataset"]
