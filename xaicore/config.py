@@ -165,6 +165,20 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def flat(self) -> dict[str, str]:
+        """``{"score.region": "4", ...}``: every leaf as a string, for run trackers."""
+        out: dict[str, str] = {}
+
+        def walk(d: dict[str, Any], prefix: str) -> None:
+            for k, v in d.items():
+                if isinstance(v, dict) and v:
+                    walk(v, f"{prefix}{k}.")
+                else:
+                    out[f"{prefix}{k}"] = str(v)[:500]
+
+        walk(self.to_dict(), "")
+        return out
+
     def section_json(self, *names: str) -> str:
         """Canonical JSON of some sections, for cache keys and archive attrs."""
         d = self.to_dict()

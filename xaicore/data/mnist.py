@@ -39,16 +39,21 @@ def _find(root: Path, stem: str) -> Path:
         if cand.is_file():
             return cand
     raise XaiCoreError(f"MNIST file {stem}[.gz] is missing under {root}; put the four IDX files there "
-                       "(and `dvc add data/mnist`), or set data.dataset: digits in params.yaml")
+                       "(and `dvc add data`), or set data.dataset: digits in params.yaml")
+
+
+def check_mnist_dir(root: str | Path) -> dict[str, Path]:
+    """The paths of the four IDX files under ``root``; raises naming what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise XaiCoreError(f"data.dataset is mnist but {root}/ does not exist; put the MNIST IDX files there "
+                           "(and `dvc add data`) or set data.dataset: digits in params.yaml")
+    return {k: _find(root, stem) for k, stem in _FILES.items()}
 
 
 def load_mnist(root: str | Path = "data/mnist") -> Dataset:
     """The four MNIST IDX files under ``root`` as a :class:`Dataset` of (N, 1, 28, 28) images in [0, 1]."""
-    root = Path(root)
-    if not root.is_dir():
-        raise XaiCoreError(f"data.dataset is mnist but {root}/ does not exist; put the MNIST IDX files there "
-                           "(and `dvc add data/mnist`) or set data.dataset: digits in params.yaml")
-    a = {k: read_idx(_find(root, stem)) for k, stem in _FILES.items()}
+    a = {k: read_idx(p) for k, p in check_mnist_dir(root).items()}
     for split in ("train", "test"):
         if a[f"x_{split}"].shape[0] != a[f"y_{split}"].shape[0]:
             raise XaiCoreError(f"MNIST {split} images and labels differ in count under {root}")

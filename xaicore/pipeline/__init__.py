@@ -6,6 +6,14 @@ Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 from xaicore.pipeline.explain_step import generate_heatmaps
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.score_step import score_heatmaps
-from xaicore.pipeline.steps import build_controls, prepare_data, train_models
+from xaicore.pipeline.steps import build_controls, preflight, prepare_data, train_models
 
-__all__ = ["Paths", "build_controls", "generate_heatmaps", "prepare_data", "score_heatmaps", "train_models"]
+__all__ = [
+    "Paths",
+    "build_controls",
+    "generate_heatmaps",
+    "preflight",
+    "prepare_data",
+    "score_heatmaps",
+    "train_models",
+]

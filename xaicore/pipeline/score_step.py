@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,13 @@ def dask_client(score_cfg: ScoreConfig) -> Iterator[Any]:
         return
     from distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     if score_cfg.scheduler is not None:
         with Client(score_cfg.scheduler) as client:
             yield client
         return
     with LocalCluster(n_workers=score_cfg.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 

@@ -23,6 +23,14 @@ from xaicore.pipeline.paths import Paths, model_file
 TRAINED, RANDOM_LABELS = "trained", "random_labels"
 
 
+def preflight(cfg: Config) -> None:
+    """Fail early, with one clear error, on input the run would only trip over later (missing data)."""
+    if cfg.data.dataset == "mnist":
+        from xaicore.data.mnist import check_mnist_dir
+
+        check_mnist_dir(cfg.data.root)
+
+
 def prepare_data(cfg: Config, paths: Paths) -> Path:
     """Materialize the configured dataset and its randomized-label training copy (one ``.npz``)."""
     d = cfg.data

@@ -1,0 +1,49 @@
+# The two commands of README.md: `make survey` and `make test`. Both create/reuse .venv and install everything.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# torch and torchvision are installed as a matched pair; override for another platform, e.g.
+#   make survey TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install survey test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+survey: install
+	mkdir -p data/mnist
+	dvc repro
+	@echo ""
+	@echo "Survey outputs:"
+	@echo "  heatmaps  $(CURDIR)/outputs/heatmaps.zarr   (xaicore.store.open_archive / xarray.open_zarr)"
+	@echo "  scores    $(CURDIR)/outputs/scores.zarr"
+	@echo "  metrics   $(CURDIR)/outputs/metrics.json, outputs/metrics.csv"
+	@echo "  figures   $(CURDIR)/outputs/figures/"
+	@echo "  MLflow    sqlite:///$(CURDIR)/outputs/mlflow.db  (mlflow ui --backend-store-uri ...)"
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check xaicore tasks flows tests benchmarks
+
+bench: install
+	$(VENV)/bin/python benchmarks/aopc.py
+
+clean:
+	rm -rf outputs .prefect .numba_cache .dvc/cache .dvc/tmp

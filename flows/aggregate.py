@@ -1,0 +1,7 @@
+"""DVC stage `aggregate`: `python -m flows.aggregate`."""
+
+from flows._cli import main
+from flows.stages import aggregate_flow
+
+if __name__ == "__main__":
+    main(aggregate_flow, __doc__)

@@ -1,0 +1,7 @@
+"""DVC stage `controls`: `python -m flows.controls`."""
+
+from flows._cli import main
+from flows.stages import controls_flow
+
+if __name__ == "__main__":
+    main(controls_flow, __doc__)

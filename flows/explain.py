@@ -1,0 +1,7 @@
+"""DVC stage `explain`: `python -m flows.explain`."""
+
+from flows._cli import main
+from flows.stages import explain_flow
+
+if __name__ == "__main__":
+    main(explain_flow, __doc__)

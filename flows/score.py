@@ -1,0 +1,7 @@
+"""DVC stage `score`: `python -m flows.score`."""
+
+from flows._cli import main
+from flows.stages import score_flow
+
+if __name__ == "__main__":
+    main(score_flow, __doc__)

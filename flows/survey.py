@@ -1,0 +1,30 @@
+"""The whole survey in one flow, for scheduled runs: ``python -m flows.survey``.
+
+``python -m flows.survey --serve "0 3 * * 1"`` serves it as a deployment on that cron schedule (against a
+Prefect server: ``prefect server start`` and ``PREFECT_API_URL``).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+import tasks
+from flows._cli import main
+
+
+@flow(name="survey", log_prints=True)
+def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.prepare_data(cfg, paths)
+    tasks.train_models(cfg, paths)
+    tasks.build_controls(cfg, paths)
+    tasks.generate_heatmaps(cfg, paths)
+    tasks.score_heatmaps(cfg, paths)
+    tasks.aggregate_metrics(paths)
+    figures = tasks.make_figures(paths)
+    tasks.log_mlflow_run(cfg, paths, figures)
+    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.metrics}, {paths.figures}/")
+
+
+if __name__ == "__main__":
+    main(survey_flow, __doc__, serve=True)

@@ -1,0 +1,7 @@
+"""DVC stage `train`: `python -m flows.train`."""
+
+from flows._cli import main
+from flows.stages import train_flow
+
+if __name__ == "__main__":
+    main(train_flow, __doc__)

@@ -1,0 +1,26 @@
+"""Prefect tasks: thin wrappers that call one xaicore function each (no maths here)."""
+
+from tasks import _env  # noqa: F401  (sets the offline environment before prefect is imported)
+from tasks.survey import (
+    aggregate_metrics,
+    build_controls,
+    generate_heatmaps,
+    load_params,
+    log_mlflow_run,
+    make_figures,
+    prepare_data,
+    score_heatmaps,
+    train_models,
+)
+
+__all__ = [
+    "aggregate_metrics",
+    "build_controls",
+    "generate_heatmaps",
+    "load_params",
+    "log_mlflow_run",
+    "make_figures",
+    "prepare_data",
+    "score_heatmaps",
+    "train_models",
+]

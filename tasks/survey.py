@@ -1,0 +1,80 @@
+"""One Prefect task per survey step. DVC decides what reruns, so results are not cached by Prefect."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from xaicore import pipeline, report
+from xaicore.config import Config, load_config
+from xaicore.pipeline import Paths
+
+
+@task(name="load_params", cache_policy=NO_CACHE)
+def load_params(params: str, out: str) -> tuple[Config, Paths]:
+    return load_config(params), Paths(Path(out))
+
+
+@task(name="prepare_data", cache_policy=NO_CACHE)
+def prepare_data(cfg: Config, paths: Paths) -> Path:
+    return pipeline.prepare_data(cfg, paths)
+
+
+@task(name="train_models", cache_policy=NO_CACHE)
+def train_models(cfg: Config, paths: Paths) -> Path:
+    return pipeline.train_models(cfg, paths)
+
+
+@task(name="build_controls", cache_policy=NO_CACHE)
+def build_controls(cfg: Config, paths: Paths) -> Path:
+    return pipeline.build_controls(cfg, paths)
+
+
+@task(name="generate_heatmaps", cache_policy=NO_CACHE)
+def generate_heatmaps(cfg: Config, paths: Paths) -> Path:
+    return pipeline.generate_heatmaps(cfg, paths)
+
+
+@task(name="score_heatmaps", cache_policy=NO_CACHE)
+def score_heatmaps(cfg: Config, paths: Paths) -> Path:
+    return pipeline.score_heatmaps(cfg, paths)
+
+
+@task(name="aggregate_metrics", cache_policy=NO_CACHE)
+def aggregate_metrics(paths: Paths) -> dict[str, Any]:
+    return report.aggregate_metrics(paths)
+
+
+@task(name="make_figures", cache_policy=NO_CACHE)
+def make_figures(paths: Paths) -> list[Path]:
+    return report.make_figures(paths)
+
+
+@task(name="log_mlflow_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path]) -> str:
+    """Record params.yaml, the metrics of metrics.json, the figures and the git/dvc.lock revisions."""
+    import mlflow
+
+    from xaicore.pipeline.explain_step import git_revision
+    from xaicore.report.tables import flat_metrics
+
+    mlflow.set_tracking_uri(f"sqlite:///{(paths.root / 'mlflow.db').resolve()}")
+    name = "xaicore-survey"
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(paths.root / "mlartifacts").resolve().as_uri())
+    mlflow.set_experiment(name)
+    lock = Path("dvc.lock")
+    with mlflow.start_run() as run:
+        mlflow.log_params(cfg.flat())
+        mlflow.log_metrics(flat_metrics(paths.metrics))
+        mlflow.set_tags({"git_revision": git_revision(),
+                         "dvc_lock_md5": hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else "none"})
+        for fig in figures:
+            mlflow.log_artifact(str(fig), artifact_path="figures")
+        mlflow.log_artifact(str(paths.metrics))
+        return run.info.run_id
+
