@@ -57,7 +57,7 @@ def train_model(arch: str, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, 
             loss = F.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * idx.shape[0]
+            total += float(loss.detach()) * idx.shape[0]
         losses.append(total / x.shape[0])
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()

@@ -1,0 +1,45 @@
+"""A tiny survey (few samples, short training) run once per test session through the pipeline steps."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xaicore.config import Config, config_from_dict
+from xaicore.pipeline import Paths, build_controls, generate_heatmaps, prepare_data, score_heatmaps, train_models
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_params() -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    raw["data"]["n_explain"] = 24
+    raw["model"].update(epochs=3, random_labels_epochs=3)
+    raw["explain"].update(chunk=16, batch_size=16)
+    raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
+    raw["score"].update(workers=0, region=7)
+    return raw
+
+
+def run_survey(cfg: Config, root: Path) -> Paths:
+    paths = Paths(root)
+    prepare_data(cfg, paths)
+    train_models(cfg, paths, progress=False)
+    build_controls(cfg, paths)
+    generate_heatmaps(cfg, paths, progress=False)
+    score_heatmaps(cfg, paths, progress=False)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> Config:
+    return config_from_dict(tiny_params())
+
+
+@pytest.fixture(scope="session")
+def tiny_survey(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config) -> Paths:
+    return run_survey(tiny_cfg, tmp_path_factory.mktemp("survey") / "outputs")

@@ -1,0 +1,108 @@
+"""End to end through the pipeline steps: archive schema, determinism, sanity-check ordering, reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.flows.conftest import run_survey
+from xaicore.errors import XaiCoreError
+from xaicore.report import aggregate_metrics, make_figures
+from xaicore.store import open_archive
+
+pytestmark = pytest.mark.slow
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_archive_schema(tiny_survey, tiny_cfg):
+    ds = open_archive(tiny_survey.heatmaps)
+    assert ds["relevance"].dims == ("model", "explainer", "sample", "channel", "y", "x")
+    assert list(ds.explainer.values) == list(tiny_cfg.explain.methods)
+    models = [str(m) for m in ds.model.values]
+    assert models[:2] == ["trained", "random_labels"]
+    assert models[2:6] == ["cascade:fc2", "cascade:fc1", "cascade:conv2", "cascade:conv1"]
+    assert models[6:] == ["independent:fc2", "independent:fc1", "independent:conv2", "independent:conv1"]
+    assert ds.sizes["sample"] == 24 and ds.sizes["y"] == 28
+    assert ds.attrs["complete"] is True
+    assert ds["relevance"].encoding["chunks"] == (1, 1, 16, 1, 28, 28)
+    for name in ("label", "target", "prediction", "score", "conservation_error", "positive_fraction"):
+        assert name in ds
+    assert (ds.target.values == ds.label.values).all()
+    # the stored score is the target logit of each model, and the gradient map is finite and non-trivial
+    assert np.isfinite(ds["score"].values).all()
+    grad = ds["relevance"].sel(model="trained", explainer="gradient").values
+    assert np.abs(grad).sum() > 0
+    # G×I and IG conserve better than the gradient (the gradient has no reason to sum to f(x))
+    cons = ds["conservation_error"].sel(model="trained").median("sample")
+    assert float(cons.sel(explainer="integrated_gradients")) < float(cons.sel(explainer="gradient"))
+
+
+def test_scores_and_sanity(tiny_survey):
+    sc = open_archive(tiny_survey.scores)
+    assert sc["aopc_curve"].dims == ("model", "explainer", "perturbation", "order", "sample", "step")
+    assert sc.sizes["step"] == 17  # 28x28 in 7x7 regions: L = 16
+    curve = sc["aopc_curve"].sel(model="trained").values
+    assert np.isfinite(curve).all()
+    assert np.isnan(sc["aopc_curve"].sel(model="cascade:fc2").values).all()  # not in score.models
+    sim = sc["sanity_similarity"].sel(explainer="gradient", measure="spearman").mean("sample")
+    # Adebayo et al.: the trained model's gradient is identical to itself and unlike the fully randomized one
+    assert float(sim.sel(model="trained")) == pytest.approx(1.0)
+    assert float(sim.sel(model="cascade:conv1")) < 0.5
+    # the random baseline does not depend on the model at all
+    rnd = sc["sanity_similarity"].sel(explainer="random", measure="spearman")
+    assert np.allclose(rnd.values, 1.0)
+
+
+def test_reports(tiny_survey):
+    doc = aggregate_metrics(tiny_survey)
+    rows = {(r["model"], r["explainer"]): r for r in doc["rows"]}
+    assert len(rows) == 10 * 4
+    sc = open_archive(tiny_survey.scores)
+    expect = float(sc["aopc"].sel(model="trained", explainer="gradient", order="morf").values.item())
+    assert rows[("trained", "gradient")]["aopc_morf"] == pytest.approx(expect, abs=1e-5)
+    assert rows[("cascade:fc2", "gradient")]["aopc_morf"] is None
+    assert json.loads(tiny_survey.metrics.read_text())["rows"][0]["model"] == "trained"
+    assert tiny_survey.metrics.with_suffix(".csv").read_text().startswith("model,explainer,")
+    figs = make_figures(tiny_survey)
+    assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png"]
+    assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
+
+
+def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
+    again = run_survey(tiny_cfg, tmp_path / "outputs")
+    for name in ("heatmaps", "scores"):
+        first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
+        assert first == second, f"{name} archives differ"
+
+
+def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, monkeypatch):
+    import shutil
+
+    import xaicore.pipeline.explain_step as step
+
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    for sub in ("data", "models", "controls"):
+        shutil.copytree(tiny_survey.root / sub, paths.root / sub)
+    calls = {"n": 0}
+    real = step.explain
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a kill in the middle of the run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step, "explain", dying)
+    with pytest.raises(KeyboardInterrupt):
+        step.generate_heatmaps(tiny_cfg, paths, progress=False)
+    assert not paths.heatmaps.exists()
+    with pytest.raises(XaiCoreError, match="did not finish"):
+        open_archive(paths.heatmaps)
