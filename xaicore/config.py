@@ -64,11 +64,12 @@ class ModelConfig:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 0.002
-    random_labels_epochs: int = 60
+    random_labels_epochs: int = 100
+    random_labels_lr: float = 0.001
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
-        for key in ("epochs", "batch_size", "lr", "random_labels_epochs"):
+        for key in ("epochs", "batch_size", "lr", "random_labels_epochs", "random_labels_lr"):
             _positive(f"model.{key}", getattr(self, key))
 
 
@@ -89,6 +90,7 @@ class ExplainConfig:
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
+        from xaicore.explain import get_explainer
         from xaicore.explain import methods as registered
 
         known = registered()
@@ -104,6 +106,11 @@ class ExplainConfig:
                 raise _fail(f"explain.method_params.{name}", f"is not a registered method ({', '.join(known)})")
             if not isinstance(kw, dict):
                 raise _fail(f"explain.method_params.{name}", "must be a mapping of keyword -> value")
+            allowed = get_explainer(name).defaults
+            unknown = sorted(set(kw) - set(allowed))
+            if unknown:
+                raise _fail(f"explain.method_params.{name}", f"has unknown parameter {', '.join(map(repr, unknown))}"
+                            f"; {name} takes: {', '.join(allowed) or 'none'}")
         _positive("explain.batch_size", self.batch_size)
         _positive("explain.chunk", self.chunk)
 

@@ -22,8 +22,11 @@ _FILES = {
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (plain or ``.gz``) of unsigned bytes; raises on a bad magic number or size."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # a corrupt or cut-short .gz (gzip.BadGzipFile is an OSError)
+        raise XaiCoreError(f"{path} cannot be read: {type(e).__name__}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise XaiCoreError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]

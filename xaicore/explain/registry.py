@@ -89,13 +89,14 @@ def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str
                            f"its parameters: {', '.join(ex.defaults) or 'none'}")
     target = check_inputs(x, target)
     kw = {**ex.defaults, **params}
-    was_training = model.training
+    flags = [(m, m.training) for m in model.modules()]  # per module: a model may mix train and eval parts
     model.eval()
     try:
         with torch.enable_grad():
             out = ex.fn(model, x.detach(), target, **kw)
     finally:
-        model.train(was_training)
+        for m, flag in flags:
+            m.training = flag
     if out.shape != x.shape:
         raise XaiCoreError(f"method {method!r} returned shape {tuple(out.shape)} for x {tuple(x.shape)}")
     out = out.detach().to(dtype=x.dtype, device=x.device)

@@ -19,7 +19,10 @@ class Backend(Protocol):
 
     def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
                         grid: torch.Tensor) -> None:
-        """In place: ``buf[b, :, pixels of regions[b]] = replacement[b, :, same pixels]``."""
+        """In place: ``buf[i, :, pixels of regions[i]] = replacement[i % R, :, same pixels]``.
+
+        ``buf`` (N, C, H, W) may stack N / R copies of a batch of R samples; ``regions`` is (N,) or (N, K)
+        (K regions per sample). A pixel listed twice is written twice with the same value."""
 
 
 @lru_cache(maxsize=64)

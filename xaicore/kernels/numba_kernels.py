@@ -30,13 +30,16 @@ def _order(sums: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.ndarray) -> None:
-    b, c, n = buf.shape
+    n, c, _ = buf.shape
+    n_rep = rep.shape[0]
     p = grid.shape[1]
-    for i in range(b):
-        g = grid[regions[i]]
-        for ch in range(c):
-            for k in range(p):
-                buf[i, ch, g[k]] = rep[i, ch, g[k]]
+    for i in range(n):
+        s = i % n_rep  # buf may stack several copies of the batch (packed steps)
+        for j in range(regions.shape[1]):
+            g = grid[regions[i, j]]
+            for ch in range(c):
+                for k in range(p):
+                    buf[i, ch, g[k]] = rep[s, ch, g[k]]
 
 
 class NumbaBackend:
@@ -54,6 +57,7 @@ class NumbaBackend:
 
     def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
                         grid: torch.Tensor) -> None:
-        b, c = buf.shape[:2]
-        view = buf.view(b, c, -1).numpy()  # shares memory with buf
-        _perturb(view, replacement.reshape(b, c, -1).numpy(), regions.numpy(), grid.numpy())
+        n, c = buf.shape[:2]
+        view = buf.view(n, c, -1).numpy()  # shares memory with buf
+        rep = replacement.reshape(replacement.shape[0], c, -1).numpy()
+        _perturb(view, rep, regions.reshape(n, -1).numpy(), grid.numpy())

@@ -7,15 +7,25 @@ import torch.nn.functional as F
 
 
 def region_sums(relevance: torch.Tensor, region: int) -> torch.Tensor:
-    """(B, L) relevance summed over channels and each region, in float64."""
+    """(B, L) relevance summed over channels and each region, in float64.
+
+    The terms are added one at a time in the numba twin's order (channel, row, column), so float64 rounding
+    is the same in both and regions whose sums tie exactly in one tie in the other (a vectorised ``sum``
+    rounds differently and would rank such near-ties of float64 relevance differently)."""
     r = relevance.to(torch.float64)
-    if r.ndim == 4:
-        r = r.sum(1)
-    b, h, w = r.shape
+    if r.ndim == 3:
+        r = r[:, None]
+    b, c, h, w = r.shape
     ph, pw = (-h) % region, (-w) % region
-    r = F.pad(r, (0, pw, 0, ph))
+    r = F.pad(r, (0, pw, 0, ph))  # adding the padding's +0.0 leaves a sum unchanged
     hb, wb = (h + ph) // region, (w + pw) // region
-    return r.view(b, hb, region, wb, region).sum((2, 4)).reshape(b, hb * wb)
+    v = r.view(b, c, hb, region, wb, region)
+    out = torch.zeros(b, hb, wb, dtype=torch.float64, device=r.device)
+    for ch in range(c):
+        for dy in range(region):
+            for dx in range(region):
+                out += v[:, ch, :, dy, :, dx]
+    return out.reshape(b, hb * wb)
 
 
 class TorchBackend:
@@ -26,9 +36,12 @@ class TorchBackend:
 
     def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
                         grid: torch.Tensor) -> None:
-        b, c = buf.shape[:2]
+        n, c = buf.shape[:2]
+        n_rep = replacement.shape[0]
         hw = buf[0, 0].numel()
-        pix = grid[regions]  # (B, P)
-        idx = (pix[:, None, :] + torch.arange(c, device=buf.device).view(1, c, 1) * hw).reshape(b, -1)
-        flat = buf.view(b, -1)
-        flat.scatter_(1, idx, replacement.reshape(b, -1).gather(1, idx))
+        pix = grid[regions.reshape(n, -1)].reshape(n, -1)  # (N, K·P)
+        idx = (pix[:, None, :] + torch.arange(c, device=buf.device).view(1, c, 1) * hw).reshape(n, -1)
+        # sample i takes replacement[i % n_rep]: buf may stack several copies of the batch (packed steps)
+        rep = replacement.reshape(1, n_rep, -1).expand(n // n_rep, n_rep, -1)
+        values = rep.gather(2, idx.view(n // n_rep, n_rep, -1)).view(n, -1)
+        buf.view(n, -1).scatter_(1, idx, values)

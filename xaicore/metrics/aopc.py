@@ -5,7 +5,8 @@ x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) for MoRF, r_{L+1−k} for LeRF. The curve h
 AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set figure is its mean).
 
 Each step changes one region, so the perturbed batch is updated in place (a numba or torch kernel) and fed
-to the model as it is; when the batch is small, several steps are packed into one forward pass.
+to the model as it is; when the batch is small, several steps are packed into one forward pass as lanes
+that each move on by several regions per pass (no whole-image copies).
 """
 
 from __future__ import annotations
@@ -79,32 +80,28 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     if order == "lerf":
         ranking = ranking.flip(1)
     rep = replacement_values(x, perturbation, seed=seed).contiguous()
-    buf = x.detach().clone().contiguous()
-    was_training = model.training
+    # `lanes` copies of the batch go through the model at once, lane j holding step k + j; each round moves
+    # every lane on by `lanes` steps, which writes lanes² regions per sample instead of copying whole images
+    lanes = max(1, min(forward_batch // b, n_regions + 1))
+    buf = x.detach().repeat(lanes, 1, 1, 1)  # a copy even for one lane: x is never written
+    for j in range(1, lanes):  # lane j starts at step j: ranked region j is disabled in lanes j, j+1, ...
+        kern.perturb_regions(buf[j * b:], rep, ranking[:, j - 1].repeat(lanes - j), grid)
+    tgt = target.repeat(lanes)
+    lane = torch.arange(lanes, device=x.device)
+    shift = lane[:, None] + lane[None, :]  # (lane j, q): lane j disables ranked region k + j + q next
+    flags = [(m, m.training) for m in model.modules()]  # per module: a model may mix train and eval parts
     model.eval()
     try:
         curve = torch.empty(b, n_regions + 1, dtype=torch.float32, device=x.device)
-        pack = max(1, forward_batch // b)
-        if pack == 1:
-            curve[:, 0] = _score(model, buf, target, score)
-            for k in range(n_regions):
-                kern.perturb_regions(buf, rep, ranking[:, k].contiguous(), grid)
-                curve[:, k + 1] = _score(model, buf, target, score)
-        else:
-            staged = torch.empty((pack * b,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-            tgt = target.repeat(pack)
-            n_staged, first = 0, 0
-            for k in range(n_regions + 1):
-                if k:
-                    kern.perturb_regions(buf, rep, ranking[:, k - 1].contiguous(), grid)
-                staged[n_staged * b:(n_staged + 1) * b] = buf
-                n_staged += 1
-                if n_staged == pack or k == n_regions:
-                    s = _score(model, staged[: n_staged * b], tgt[: n_staged * b], score)
-                    curve[:, first:first + n_staged] = s.view(n_staged, b).T
-                    first += n_staged
-                    n_staged = 0
+        for k in range(0, n_regions + 1, lanes):
+            n = min(lanes, n_regions + 1 - k)
+            curve[:, k:k + n] = _score(model, buf[:n * b], tgt[:n * b], score).view(n, b).T
+            n_next = min(lanes, n_regions + 1 - k - lanes)
+            if n_next > 0:
+                regions = ranking[:, k + shift[:n_next]].transpose(0, 1).reshape(n_next * b, lanes)
+                kern.perturb_regions(buf[:n_next * b], rep, regions, grid)
     finally:
-        model.train(was_training)
+        for m, flag in flags:
+            m.training = flag
     curve = curve.float()
     return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, order == "morf")

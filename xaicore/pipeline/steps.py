@@ -59,11 +59,11 @@ def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     m = cfg.model
     paths.models.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
-    runs = ((TRAINED, ds.y_train, m.epochs, cfg.seed), (RANDOM_LABELS, extra["y_train_random"],
-                                                         m.random_labels_epochs, cfg.seed + 1))
-    for name, labels, epochs, seed in runs:
+    runs = ((TRAINED, ds.y_train, m.epochs, m.lr, cfg.seed),
+            (RANDOM_LABELS, extra["y_train_random"], m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1))
+    for name, labels, epochs, lr, seed in runs:
         res = train_model(m.arch, ds.x_train, labels, n_classes=ds.n_classes, epochs=epochs,
-                          batch_size=m.batch_size, lr=m.lr, seed=seed, x_test=ds.x_test, y_test=ds.y_test,
+                          batch_size=m.batch_size, lr=lr, seed=seed, x_test=ds.x_test, y_test=ds.y_test,
                           desc=f"train {name}", progress=progress)
         stem = model_file(name)
         save_model(res.model, paths.models / f"{stem}.pt", arch=m.arch, input_shape=ds.input_shape,

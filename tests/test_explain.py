@@ -1,0 +1,256 @@
+"""The explainer contract (DESIGN §3): batched == per-sample, the model left exactly as it was, the result's
+dtype/shape/device, input validation, and IG's completeness (Sundararajan et al. 2017, eq. 1)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+
+import xaicore
+from xaicore import XaiCoreError
+from xaicore.explain import get_explainer
+
+ALL_METHODS = xaicore.methods()
+# cheap but non-trivial settings, so the loop over every method stays fast
+FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}}
+
+
+def run(model, x, target, method, **kw):
+    return xaicore.explain(model, x, target, method=method, **{**FAST_PARAMS.get(method, {}), **kw})
+
+
+def test_registry_holds_the_survey_gradient_methods():
+    assert {"gradient", "gradient_x_input", "integrated_gradients", "random"} <= set(ALL_METHODS)
+    assert ALL_METHODS == sorted(ALL_METHODS)
+    assert get_explainer("integrated_gradients").conservative is True
+    assert get_explainer("gradient").conservative is False
+
+
+# --- batched == per-sample -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_batched_equals_per_sample(method, arch, digit_batch, helpers):
+    model = helpers.seeded_model(arch, seed=4, dtype=torch.float64)
+    x, target = digit_batch
+    x = x[:4].double()
+    target = target[:4]
+    batched = run(model, x, target, method)
+    single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(x.shape[0])])
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
+    assert float(batched.abs().max()) > 0
+    # a different batch composition (reversed order, duplicated sample) does not change any sample's heatmap
+    perm = torch.tensor([3, 2, 2, 0])
+    torch.testing.assert_close(run(model, x[perm], target[perm], method), batched[perm], rtol=0, atol=1e-12)
+
+
+# --- the model is left exactly as it was -----------------------------------------------------------------
+
+def _bn_model() -> nn.Module:
+    """A model whose train mode would change its buffers (BatchNorm) and its output (Dropout)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        return nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(1, 4, 3, padding=1)), ("bn", nn.BatchNorm2d(4)), ("relu", nn.ReLU()),
+            ("pool", nn.MaxPool2d(2)), ("flatten", nn.Flatten()), ("drop", nn.Dropout(0.5)),
+            ("fc", nn.Linear(4 * 14 * 14, 10)),
+        ]))
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("mode", ["eval", "train", "mixed"])
+def test_model_unchanged_after_explainer(method, mode, digit_batch, helpers):
+    model = _bn_model()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        model.bn.running_mean.uniform_(-0.1, 0.1)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    model.train(mode != "eval")
+    if mode == "mixed":  # e.g. fine-tuning with frozen BatchNorm statistics
+        model.bn.eval()
+    model.fc.bias.requires_grad_(False)
+    flags = {name: m.training for name, m in model.named_modules()}
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    before = helpers.model_state(model)
+    x, target = digit_batch
+    x = x.clone().requires_grad_(True)
+
+    out = run(model, x, target, method)
+
+    helpers.assert_states_equal(before, helpers.model_state(model))
+    assert {name: m.training for name, m in model.named_modules()} == flags
+    helpers.assert_no_hooks(model)
+    assert all(p.grad is None for p in model.parameters()), "explainer left .grad on the parameters"
+    assert [p.requires_grad for p in model.parameters()] == requires_grad
+    assert x.grad is None
+    # the heatmap is that of the model in eval mode (no dropout, running BatchNorm statistics)
+    model.eval()
+    torch.testing.assert_close(out, run(model, x.detach(), target, method), rtol=0, atol=0)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    assert not out.requires_grad and out.grad_fn is None
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_result_has_x_shape_dtype_device_and_is_detached(method, dtype, any_model, digit_batch):
+    model = any_model.to(dtype)
+    x, target = digit_batch
+    x = x.to(dtype)
+    out = run(model, x, target, method)
+    assert out.shape == x.shape
+    assert out.dtype == dtype
+    assert out.device == x.device
+    assert not out.requires_grad and out.grad_fn is None
+    assert bool(torch.isfinite(out).all())
+    assert float(out.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_flat_inputs_b_f_are_accepted(method):
+    with torch.random.fork_rng():
+        torch.manual_seed(6)
+        model = nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+        x = torch.rand(4, 12, dtype=torch.float64)
+    target = torch.tensor([0, 2, 1, 2])
+    out = run(model, x, target, method)
+    assert out.shape == (4, 12) and out.dtype == torch.float64
+    single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(4)])
+    torch.testing.assert_close(out, single, rtol=0, atol=1e-12)
+
+
+def test_gradient_closed_form_on_linear_model():
+    """f(x) = W x + b: the gradient of class c is W[c], gradient x input is W[c] * x, IG from 0 equals it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        lin = nn.Linear(10, 4).double()
+        x = torch.randn(6, 10, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 3, 3, 1])
+    w = lin.weight.detach()[target]
+    torch.testing.assert_close(xaicore.explain(lin, x, target, method="gradient"), w, rtol=0, atol=1e-15)
+    torch.testing.assert_close(xaicore.explain(lin, x, target, method="gradient_x_input"), w * x,
+                               rtol=0, atol=1e-15)
+    for rule in ("riemann_trapezoid", "riemann_middle", "riemann_left", "gausslegendre"):
+        ig = xaicore.explain(lin, x, target, method="integrated_gradients", n_steps=3, rule=rule, baseline=0.5)
+        torch.testing.assert_close(ig, w * (x - 0.5), rtol=0, atol=1e-14)
+
+
+def test_int32_and_list_targets_equal_long_targets(cnn, digit_batch):
+    x, target = digit_batch
+    ref = xaicore.explain(cnn, x, target, method="gradient")
+    assert torch.equal(xaicore.explain(cnn, x, target.int(), method="gradient"), ref)
+    assert torch.equal(xaicore.explain(cnn, x, target.tolist(), method="gradient"), ref)
+
+
+def test_random_relevance_is_seeded_and_model_independent(cnn, mlp, digit_batch):
+    x, target = digit_batch
+    a = xaicore.explain(cnn, x, target, method="random", seed=3)
+    assert torch.equal(a, xaicore.explain(mlp, x, target, method="random", seed=3))
+    assert torch.equal(a, xaicore.explain(cnn, x, (target + 1) % 10, method="random", seed=3))
+    assert not torch.equal(a, xaicore.explain(cnn, x, target, method="random", seed=4))
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    assert abs(float(a.mean()) - 0.5) < 0.02  # 6272 U(0,1) draws: sd of the mean is 0.0036
+
+
+# --- IG completeness -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["riemann_trapezoid", "gausslegendre"])
+@pytest.mark.parametrize("baseline", [None, 0.3])
+def test_integrated_gradients_completeness(rule, baseline, trained_cnn, digit_batch):
+    """Σᵢ IGᵢ = f(x) − f(x̄) up to the quadrature error: below 1% at 64 steps on a (briefly) trained CNN.
+
+    (On an untrained CNN f(x) − f(x̄) is close to 0 and the relative error is meaningless.)"""
+    model = trained_cnn.double()
+    x, target = digit_batch
+    x = x.double()
+    rel = xaicore.explain(model, x, target, method="integrated_gradients", n_steps=64, rule=rule,
+                          baseline=baseline)
+    with torch.no_grad():
+        fx = model(x).gather(1, target[:, None])[:, 0]
+        base = torch.full_like(x, 0.0 if baseline is None else baseline)
+        fb = model(base).gather(1, target[:, None])[:, 0]
+    delta = fx - fb
+    assert float(delta.abs().min()) > 0.5
+    rel_err = (rel.flatten(1).sum(1) - delta).abs() / delta.abs()
+    assert float(rel_err.max()) < 1e-2, rel_err
+
+
+def test_integrated_gradients_completeness_is_exact_on_a_linear_model():
+    with torch.random.fork_rng():
+        torch.manual_seed(9)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
+        x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    target = torch.tensor([2, 0, 1])
+    rel = xaicore.explain(model, x, target, method="integrated_gradients", n_steps=2)
+    with torch.no_grad():
+        delta = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(rel.flatten(1).sum(1), delta, rtol=0, atol=1e-13)
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+def test_unknown_method_is_refused(cnn, digit_batch):
+    x, target = digit_batch
+    with pytest.raises(XaiCoreError, match=r"unknown method 'lrp\.nope'.*gradient"):
+        xaicore.explain(cnn, x, target, method="lrp.nope")
+
+
+def test_unknown_keyword_is_refused(cnn, digit_batch):
+    x, target = digit_batch
+    with pytest.raises(XaiCoreError, match=r"'integrated_gradients' has no parameter 'steps'.*n_steps"):
+        xaicore.explain(cnn, x, target, method="integrated_gradients", steps=3)
+    with pytest.raises(XaiCoreError, match=r"'gradient' has no parameter 'epsilon'"):
+        xaicore.explain(cnn, x, target, method="gradient", epsilon=0.1)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_wrong_x_shape_is_refused(method, cnn, digit_batch):
+    x, target = digit_batch
+    with pytest.raises(XaiCoreError, match=r"x must be \(B, C, H, W\) or \(B, F\), got shape \(8, 28, 28\)"):
+        xaicore.explain(cnn, x[:, 0], target, method=method)
+    with pytest.raises(XaiCoreError, match="floating-point"):
+        xaicore.explain(cnn, (x * 255).long(), target, method=method)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_bad_target_is_refused(method, cnn, digit_batch):
+    x, target = digit_batch
+    with pytest.raises(XaiCoreError, match=r"target must be \(B,\) = \(8,\).*got \(7,\)"):
+        xaicore.explain(cnn, x, target[:7], method=method)
+    with pytest.raises(XaiCoreError, match=r"target must be.*float32"):
+        xaicore.explain(cnn, x, target.float(), method=method)
+    with pytest.raises(XaiCoreError, match="target must be"):
+        xaicore.explain(cnn, x, target[:, None], method=method)
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradient_x_input", "integrated_gradients"])
+@pytest.mark.parametrize("bad", [10, -1])
+def test_target_out_of_range_is_refused(method, bad, cnn, digit_batch, helpers):
+    x, target = digit_batch
+    target = target.clone()
+    target[3] = bad
+    before = helpers.model_state(cnn)
+    with pytest.raises(XaiCoreError, match=r"target holds class indices outside 0\.\.9"):
+        run(cnn, x, target, method)
+    helpers.assert_states_equal(before, helpers.model_state(cnn))
+    helpers.assert_no_hooks(cnn)
+
+
+def test_integrated_gradients_bad_parameters_are_refused(cnn, digit_batch):
+    x, target = digit_batch
+    with pytest.raises(XaiCoreError, match="unknown rule 'simpson'"):
+        xaicore.explain(cnn, x, target, method="integrated_gradients", rule="simpson")
+    with pytest.raises(XaiCoreError, match="n_steps=1 is too small for riemann_trapezoid"):
+        xaicore.explain(cnn, x, target, method="integrated_gradients", n_steps=1)
+    with pytest.raises(XaiCoreError, match=r"baseline shape \(3, 28, 28\)"):
+        xaicore.explain(cnn, x, target, method="integrated_gradients", baseline=torch.zeros(3, 28, 28))
+
+
+def test_non_finite_relevance_is_refused(cnn, digit_batch):
+    x, target = digit_batch
+    x = x.clone()
+    x[2, 0, 5, 5] = float("nan")
+    with pytest.raises(XaiCoreError, match=r"non-finite relevance.*for 1 of 8 samples"):
+        xaicore.explain(cnn, x, target, method="gradient_x_input")
