@@ -37,6 +37,12 @@ def score_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.score_heatmaps(cfg, paths)
 
 
+@flow(name="roar", log_prints=True)
+def roar_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.run_roar(cfg, paths)
+
+
 @flow(name="aggregate", log_prints=True)
 def aggregate_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     _, paths = tasks.load_params(params, out)

@@ -20,10 +20,11 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.build_controls(cfg, paths)
     tasks.generate_heatmaps(cfg, paths)
     tasks.score_heatmaps(cfg, paths)
+    tasks.run_roar(cfg, paths)
     tasks.aggregate_metrics(paths)
     figures = tasks.make_figures(paths)
     tasks.log_mlflow_run(cfg, paths, figures)
-    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.metrics}, {paths.figures}/")
+    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.metrics}, {paths.figures}/")
 
 
 if __name__ == "__main__":

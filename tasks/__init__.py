@@ -9,6 +9,7 @@ from tasks.survey import (
     log_mlflow_run,
     make_figures,
     prepare_data,
+    run_roar,
     score_heatmaps,
     train_models,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "log_mlflow_run",
     "make_figures",
     "prepare_data",
+    "run_roar",
     "score_heatmaps",
     "train_models",
 ]

@@ -44,6 +44,11 @@ def score_heatmaps(cfg: Config, paths: Paths) -> Path:
     return pipeline.score_heatmaps(cfg, paths)
 
 
+@task(name="run_roar", cache_policy=NO_CACHE)
+def run_roar(cfg: Config, paths: Paths) -> Path:
+    return pipeline.run_roar(cfg, paths)
+
+
 @task(name="aggregate_metrics", cache_policy=NO_CACHE)
 def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     return report.aggregate_metrics(paths)

@@ -89,7 +89,7 @@ def test_wrong_type(raw, dotted, value, message):
 @pytest.mark.parametrize("dotted,value,message", [
     ("score.orders", ["up"], r"score\.orders is 'up'; expected one of morf, lerf"),
     ("score.orders", [], r"score\.orders is empty"),
-    ("score.perturbation", "blur9", r"score\.perturbation is 'blur9'"),
+    ("score.perturbations", ["blur9"], r"score\.perturbations is 'blur9'"),
     ("score.score", "loss", r"score\.score is 'loss'"),
     ("score.backend", "cupy", r"score\.backend is 'cupy'"),
     ("score.device", "tpu", r"score\.device is 'tpu'"),
@@ -99,7 +99,7 @@ def test_wrong_type(raw, dotted, value, message):
     ("data.dataset", "cifar", r"data\.dataset is 'cifar'; expected one of digits, mnist"),
     ("data.test_fraction", 1.5, r"data\.test_fraction is 1\.5; expected a fraction in \(0, 1\)"),
     ("data.n_explain", 0, r"data\.n_explain is 0"),
-    ("model.arch", "resnet", r"model\.arch is 'resnet'; expected one of cnn, mlp"),
+    ("model.arch", "vgg", r"model\.arch is 'vgg'; expected one of cnn, mlp, vgg_bn, resnet, densenet"),
     ("model.epochs", 0, r"model\.epochs is 0"),
     ("seed", -1, r"seed is -1; expected a non-negative integer"),
     ("explain.methods", [], r"explain\.methods is empty"),

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 import xaicore
 from xaicore import XaiCoreError
+from xaicore.errors import NotApplicable
 from xaicore.explain import get_explainer
 
 ALL_METHODS = xaicore.methods()
@@ -29,6 +30,15 @@ def test_registry_holds_the_survey_gradient_methods():
     assert get_explainer("gradient").conservative is False
 
 
+def not_applicable(method: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> bool:
+    """Grad-CAM needs a conv layer and images: elsewhere it must refuse with NotApplicable (asserted here)."""
+    if method == "gradcam" and (x.ndim != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules())):
+        with pytest.raises(NotApplicable, match="gradcam needs"):
+            run(model, x, target, method)
+        return True
+    return False
+
+
 # --- batched == per-sample -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -38,6 +48,8 @@ def test_batched_equals_per_sample(method, arch, digit_batch, helpers):
     x, target = digit_batch
     x = x[:4].double()
     target = target[:4]
+    if not_applicable(method, model, x, target):
+        return
     batched = run(model, x, target, method)
     single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(x.shape[0])])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
@@ -98,6 +110,8 @@ def test_result_has_x_shape_dtype_device_and_is_detached(method, dtype, any_mode
     model = any_model.to(dtype)
     x, target = digit_batch
     x = x.to(dtype)
+    if not_applicable(method, model, x, target):
+        return
     out = run(model, x, target, method)
     assert out.shape == x.shape
     assert out.dtype == dtype
@@ -114,6 +128,8 @@ def test_flat_inputs_b_f_are_accepted(method):
         model = nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3)).double()
         x = torch.rand(4, 12, dtype=torch.float64)
     target = torch.tensor([0, 2, 1, 2])
+    if not_applicable(method, model, x, target):
+        return
     out = run(model, x, target, method)
     assert out.shape == (4, 12) and out.dtype == torch.float64
     single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(4)])

@@ -112,7 +112,10 @@ def test_aopc_bad_input(scored):
 
 
 def test_directions():
-    assert DIRECTIONS == {"aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1}
+    # issue 3 added the other scores' directions (tests/metrics/test_reliability.py); these three are unchanged
+    assert {k: DIRECTIONS[k] for k in ("aopc_morf", "aopc_lerf", "conservation_error")} == \
+        {"aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1}
+    assert set(DIRECTIONS.values()) == {-1, +1}
 
 
 # --- perturbation noise ----------------------------------------------------------------------------------

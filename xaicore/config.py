@@ -18,13 +18,14 @@ import yaml
 from xaicore.errors import XaiCoreError
 
 DATASETS = ("digits", "mnist")
-ARCHS = ("cnn", "mlp")
+ARCHS = ("cnn", "mlp", "vgg_bn", "resnet", "densenet")
 ORDERS = ("morf", "lerf")
-PERTURBATIONS = ("uniform",)
+PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
 SCORES = ("logit", "probability")
 BACKENDS = ("auto", "numba", "torch")
 DEVICES = ("cpu", "cuda")
-SANITY_MEASURES = ("spearman", "spearman_abs")
+SANITY_MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
+ROAR_MODES = ("roar", "kar")
 
 
 def _fail(key: str, msg: str) -> XaiCoreError:
@@ -66,9 +67,13 @@ class ModelConfig:
     lr: float = 0.002
     random_labels_epochs: int = 100
     random_labels_lr: float = 0.001
+    #: further architectures trained on the true labels and explained beside the survey model (``zoo:<arch>``)
+    zoo: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
+        for a in self.zoo:
+            _choice("model.zoo", a, ARCHS)
         for key in ("epochs", "batch_size", "lr", "random_labels_epochs", "random_labels_lr"):
             _positive(f"model.{key}", getattr(self, key))
 
@@ -120,7 +125,8 @@ class ScoreConfig:
     models: tuple[str, ...] = ("trained", "random_labels")
     region: int = 4
     orders: tuple[str, ...] = ORDERS
-    perturbation: str = "uniform"
+    perturbations: tuple[str, ...] = ("uniform",)
+    faithfulness: bool = True
     score: str = "logit"
     backend: str = "auto"
     device: str = "cpu"
@@ -135,7 +141,10 @@ class ScoreConfig:
             raise _fail("score.orders", "is empty")
         for o in self.orders:
             _choice("score.orders", o, ORDERS)
-        _choice("score.perturbation", self.perturbation, PERTURBATIONS)
+        if not self.perturbations:
+            raise _fail("score.perturbations", "is empty")
+        for p in self.perturbations:
+            _choice("score.perturbations", p, PERTURBATIONS)
         _choice("score.score", self.score, SCORES)
         _choice("score.backend", self.backend, BACKENDS)
         _choice("score.device", self.device, DEVICES)
@@ -152,6 +161,51 @@ class SanityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InvarianceConfig:
+    """Kindermans et al.'s input-invariance check: network 2 sees x + m, m = a training image times ``scale``."""
+
+    enabled: bool = True
+    model: str = "zoo:mlp"  # Kindermans et al. use an MLP; on a CNN, max-pool ties break differently
+    shift_image: int = 0
+    scale: float = 1.0
+
+    def validate(self) -> None:
+        _positive("invariance.shift_image", self.shift_image, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoarConfig:
+    """Hooker et al.'s ROAR/KAR: retrain on degraded data (its own, expensive DVC stage)."""
+
+    methods: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients", "random")
+    modes: tuple[str, ...] = ROAR_MODES
+    fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    repeats: int = 1
+    full: bool = False  # true: Hooker et al.'s five retrained models per method and fraction
+    epochs: int = 6
+
+    @property
+    def n_repeats(self) -> int:
+        return 5 if self.full else self.repeats
+
+    def validate(self) -> None:
+        from xaicore.explain import methods as registered
+
+        for m in self.methods:
+            if m not in registered():
+                raise _fail("roar.methods", f"names unknown method {m!r}; registered: {', '.join(registered())}")
+        if "random" not in self.methods:
+            raise _fail("roar.methods", "must include random, the baseline every method must beat")
+        for m in self.modes:
+            _choice("roar.modes", m, ROAR_MODES)
+        for t in self.fractions:
+            if not 0.0 < t < 1.0:
+                raise _fail("roar.fractions", f"holds {t}; expected fractions in (0, 1)")
+        _positive("roar.repeats", self.repeats)
+        _positive("roar.epochs", self.epochs)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -160,6 +214,8 @@ class Config:
     explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     sanity: SanityConfig = dataclasses.field(default_factory=SanityConfig)
+    invariance: InvarianceConfig = dataclasses.field(default_factory=InvarianceConfig)
+    roar: RoarConfig = dataclasses.field(default_factory=RoarConfig)
 
     def validate(self) -> None:
         if self.seed < 0:

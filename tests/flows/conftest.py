@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from xaicore.config import Config, config_from_dict
-from xaicore.pipeline import Paths, build_controls, generate_heatmaps, prepare_data, score_heatmaps, train_models
+from xaicore.pipeline import (
+    Paths,
+    build_controls,
+    generate_heatmaps,
+    prepare_data,
+    run_roar,
+    score_heatmaps,
+    train_models,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +30,7 @@ def tiny_params() -> dict:
     raw["explain"].update(chunk=16, batch_size=16)
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
     raw["score"].update(workers=0, region=7)
+    raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1)
     return raw
 
 
@@ -32,6 +41,7 @@ def run_survey(cfg: Config, root: Path) -> Paths:
     build_controls(cfg, paths)
     generate_heatmaps(cfg, paths, progress=False)
     score_heatmaps(cfg, paths, progress=False)
+    run_roar(cfg, paths, progress=False)
     return paths
 
 

@@ -27,15 +27,21 @@ def test_archive_schema(tiny_survey, tiny_cfg):
     assert ds["relevance"].dims == ("model", "explainer", "sample", "channel", "y", "x")
     assert list(ds.explainer.values) == list(tiny_cfg.explain.methods)
     models = [str(m) for m in ds.model.values]
-    assert models[:2] == ["trained", "random_labels"]
-    assert models[2:6] == ["cascade:fc2", "cascade:fc1", "cascade:conv2", "cascade:conv1"]
-    assert models[6:] == ["independent:fc2", "independent:fc1", "independent:conv2", "independent:conv1"]
+    assert models[:3] == ["trained", "random_labels", "zoo:mlp"]
+    assert models[3:7] == ["cascade:fc2", "cascade:fc1", "cascade:conv2", "cascade:conv1"]
+    assert models[7:] == ["independent:fc2", "independent:fc1", "independent:conv2", "independent:conv1"]
     assert ds.sizes["sample"] == 24 and ds.sizes["y"] == 28
     assert ds.attrs["complete"] is True
     assert ds["relevance"].encoding["chunks"] == (1, 1, 16, 1, 28, 28)
     for name in ("label", "target", "prediction", "score", "conservation_error", "positive_fraction"):
         assert name in ds
     assert (ds.target.values == ds.label.values).all()
+    # Grad-CAM cannot explain the MLP: recorded as not applicable, its heatmaps NaN, every other one finite
+    from xaicore.store import not_applicable
+
+    assert list(not_applicable(ds)) == ["zoo:mlp"] and list(not_applicable(ds)["zoo:mlp"]) == ["gradcam"]
+    assert np.isnan(ds["relevance"].sel(model="zoo:mlp", explainer="gradcam").values).all()
+    assert np.isfinite(ds["relevance"].sel(model="trained").values).all()
     # the stored score is the target logit of each model, and the gradient map is finite and non-trivial
     assert np.isfinite(ds["score"].values).all()
     grad = ds["relevance"].sel(model="trained", explainer="gradient").values
@@ -59,26 +65,57 @@ def test_scores_and_sanity(tiny_survey):
     # the random baseline does not depend on the model at all
     rnd = sc["sanity_similarity"].sel(explainer="random", measure="spearman")
     assert np.allclose(rnd.values, 1.0)
+    assert list(sc.perturbation.values) == ["uniform", "dirichlet", "mean", "blur"]
+    assert list(sc.measure.values) == ["spearman", "spearman_abs", "ssim", "hog"]
+    faith = sc["faithfulness"].sel(model="trained").values
+    assert np.nanmax(np.abs(faith)) <= 1.0 + 1e-6 and np.isfinite(faith).mean() > 0.9
 
 
-def test_reports(tiny_survey):
+def test_input_invariance_in_pipeline(tiny_survey):
+    """Kindermans et al. on the pipeline's MLP: the gradient is invariant, G×I and zero-baseline IG are not."""
+    inv = open_archive(tiny_survey.scores)["invariance"].mean("sample")
+    assert float(inv.sel(explainer="gradient")) < 1e-4
+    assert float(inv.sel(explainer="gradient_x_input")) > 0.1
+    assert float(inv.sel(explainer="integrated_gradients")) > 0.1
+
+
+def test_roar_archive(tiny_survey):
+    roar = open_archive(tiny_survey.roar)
+    acc = roar["roar_accuracy"]
+    assert acc.dims == ("mode", "explainer", "fraction", "repeat")
+    assert acc.shape == (2, 4, 2, 2)
+    assert ((acc.values >= 0) & (acc.values <= 1)).all()
+    # retrained models learn something on mildly degraded data (10 classes: chance is 0.1)
+    assert float(acc.sel(mode="kar", fraction=0.1).mean()) > 0.3
+
+
+def test_reports(tiny_survey, tiny_cfg):
     doc = aggregate_metrics(tiny_survey)
     rows = {(r["model"], r["explainer"]): r for r in doc["rows"]}
-    assert len(rows) == 10 * 4
+    assert len(rows) == 11 * len(tiny_cfg.explain.methods)
     sc = open_archive(tiny_survey.scores)
-    expect = float(sc["aopc"].sel(model="trained", explainer="gradient", order="morf").values.item())
+    expect = float(sc["aopc"].sel(model="trained", explainer="gradient", order="morf", perturbation="uniform"))
     assert rows[("trained", "gradient")]["aopc_morf"] == pytest.approx(expect, abs=1e-5)
     assert rows[("cascade:fc2", "gradient")]["aopc_morf"] is None
     assert json.loads(tiny_survey.metrics.read_text())["rows"][0]["model"] == "trained"
     assert tiny_survey.metrics.with_suffix(".csv").read_text().startswith("model,explainer,")
+    assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett"}
+    kind = next(f for f in doc["findings"] if f["source"].startswith("Kindermans"))
+    assert kind["holds"] is True
+    metrics = {r["metric"] for r in doc["reliability"]}
+    assert {"aopc_morf_uniform", "faithfulness_blur", "roar_accuracy", "kar_accuracy"} <= metrics
+    alpha = next(r for r in doc["reliability"] if r["metric"] == "aopc_morf_uniform")["inter_rater_alpha"]
+    assert -1.0 <= alpha <= 1.0
+    assert (tiny_survey.root / "report.md").read_text().startswith("# xaicore survey report")
     figs = make_figures(tiny_survey)
-    assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png"]
+    assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png", "input_invariance.png",
+                                      "roar_kar.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
 
 
 def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
     again = run_survey(tiny_cfg, tmp_path / "outputs")
-    for name in ("heatmaps", "scores"):
+    for name in ("heatmaps", "scores", "roar"):
         first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
         assert first == second, f"{name} archives differ"
 

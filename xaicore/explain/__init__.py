@@ -2,6 +2,9 @@
 
 from xaicore.explain import baseline as _baseline  # noqa: F401  (registers)
 from xaicore.explain import gradient as _gradient  # noqa: F401  (registers)
+from xaicore.explain import lrp as _lrp  # noqa: F401  (registers)
+from xaicore.explain import signal as _signal  # noqa: F401  (registers)
+from xaicore.explain import smoothgrad as _smoothgrad  # noqa: F401  (registers)
 from xaicore.explain.registry import Explainer, explain, get_explainer, methods, register
 
 __all__ = ["Explainer", "explain", "get_explainer", "methods", "register"]

@@ -24,6 +24,12 @@ class Backend(Protocol):
         ``buf`` (N, C, H, W) may stack N / R copies of a batch of R samples; ``regions`` is (N,) or (N, K)
         (K regions per sample). A pixel listed twice is written twice with the same value."""
 
+    def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
+                     region: int) -> None:
+        """In place, for each sample and each of its K ``regions`` in order: the square is replaced by the
+        separable filter ``gy`` (H, H), ``gx`` (W, W) (float64) of the current image, i.e. read after the
+        previous squares were written (exact recursive perturbation, survey §4.5.1 eq. 3)."""
+
 
 @lru_cache(maxsize=64)
 def _grid_np(h: int, w: int, region: int) -> np.ndarray:

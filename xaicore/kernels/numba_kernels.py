@@ -42,6 +42,34 @@ def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.nda
                     buf[i, ch, g[k]] = rep[s, ch, g[k]]
 
 
+@numba.njit(cache=True, parallel=True)
+def _blur(buf: np.ndarray, regions: np.ndarray, gy: np.ndarray, gx: np.ndarray, region: int, w: int) -> None:
+    n, c, _ = buf.shape
+    h, wb = gy.shape[0], -(-w // region)
+    for i in numba.prange(n):
+        t1 = np.empty((region, w), dtype=np.float64)  # float64 accumulation, as the torch twin
+        out = np.empty((region, region), dtype=np.float64)
+        for j in range(regions.shape[1]):  # in order: step k blurs the image left by step k - 1
+            y0, x0 = (regions[i, j] // wb) * region, (regions[i, j] % wb) * region
+            ny, nx = min(region, h - y0), min(region, w - x0)
+            for ch in range(c):
+                for yy in range(ny):  # t1 = Gy[rows] @ X, then out = t1 @ Gx[cols]^T
+                    for xs in range(w):
+                        acc = 0.0
+                        for ys in range(h):
+                            acc += gy[y0 + yy, ys] * np.float64(buf[i, ch, ys * w + xs])
+                        t1[yy, xs] = acc
+                for yy in range(ny):
+                    for xx in range(nx):
+                        acc = 0.0
+                        for xs in range(w):
+                            acc += t1[yy, xs] * gx[x0 + xx, xs]
+                        out[yy, xx] = acc
+                for yy in range(ny):  # written after the whole region is computed from x^(k-1)
+                    for xx in range(nx):
+                        buf[i, ch, (y0 + yy) * w + x0 + xx] = out[yy, xx]
+
+
 class NumbaBackend:
     name = "numba"
 
@@ -61,3 +89,10 @@ class NumbaBackend:
         view = buf.view(n, c, -1).numpy()  # shares memory with buf
         rep = replacement.reshape(replacement.shape[0], c, -1).numpy()
         _perturb(view, rep, regions.reshape(n, -1).numpy(), grid.numpy())
+
+    def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
+                     region: int) -> None:
+        n, c, h, w = buf.shape
+        view = buf.view(n, c, h * w).numpy()  # shares memory with buf
+        _blur(view, np.ascontiguousarray(regions.reshape(n, -1).numpy()), np.ascontiguousarray(gy.numpy()),
+              np.ascontiguousarray(gx.numpy()), region, w)

@@ -45,3 +45,24 @@ class TorchBackend:
         rep = replacement.reshape(1, n_rep, -1).expand(n // n_rep, n_rep, -1)
         values = rep.gather(2, idx.view(n // n_rep, n_rep, -1)).view(n, -1)
         buf.view(n, -1).scatter_(1, idx, values)
+
+    def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
+                     region: int) -> None:
+        """In place, region after region: ``buf[i, :, region] = (Gy @ buf[i, c] @ Gxᵀ)[region]``, each region
+        blurred from the image the previous one left (the recursion x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k), survey eq. 3).
+
+        ``gy`` (H, H), ``gx`` (W, W): the float64 matrices of a separable linear filter; ``regions`` (N,) or
+        (N, K) indices into the row-major grid of ``region``-sided squares (edge squares are smaller)."""
+        n, c, h, w = buf.shape
+        regions = regions.reshape(n, -1)
+        wb = -(-w // region)
+        offs = torch.arange(region, device=buf.device)
+        rows_n = torch.arange(n, device=buf.device)[:, None, None, None]
+        chans = torch.arange(c, device=buf.device)[None, :, None, None]
+        for j in range(regions.shape[1]):  # sequential by definition: step k reads step k - 1's output
+            # edge squares: clamping repeats their last row/column (written twice with the same value)
+            ys = ((regions[:, j] // wb) * region)[:, None].add(offs).clamp_max(h - 1)  # (N, region)
+            xs = ((regions[:, j] % wb) * region)[:, None].add(offs).clamp_max(w - 1)
+            t1 = gy[ys][:, None] @ buf.to(torch.float64)  # (N, C, region, W)
+            out = t1 @ gx[xs].transpose(1, 2)[:, None]  # (N, C, region, region)
+            buf[rows_n, chans, ys[:, None, :, None], xs[:, None, None, :]] = out.to(buf.dtype)

@@ -1,22 +1,57 @@
-"""Metrics of the survey (§4.3–4.5): batched, stateless functions over tensors."""
+"""Metrics of the survey (§4.3–4.5): batched, stateless functions over tensors.
+
+Layout follows Quantus' taxonomy: faithfulness (``aopc``, ``faithfulness``, ``roar``), robustness
+(``invariance``), randomisation (``sanity``), axioms (``axioms``) and meta-evaluation (``reliability``).
+"""
 
 from xaicore.metrics.aopc import AOPCResult, aopc
 from xaicore.metrics.axioms import conservation_error, positive_fraction
-from xaicore.metrics.perturbation import PERTURBATIONS, replacement_values
+from xaicore.metrics.faithfulness import faithfulness, pearson_rows, region_drops
+from xaicore.metrics.invariance import BiasMapConv2d, input_invariance, shifted_network
+from xaicore.metrics.perturbation import PERTURBATIONS, gaussian_blur, replacement_values
+from xaicore.metrics.reliability import (
+    Correlations,
+    inter_method_reliability,
+    inter_rater_reliability,
+    internal_consistency,
+)
+from xaicore.metrics.roar import RoarResult, Trainer, degrade, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
-#: which way is better, for reports: +1 higher is better, -1 lower is better.
-DIRECTIONS = {"aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1}
+#: which way is better, for reports: +1 higher is better, -1 lower is better. Sanity similarities are
+#: -1: a heatmap that stays similar under randomisation fails the check (Adebayo et al. 2018).
+DIRECTIONS = {
+    "aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1,
+    "faithfulness": +1, "positive_fraction": +1,
+    "sanity_similarity": -1, "spearman": -1, "spearman_abs": -1, "ssim": -1, "hog": -1,
+    "invariance": -1, "roar_accuracy": -1, "kar_accuracy": +1,
+    "inter_rater_reliability": +1, "inter_method_reliability": +1, "internal_consistency": +1,
+}
 
 __all__ = [
     "AOPCResult",
+    "BiasMapConv2d",
+    "Correlations",
     "DIRECTIONS",
     "PERTURBATIONS",
     "SIMILARITY_MEASURES",
+    "RoarResult",
+    "Trainer",
     "aopc",
     "conservation_error",
+    "degrade",
+    "faithfulness",
+    "gaussian_blur",
+    "input_invariance",
+    "inter_method_reliability",
+    "inter_rater_reliability",
+    "internal_consistency",
+    "pearson_rows",
     "positive_fraction",
+    "region_drops",
     "replacement_values",
+    "roar_kar",
+    "shifted_network",
     "similarity",
     "spearman_rows",
 ]

@@ -18,8 +18,8 @@ import torch.nn as nn
 
 from xaicore.errors import XaiCoreError
 from xaicore.explain.registry import check_inputs
-from xaicore.kernels import get_backend, region_grid
-from xaicore.metrics.perturbation import replacement_values
+from xaicore.kernels import get_backend
+from xaicore.metrics.perturbation import make_disabler
 
 ORDERS = ("morf", "lerf")
 SCORES = ("logit", "probability")
@@ -58,9 +58,12 @@ def check_relevance(x: torch.Tensor, relevance: torch.Tensor) -> None:
 @torch.no_grad()
 def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,
          order: str = "morf", perturbation: str = "uniform", region: int = 4, score: str = "logit",
-         seed: int = 0, backend: str = "auto", forward_batch: int = 256) -> AOPCResult:
+         seed: int = 0, reference: torch.Tensor | None = None, backend: str = "auto",
+         forward_batch: int = 256) -> AOPCResult:
     """AOPC of ``relevance`` for ``model`` on the image batch ``x`` (B, C, H, W); see the module docstring.
 
+    ``perturbation``: ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples; without it, of the batch)
+    or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.metrics.perturbation`.
     ``score``: ``logit`` (the target logit) or ``probability`` (its softmax). ``forward_batch``: at least
     this many perturbed inputs go through the model at once (several steps are packed when B is smaller).
     """
@@ -73,19 +76,18 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     if score not in SCORES:
         raise XaiCoreError(f"unknown score {score!r}; expected logit or probability")
     kern = get_backend(backend, x.device)
-    b, _, h, w = x.shape
-    grid = region_grid(h, w, region, x.device)
-    n_regions = grid.shape[0]
+    b = x.shape[0]
+    disable = make_disabler(x, perturbation, kern, region, seed=seed, reference=reference)
+    n_regions = disable.grid.shape[0]
     ranking = kern.region_order(relevance, region).to(x.device)
     if order == "lerf":
         ranking = ranking.flip(1)
-    rep = replacement_values(x, perturbation, seed=seed).contiguous()
     # `lanes` copies of the batch go through the model at once, lane j holding step k + j; each round moves
     # every lane on by `lanes` steps, which writes lanes² regions per sample instead of copying whole images
     lanes = max(1, min(forward_batch // b, n_regions + 1))
     buf = x.detach().repeat(lanes, 1, 1, 1)  # a copy even for one lane: x is never written
     for j in range(1, lanes):  # lane j starts at step j: ranked region j is disabled in lanes j, j+1, ...
-        kern.perturb_regions(buf[j * b:], rep, ranking[:, j - 1].repeat(lanes - j), grid)
+        disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
     tgt = target.repeat(lanes)
     lane = torch.arange(lanes, device=x.device)
     shift = lane[:, None] + lane[None, :]  # (lane j, q): lane j disables ranked region k + j + q next
@@ -99,7 +101,7 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
             n_next = min(lanes, n_regions + 1 - k - lanes)
             if n_next > 0:
                 regions = ranking[:, k + shift[:n_next]].transpose(0, 1).reshape(n_next * b, lanes)
-                kern.perturb_regions(buf[:n_next * b], rep, regions, grid)
+                disable(buf[:n_next * b], regions)
     finally:
         for m, flag in flags:
             m.training = flag

@@ -1,26 +1,134 @@
-"""Sample-perturbation functions g(x, r) of Samek et al. (survey §4.5.1): what a disabled region becomes.
+"""Sample-perturbation functions g(x, r) of Samek et al. 2017 (survey §4.5.1): what a disabled region becomes.
 
-Each returns a replacement image per sample; a perturbation step copies one region of it into the input.
+* ``uniform`` — each input variable of the region is replaced by a draw of U(low, high) ([0, 1]: the data range).
+* ``dirichlet`` — per region and channel, the region's P values are a draw p ~ Dirichlet(1, …, 1) (uniform on
+  the simplex) mapped to the data range by its largest component: v_j = low + (high − low) · p_j / max p.
+  Since p = E / ΣE for E_j i.i.d. Exp(1), v_j = low + (high − low) · E_j / max E (the sum cancels): every region
+  holds one value at ``high`` and the others spread below it (on average 0.32 of the range for P = 16).
+  Samek et al. name the distribution but not its parameters or scaling; this is our documented choice.
+* ``mean`` — the per-input-variable mean of ``reference`` samples (the pipeline passes the training set).
+  Without ``reference`` the batch's own mean is used: a sample's score then depends on the batch around it
+  (batched ≠ per-sample), unlike every other perturbation here.
+* ``blur`` — a Gaussian filter, σ = 3 (scipy's ``gaussian_filter``: reflect borders, truncated at 4σ), applied
+  to the region. AOPC's steps are recursive, x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k): the blur of r_k reads neighbours that earlier
+  steps may have blurred already. ``aopc`` runs that exact recursion (a kernel blurs each region from the
+  current image; a region costs region·H·W multiply-adds per channel, ~1 % of the small CNN's forward pass), so
+  blurring the original image once is *not* used there. It is exact for one disabled region (faithfulness):
+  there :func:`replacement_values` gives the blurred original.
+
 Noise is drawn per sample from (seed, sample content), so scores do not depend on batching.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter1d
 
-from xaicore._rng import per_sample_uniform
+from xaicore._rng import per_sample_exponential, per_sample_uniform
 from xaicore.errors import XaiCoreError
+from xaicore.kernels import Backend, region_grid
 
-PERTURBATIONS = ("uniform",)
+PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
+BLUR_SIGMA = 3.0
 _STREAM = 2
+_STREAM_DIRICHLET = 3
 
 
-def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: float = 0.0,
-                       high: float = 1.0) -> torch.Tensor:
-    """The values that replace disabled input variables, of ``x``'s shape.
+@lru_cache(maxsize=32)
+def _blur_matrix_np(n: int, sigma: float) -> np.ndarray:
+    m = gaussian_filter1d(np.eye(n), sigma, axis=0, mode="reflect", truncate=4.0)
+    m.setflags(write=False)
+    return m
 
-    ``uniform``: U(low, high) per input variable (Samek et al.'s first choice; [0, 1] is the data range).
+
+def blur_matrix(n: int, sigma: float = BLUR_SIGMA, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, n) float64 G with (G @ v) = scipy.ndimage.gaussian_filter1d(v, sigma, mode="reflect")."""
+    return torch.from_numpy(_blur_matrix_np(int(n), float(sigma)).copy()).to(device)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """Each channel of (B, C, H, W) blurred as scipy.ndimage.gaussian_filter(·, sigma) (float64 inside)."""
+    h, w = x.shape[-2:]
+    gy, gx = blur_matrix(h, sigma, x.device), blur_matrix(w, sigma, x.device)
+    return (gy @ x.to(torch.float64) @ gx.T).to(x.dtype)
+
+
+def dirichlet_regions(x: torch.Tensor, region: int, *, seed: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """The ``dirichlet`` replacement of ``x``'s shape: per (sample, channel, region) E/max E, E_j ~ Exp(1)."""
+    if x.ndim != 4:
+        raise XaiCoreError(f"dirichlet draws per image region: x must be (B, C, H, W), got {tuple(x.shape)}")
+    e = per_sample_exponential(x, seed, _STREAM_DIRICHLET).to(torch.float64)
+    h, w = x.shape[2:]
+    peak = F.max_pool2d(e, region, stride=region, ceil_mode=True)  # the edge regions' own maxima
+    peak = peak.repeat_interleave(region, 2).repeat_interleave(region, 3)[:, :, :h, :w]
+    return (low + (high - low) * e / peak).to(x.dtype)
+
+
+def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: float = 0.0, high: float = 1.0,
+                       region: int | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """The values that replace a disabled region, of ``x``'s shape (see the module docstring for each kind).
+
+    ``region`` is needed by ``dirichlet`` (it draws per region); ``reference`` (N, *x.shape[1:]) samples, or
+    one mean image of x.shape[1:], is used by ``mean``. ``blur`` returns the blurred original (exact for one
+    disabled region; AOPC blurs recursively instead, see :class:`Disabler`).
     """
     if perturbation == "uniform":
         return per_sample_uniform(x, seed, _STREAM, low, high).to(x.dtype)
+    if perturbation == "dirichlet":
+        if region is None:
+            raise XaiCoreError("the dirichlet perturbation draws per region: pass region=")
+        return dirichlet_regions(x, region, seed=seed, low=low, high=high)
+    if perturbation == "mean":
+        if reference is None:
+            return x.detach().mean(0, keepdim=True).expand_as(x).contiguous()
+        ref = reference.detach().to(x.device, x.dtype)
+        if ref.shape == x.shape[1:]:
+            ref = ref[None]
+        if ref.ndim != x.ndim or ref.shape[1:] != x.shape[1:]:
+            raise XaiCoreError(f"reference shape {tuple(reference.shape)} fits neither samples nor one mean "
+                               f"image of x's {tuple(x.shape[1:])}")
+        return ref.mean(0, keepdim=True).expand_as(x).contiguous()
+    if perturbation == "blur":
+        if x.ndim != 4:
+            raise XaiCoreError(f"blur filters images: x must be (B, C, H, W), got {tuple(x.shape)}")
+        return gaussian_blur(x.detach())
     raise XaiCoreError(f"unknown perturbation {perturbation!r}; available: {', '.join(PERTURBATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Disabler:
+    """g(·, r) applied in place to a stack of copies of a batch: ``disabler(buf, regions)`` disables, for row i
+    of ``buf`` (N, C, H, W), the ranked ``regions[i]`` (N,) or (N, K) in order (row i is sample i % B).
+
+    Replacement perturbations copy the region from ``replacement`` (B, C, H, W); ``blur`` filters the
+    current image (exact recursion). Picklable: no closures."""
+
+    kernel: Backend
+    region: int
+    grid: torch.Tensor
+    replacement: torch.Tensor | None = None
+    gy: torch.Tensor | None = None
+    gx: torch.Tensor | None = None
+
+    def __call__(self, buf: torch.Tensor, regions: torch.Tensor) -> None:
+        if self.replacement is not None:
+            self.kernel.perturb_regions(buf, self.replacement, regions, self.grid)
+        else:
+            self.kernel.blur_regions(buf, regions, self.gy, self.gx, self.region)
+
+
+def make_disabler(x: torch.Tensor, perturbation: str, kernel: Backend, region: int, *, seed: int,
+                  reference: torch.Tensor | None = None, recursive: bool = True) -> Disabler:
+    """The :class:`Disabler` of ``perturbation`` for the batch ``x``. ``recursive=False`` (one region disabled
+    per input, as in faithfulness) makes ``blur`` a copy from the blurred original, which is then exact."""
+    grid = region_grid(x.shape[2], x.shape[3], region, x.device)
+    if perturbation == "blur" and recursive:
+        h, w = x.shape[2:]
+        return Disabler(kernel, region, grid, gy=blur_matrix(h, device=x.device), gx=blur_matrix(w, device=x.device))
+    rep = replacement_values(x, perturbation, seed=seed, region=region, reference=reference)
+    return Disabler(kernel, region, grid, replacement=rep.contiguous())

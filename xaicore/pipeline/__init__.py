@@ -5,6 +5,7 @@ Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 
 from xaicore.pipeline.explain_step import generate_heatmaps
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.roar_step import run_roar
 from xaicore.pipeline.score_step import score_heatmaps
 from xaicore.pipeline.steps import build_controls, preflight, prepare_data, train_models
 
@@ -14,6 +15,7 @@ __all__ = [
     "generate_heatmaps",
     "preflight",
     "prepare_data",
+    "run_roar",
     "score_heatmaps",
     "train_models",
 ]

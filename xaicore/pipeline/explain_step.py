@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from xaicore.config import Config
 from xaicore.data import load_saved
+from xaicore.errors import NotApplicable
 from xaicore.explain import explain, get_explainer
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
@@ -73,9 +74,14 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
         model, kw = loaded[name], method_params(cfg, meth)
         for start in range(0, x.shape[0], chunk):
             stop = min(start + chunk, x.shape[0])
-            parts = [explain(model, x[i:min(i + cfg.explain.batch_size, stop)],
-                             target[i:min(i + cfg.explain.batch_size, stop)], method=meth, **kw)
-                     for i in range(start, stop, cfg.explain.batch_size)]
+            try:
+                parts = [explain(model, x[i:min(i + cfg.explain.batch_size, stop)],
+                                 target[i:min(i + cfg.explain.batch_size, stop)], method=meth, **kw)
+                         for i in range(start, stop, cfg.explain.batch_size)]
+            except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer
+                writer.mark_not_applicable(mi, ei, str(e))
+                bar.update(x.shape[0] - start)
+                break
             rel = torch.cat(parts)
             writer.write_block(mi, ei, start, rel.numpy(),
                                conservation_error(rel, torch.from_numpy(score[mi, start:stop])).numpy(),

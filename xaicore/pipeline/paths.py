@@ -31,6 +31,10 @@ class Paths:
         return self.root / "scores.zarr"
 
     @property
+    def roar(self) -> Path:
+        return self.root / "roar.zarr"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -1,4 +1,5 @@
-"""AOPC and the randomization sanity checks over the heatmap archive, one Dask task per archive chunk."""
+"""Perturbation scores (AOPC for every perturbation and order, faithfulness), the randomization sanity checks
+and input invariance over the heatmap archive; the perturbation scoring runs one Dask task per chunk."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from tqdm.auto import tqdm
 from xaicore.config import Config, ScoreConfig
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
-from xaicore.metrics import aopc, similarity
+from xaicore.metrics import aopc, faithfulness, input_invariance, similarity
 from xaicore.models import load_model
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
-from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, open_archive, write_dataset
+from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, not_applicable, open_archive, write_dataset
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=32)
@@ -31,29 +34,32 @@ def _model(path: str) -> torch.nn.Module:
 
 
 @functools.lru_cache(maxsize=2)
-def _test_images(dataset: str) -> tuple[torch.Tensor, np.ndarray]:
+def _images(dataset: str) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """(test images, their dataset indices, the training set's mean image (1, C, H, W))."""
     ds, _ = load_saved(dataset)
-    return ds.x_test, ds.idx_test.numpy()
+    return ds.x_test, ds.idx_test.numpy(), ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
 
 
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
                 target: np.ndarray, score_cfg: ScoreConfig, seed: int, single_thread: bool) -> dict[str, np.ndarray]:
-    """AOPC curves (each configured order) of one archive chunk."""
+    """AOPC curves (each perturbation and order) and faithfulness (each perturbation) of one archive chunk."""
     if single_thread:
         torch.set_num_threads(1)
     group = zarr.open_group(heatmaps, mode="r")
-    rel_all = group["relevance"]
     sample = np.asarray(group["sample"][start:stop])
-    x_test, idx_test = _test_images(dataset)
+    x_test, idx_test, mean_image = _images(dataset)
     x = x_test[np.searchsorted(idx_test, sample)]
-    rel = torch.from_numpy(np.asarray(rel_all[mi, ei, start:stop]))
+    rel = torch.from_numpy(np.asarray(group["relevance"][mi, ei, start:stop]))
     t = torch.from_numpy(target)
     model = _model(model_path)
+    kw = dict(region=score_cfg.region, score=score_cfg.score, seed=seed, backend=score_cfg.backend,
+              reference=mean_image)
     out: dict[str, np.ndarray] = {}
-    for order in score_cfg.orders:
-        res = aopc(model, x, t, rel, order=order, perturbation=score_cfg.perturbation, region=score_cfg.region,
-                   score=score_cfg.score, seed=seed, backend=score_cfg.backend)
-        out[f"curve_{order}"] = res.curve.numpy()
+    for p in score_cfg.perturbations:
+        for order in score_cfg.orders:
+            out[f"curve_{p}_{order}"] = aopc(model, x, t, rel, order=order, perturbation=p, **kw).curve.numpy()
+        if score_cfg.faithfulness:
+            out[f"faith_{p}"] = faithfulness(model, x, t, rel, perturbation=p, **kw).numpy()
     return out
 
 
@@ -65,8 +71,39 @@ def sanity_similarities(heatmaps: xr.Dataset, measures: tuple[str, ...]) -> np.n
         reference = torch.from_numpy(rel[0, ei].values)
         for mi in range(rel.sizes["model"]):
             other = reference if mi == 0 else torch.from_numpy(rel[mi, ei].values)
+            if torch.isnan(reference).any() or torch.isnan(other).any():  # a method not applicable to a model
+                out[mi, ei] = np.nan
+                continue
             for qi, q in enumerate(measures):
                 out[mi, ei, qi] = similarity(reference, other, q).numpy()
+    return out
+
+
+def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.ndarray:
+    """(explainer, sample) input-invariance error of each method on ``invariance.model`` (Kindermans et al.):
+    network 2 sees x + m with its first layer's bias compensated; NaN where a method cannot run on network 2."""
+    ds, _ = load_saved(paths.dataset)
+    x_test, idx_test, _ = _images(str(paths.dataset))
+    x = x_test[np.searchsorted(idx_test, heatmaps.sample.values)]
+    target = torch.from_numpy(heatmaps.target.values)
+    shift = ds.x_train[cfg.invariance.shift_image] * cfg.invariance.scale
+    models = survey_models(paths)
+    if cfg.invariance.model not in models:
+        raise XaiCoreError(f"params.yaml: invariance.model is {cfg.invariance.model!r}, not one of the survey's "
+                           f"models ({', '.join(models)}); add its architecture to model.zoo")
+    model = load_model(models[cfg.invariance.model])
+    out = np.full((heatmaps.sizes["explainer"], x.shape[0]), np.nan, dtype=np.float32)
+    for ei, name in enumerate(str(e) for e in heatmaps.explainer.values):
+        params = dict(cfg.explain.method_params.get(name, {}))
+        if name in not_applicable(heatmaps).get(cfg.invariance.model, {}):
+            continue
+        try:
+            out[ei] = np.concatenate([input_invariance(model, x[i:i + cfg.explain.batch_size],
+                                                       target[i:i + cfg.explain.batch_size], name, shift,
+                                                       **params).numpy()
+                                      for i in range(0, x.shape[0], cfg.explain.batch_size)])
+        except XaiCoreError as e:
+            log.warning("input invariance of %s left out: %s", name, e)
     return out
 
 
@@ -89,39 +126,17 @@ def dask_client(score_cfg: ScoreConfig) -> Iterator[Any]:
         yield client
 
 
-def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
-    """Score every (model, explainer) of the archive; writes ``paths.scores``.
-
-    ``aopc_curve`` (model, explainer, perturbation, order, sample, step) holds f(x⁽ᵏ⁾) for the models of
-    ``score.models`` (NaN for the others); ``aopc`` its data-set mean AOPC; ``sanity_similarity``
-    (model, explainer, measure, sample) compares each model's heatmap
-    with the trained model's (Adebayo et al.).
-    """
-    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
-    models = survey_models(paths)
-    names = [str(m) for m in hm.model.values]
-    if names[0] != TRAINED or set(names) - set(models):
-        raise ValueError(f"the archive's models {names} do not match the trained models {list(models)}")
-    explainers = [str(e) for e in hm.explainer.values]
-    target = hm.target.values
-    n = hm.sizes["sample"]
-    chunk = hm["relevance"].encoding.get("chunks", (1, 1, n))[2] or n
-    s = cfg.score
-    measures = tuple(cfg.sanity.measures)
-    unknown = [m for m in s.models if m not in names]
-    if unknown:
-        raise XaiCoreError(f"params.yaml: score.models names {unknown}, which the archive lacks; it holds {names}")
-    scored = [names.index(m) for m in s.models]
-    jobs = [(mi, ei, start, min(start + chunk, n)) for mi in scored for ei in range(len(explainers))
-            for start in range(0, n, chunk)]
+def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
+                target: np.ndarray, progress: bool) -> dict[tuple[int, int, int], dict[str, np.ndarray]]:
     args = (str(paths.heatmaps), str(paths.dataset))
     results: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
-    bar = tqdm(total=len(jobs), desc="scoring chunks", disable=not progress)
+
     def chunk_args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
-        return (*args, str(models[names[mi]]), mi, ei, a, b, target[a:b], s, cfg.seed, single_thread)
+        return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
 
-    with dask_client(s) as client:
+    bar = tqdm(total=len(jobs), desc="scoring chunks", disable=not progress)
+    with dask_client(cfg.score) as client:
         if client is None:
             for job in jobs:
                 results[job[:3]] = score_chunk(*chunk_args(job, False))
@@ -134,26 +149,66 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                 results[futures[fut][:3]] = fut.result()
                 bar.update()
     bar.close()
-    n_steps = next(iter(results.values()))[f"curve_{s.orders[0]}"].shape[1]
-    curve = np.full((len(names), len(explainers), 1, len(s.orders), n, n_steps), np.nan, dtype=np.float32)
+    return results
+
+
+def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
+    """Score every (model, explainer) of the archive; writes ``paths.scores``.
+
+    ``aopc_curve`` (model, explainer, perturbation, order, sample, step) holds f(x⁽ᵏ⁾) and ``faithfulness``
+    (model, explainer, perturbation, sample) the per-sample correlation, both for the models of
+    ``score.models`` (NaN for the others); ``aopc`` is the data-set mean AOPC; ``sanity_similarity``
+    (model, explainer, measure, sample) compares each model's heatmap with the trained model's (Adebayo et
+    al.); ``invariance`` (explainer, sample) is Kindermans et al.'s input-invariance error.
+    """
+    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
+    models = survey_models(paths)
+    names = [str(m) for m in hm.model.values]
+    if names[0] != TRAINED or set(names) - set(models):
+        raise XaiCoreError(f"the archive's models {names} do not match the trained models {list(models)}; "
+                           "rerun the explain stage")
+    s = cfg.score
+    unknown = [m for m in s.models if m not in names]
+    if unknown:
+        raise XaiCoreError(f"params.yaml: score.models names {unknown}, which the archive lacks; it holds {names}")
+    explainers = [str(e) for e in hm.explainer.values]
+    n = hm.sizes["sample"]
+    chunk = hm["relevance"].encoding.get("chunks", (1, 1, n))[2] or n
+    skip = not_applicable(hm)
+    jobs = [(names.index(m), ei, a, min(a + chunk, n)) for m in s.models for ei, e in enumerate(explainers)
+            if e not in skip.get(m, {}) for a in range(0, n, chunk)]
+    results = _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values, progress)
+
+    n_steps = next(iter(results.values()))[f"curve_{s.perturbations[0]}_{s.orders[0]}"].shape[1]
+    shape = (len(names), len(explainers), len(s.perturbations))
+    curve = np.full(shape + (len(s.orders), n, n_steps), np.nan, dtype=np.float32)
+    faith = np.full(shape + (n,), np.nan, dtype=np.float32)
     for (mi, ei, a), r in results.items():
-        b = a + r[f"curve_{s.orders[0]}"].shape[0]
-        for oi, o in enumerate(s.orders):
-            curve[mi, ei, 0, oi, a:b] = r[f"curve_{o}"]
-    sim = sanity_similarities(hm, measures)
+        for pi, p in enumerate(s.perturbations):
+            for oi, o in enumerate(s.orders):
+                block = r[f"curve_{p}_{o}"]
+                curve[mi, ei, pi, oi, a:a + block.shape[0]] = block
+            if s.faithfulness:
+                faith[mi, ei, pi, a:a + block.shape[0]] = r[f"faith_{p}"]
+    measures = tuple(cfg.sanity.measures)
     per_sample = (curve[..., :1] - curve).mean(-1)
+    data: dict[str, Any] = {
+        "aopc_curve": (("model", "explainer", "perturbation", "order", "sample", "step"), curve),
+        "aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"), per_sample),
+        "aopc": (("model", "explainer", "perturbation", "order"), per_sample.mean(-1)),
+        "sanity_similarity": (("model", "explainer", "measure", "sample"), sanity_similarities(hm, measures)),
+    }
+    if s.faithfulness:
+        data["faithfulness"] = (("model", "explainer", "perturbation", "sample"), faith)
+    if cfg.invariance.enabled:
+        data["invariance"] = (("explainer", "sample"), invariance_scores(cfg, paths, hm))
     ds = xr.Dataset(
-        {
-            "aopc_curve": (("model", "explainer", "perturbation", "order", "sample", "step"), curve),
-            "aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"), per_sample),
-            "aopc": (("model", "explainer", "perturbation", "order"), per_sample.mean(-1)),
-            "sanity_similarity": (("model", "explainer", "measure", "sample"), sim),
-        },
+        data,
         coords={"model": np.asarray(names, dtype=object), "explainer": np.asarray(explainers, dtype=object),
-                "perturbation": np.asarray([s.perturbation], dtype=object),
+                "perturbation": np.asarray(list(s.perturbations), dtype=object),
                 "order": np.asarray(list(s.orders), dtype=object), "measure": np.asarray(measures, dtype=object),
                 "sample": hm.sample.values, "step": np.arange(n_steps)},
-        attrs={"params": cfg.section_json("seed", "score", "sanity"), "region": s.region, "score": s.score,
-               "directions": '{"aopc morf": "higher is better", "aopc lerf": "lower is better"}'},
+        attrs={"params": cfg.section_json("seed", "score", "sanity", "invariance"), "region": s.region,
+               "score": s.score},
     )
     return write_dataset(ds, paths.scores, schema=SCORES_SCHEMA)

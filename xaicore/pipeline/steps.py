@@ -54,19 +54,21 @@ def read_index(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
-    """Train the survey's model on the true labels and the data-randomization control on permuted labels."""
+    """Train the survey's model on the true labels, the data-randomization control on permuted labels, and the
+    ``model.zoo`` architectures on the true labels."""
     ds, extra = load_saved(paths.dataset)
     m = cfg.model
     paths.models.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
-    runs = ((TRAINED, ds.y_train, m.epochs, m.lr, cfg.seed),
-            (RANDOM_LABELS, extra["y_train_random"], m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1))
-    for name, labels, epochs, lr, seed in runs:
-        res = train_model(m.arch, ds.x_train, labels, n_classes=ds.n_classes, epochs=epochs,
+    runs = [(TRAINED, m.arch, ds.y_train, m.epochs, m.lr, cfg.seed),
+            (RANDOM_LABELS, m.arch, extra["y_train_random"], m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1)]
+    runs += [(f"zoo:{arch}", arch, ds.y_train, m.epochs, m.lr, cfg.seed) for arch in m.zoo]
+    for name, arch, labels, epochs, lr, seed in runs:
+        res = train_model(arch, ds.x_train, labels, n_classes=ds.n_classes, epochs=epochs,
                           batch_size=m.batch_size, lr=lr, seed=seed, x_test=ds.x_test, y_test=ds.y_test,
                           desc=f"train {name}", progress=progress)
         stem = model_file(name)
-        save_model(res.model, paths.models / f"{stem}.pt", arch=m.arch, input_shape=ds.input_shape,
+        save_model(res.model, paths.models / f"{stem}.pt", arch=arch, input_shape=ds.input_shape,
                    n_classes=ds.n_classes)
         entries[name] = {"file": f"{stem}.pt", "train_accuracy": res.train_accuracy,
                          "test_accuracy": res.test_accuracy, "final_loss": res.losses[-1]}

@@ -1,5 +1,6 @@
-"""The survey's figures as PNG: AOPC perturbation curves (Samek et al. 2017) and the cascading
-randomization curve (Adebayo et al. 2018, Fig. 2's shape)."""
+"""The survey's figures as PNG: AOPC perturbation curves (Samek et al. 2017), the cascading randomization
+curve (Adebayo et al. 2018, Fig. 2's shape), ROAR/KAR accuracy against the fraction removed (Hooker et al.
+2019, Fig. 4's shape) and input invariance per method (Kindermans et al.)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,38 @@ from xaicore.store import SCORES_SCHEMA, open_archive  # noqa: E402
 _META = {"Software": "xaicore"}  # no timestamps or versions: figures are reproducible bytes
 
 
-def aopc_curves_figure(scores: xr.Dataset, path: Path, model: str = "trained") -> Path:
-    """Mean drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) against k, MoRF and LeRF side by side, one line per explainer."""
-    curve = scores["aopc_curve"].sel(model=model).isel(perturbation=0).values  # explainer, order, sample, step
-    orders = [str(o) for o in scores.order.values]
-    fig, axes = plt.subplots(1, len(orders), figsize=(5 * len(orders), 3.8), squeeze=False, sharey=True)
-    for oi, (ax, order) in enumerate(zip(axes[0], orders, strict=True)):
-        for ei, name in enumerate(str(e) for e in scores.explainer.values):
-            drop = (curve[ei, oi, :, :1] - curve[ei, oi]).mean(0)
-            aopc = float(drop.mean())
-            ax.plot(np.arange(drop.size), drop, label=f"{name} (AOPC {aopc:.2f})",
-                    linestyle="--" if name == "random" else "-")
-        ax.set_title(f"{order.upper()} — {model}")
-        ax.set_xlabel("perturbation step k (regions disabled)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(f"mean f(x⁽⁰⁾) − f(x⁽ᵏ⁾)  [{scores.attrs.get('score', 'logit')}]")
+def _style(name: str) -> str:
+    return "--" if name == "random" else "-"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
+    fig.savefig(path, dpi=100, metadata=_META)
     plt.close(fig)
     return path
+
+
+def aopc_curves_figure(scores: xr.Dataset, path: Path, model: str = "trained") -> Path:
+    """Mean drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) against k: one panel per perturbation (rows) and order (columns)."""
+    perts, orders = [str(p) for p in scores.perturbation.values], [str(o) for o in scores.order.values]
+    fig, axes = plt.subplots(len(perts), len(orders), figsize=(5 * len(orders), 3.4 * len(perts)), squeeze=False,
+                             sharex=True)
+    for pi, p in enumerate(perts):
+        for oi, order in enumerate(orders):
+            ax = axes[pi][oi]
+            curve = scores["aopc_curve"].sel(model=model, perturbation=p, order=order).values  # expl, sample, step
+            for ei, name in enumerate(str(e) for e in scores.explainer.values):
+                if np.isnan(curve[ei]).all():
+                    continue
+                drop = np.nanmean(curve[ei, :, :1] - curve[ei], 0)
+                ax.plot(np.arange(drop.size), drop, label=f"{name} ({float(drop.mean()):.2f})", ls=_style(name))
+            ax.set_title(f"{order.upper()}, {p} — {model}", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, title="method (AOPC)", title_fontsize=6)
+        axes[pi][0].set_ylabel(f"f(x⁽⁰⁾) − f(x⁽ᵏ⁾) [{scores.attrs.get('score', 'logit')}]", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("perturbation step k (regions disabled)")
+    return _save(fig, path)
 
 
 def cascading_figure(scores: xr.Dataset, path: Path) -> Path:
@@ -46,28 +59,64 @@ def cascading_figure(scores: xr.Dataset, path: Path) -> Path:
     steps = ["trained"] + [m for m in models if m.startswith("cascade:")]
     sim = scores["sanity_similarity"].sel(model=steps).mean("sample")
     measures = [str(q) for q in scores.measure.values]
-    fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.5 * len(measures), 3.8), squeeze=False, sharey=True)
     for ax, measure in zip(axes[0], measures, strict=True):
         for name in (str(e) for e in scores.explainer.values):
             ax.plot(range(len(steps)), sim.sel(explainer=name, measure=measure).values, marker="o", label=name,
-                    linestyle="--" if name == "random" else "-")
+                    ls=_style(name), ms=3)
         ax.set_xticks(range(len(steps)))
         ax.set_xticklabels(["original"] + [s.split(":", 1)[1] for s in steps[1:]], rotation=30)
-        ax.set_title(f"cascading randomization — {measure}")
-        ax.set_xlabel("randomized down to layer")
+        ax.set_title(f"cascading randomization — {measure}", fontsize=9)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("rank correlation with the trained model's heatmap")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
-    plt.close(fig)
-    return path
+    axes[0][0].set_ylabel("similarity to the trained model's heatmap")
+    axes[0][-1].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def roar_figure(roar: xr.Dataset, path: Path) -> Path:
+    """Test accuracy of retrained models against the fraction of pixels replaced: ROAR removes the most
+    relevant, KAR the least relevant (keeping the most relevant)."""
+    modes = [str(m) for m in roar.mode.values]
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.8), squeeze=False, sharey=True)
+    frac = roar.fraction.values * 100
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for name in (str(e) for e in roar.explainer.values):
+            acc = roar["roar_accuracy"].sel(mode=mode, explainer=name).values  # fraction, repeat
+            mean, std = acc.mean(1), acc.std(1)
+            ax.plot(frac, mean, marker="o", label=name, ls=_style(name), ms=3)
+            ax.fill_between(frac, mean - std, mean + std, alpha=0.15)
+        what = "most relevant removed" if mode == "roar" else "least relevant removed (most relevant kept)"
+        ax.set_title(f"{mode.upper()}: {what}", fontsize=9)
+        ax.set_xlabel("% of input pixels replaced by the mean")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy after retraining")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def invariance_figure(scores: xr.Dataset, path: Path) -> Path:
+    """Mean input-invariance error per method (0 = invariant), log scale."""
+    inv = scores["invariance"].mean("sample").to_pandas().dropna()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(inv)), 3.6))
+    ax.bar(range(len(inv)), np.maximum(inv.values, 1e-9), color="tab:blue")
+    ax.set_xticks(range(len(inv)))
+    ax.set_xticklabels(inv.index, rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("Σ|R₁(x) − R₂(x+m)| / Σ|R₁(x)|")
+    ax.set_title("input invariance (Kindermans et al.): lower is better", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
 
 
 def make_figures(paths: Paths) -> list[Path]:
     """Write every figure under ``paths.figures``; returns their paths."""
     scores = open_archive(paths.scores, schema=SCORES_SCHEMA)
     paths.figures.mkdir(parents=True, exist_ok=True)
-    return [aopc_curves_figure(scores, paths.figures / "aopc_curves.png"),
-            cascading_figure(scores, paths.figures / "cascading_randomization.png")]
+    out = [aopc_curves_figure(scores, paths.figures / "aopc_curves.png"),
+           cascading_figure(scores, paths.figures / "cascading_randomization.png")]
+    if "invariance" in scores:
+        out.append(invariance_figure(scores, paths.figures / "input_invariance.png"))
+    if paths.roar.exists():
+        out.append(roar_figure(open_archive(paths.roar), paths.figures / "roar_kar.png"))
+    return out

@@ -1,4 +1,6 @@
-"""``metrics.json`` and ``metrics.csv``: one row per model × explainer, with every score's direction."""
+"""``metrics.json``/``metrics.csv`` (one row per model × explainer, every score with its direction),
+``reliability.csv`` (Tomsett et al.'s sanity checks for metrics) and ``report.md`` (the published findings,
+checked against this run's numbers)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,25 @@ from typing import Any
 
 import numpy as np
 
+from xaicore.metrics import inter_method_reliability, inter_rater_reliability, internal_consistency
 from xaicore.pipeline.paths import Paths
-from xaicore.pipeline.steps import read_index
+from xaicore.pipeline.steps import TRAINED, read_index
+from xaicore.report.findings import findings, write_report
 from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, open_archive
 
 DIRECTIONS = {
-    "aopc_morf": "higher is better (the most relevant regions first destroy the score fastest)",
-    "aopc_lerf": "lower is better (the least relevant regions first leave the score intact)",
+    "aopc_morf*": "higher is better (the most relevant regions first destroy the score fastest)",
+    "aopc_lerf*": "lower is better (the least relevant regions first leave the score intact)",
+    "faithfulness*": "higher is better (relevance correlates with the drop of disabling a region)",
     "conservation_error": "lower is better (0: conservative, survey eq. 1)",
     "positive_fraction": "1 means positive (survey §4.3)",
     "consistent_fraction": "share of heatmaps both conservative (error < 1e-2) and positive",
-    "similarity_spearman": "for controls: lower is better (the method depends on what was randomized)",
-    "similarity_spearman_abs": "for controls: lower is better",
+    "similarity_*": "for controls: lower is better (the method depends on what was randomized)",
+    "invariance": "lower is better (0: input invariant, Kindermans et al.)",
+    "roar_accuracy": "lower is better (removing the most relevant pixels hurts retraining)",
+    "kar_accuracy": "higher is better (keeping the most relevant pixels suffices)",
+    "inter_rater_alpha": "higher is better (1: every sample ranks the methods alike; 0: chance)",
+    "inter_method_rho": "higher is better",
     "test_accuracy": "of the model on the test split",
 }
 
@@ -31,51 +40,120 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(v) else round(v, 6)
 
 
-def aggregate_metrics(paths: Paths) -> dict[str, Any]:
-    """Summarize the heatmap and score archives into ``paths.metrics`` (+ ``.csv``); returns the document."""
-    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
-    sc = open_archive(paths.scores, schema=SCORES_SCHEMA)
-    accuracy = {**{k: v["test_accuracy"] for k, v in read_index(paths.models).items()},
-                **{k: v["test_accuracy"] for k, v in read_index(paths.controls).items()}}
-    cons = hm["conservation_error"].values
-    pos = hm["positive_fraction"].values
-    aopc = sc["aopc"].values  # model, explainer, perturbation, order
-    sim = sc["sanity_similarity"].values  # model, explainer, measure, sample
-    orders = [str(o) for o in sc.order.values]
-    perturbations = [str(p) for p in sc.perturbation.values]
+def _nanmean(a: np.ndarray) -> float:
+    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+
+
+def _rows(hm, sc, roar, accuracy: dict[str, float]) -> list[dict[str, Any]]:
+    cons, pos = hm["conservation_error"].values, hm["positive_fraction"].values
+    aopc, sim = sc["aopc"].values, sc["sanity_similarity"].values
+    perts, orders = [str(p) for p in sc.perturbation.values], [str(o) for o in sc.order.values]
     measures = [str(m) for m in sc.measure.values]
+    faith = sc["faithfulness"].values if "faithfulness" in sc else None
+    inv = sc["invariance"] if "invariance" in sc else None
     rows = []
     for mi, model in enumerate(str(m) for m in hm.model.values):
         for ei, explainer in enumerate(str(e) for e in hm.explainer.values):
             row: dict[str, Any] = {"model": model, "explainer": explainer,
                                    "test_accuracy": _num(accuracy.get(model, float("nan")))}
-            for pi, p in enumerate(perturbations):
+            for oi, o in enumerate(orders):
+                row[f"aopc_{o}"] = _num(aopc[mi, ei, 0, oi])  # the first perturbation (uniform by default)
+            for pi, p in enumerate(perts):
                 for oi, o in enumerate(orders):
-                    key = f"aopc_{o}" if len(perturbations) == 1 else f"aopc_{o}_{p}"
-                    row[key] = _num(aopc[mi, ei, pi, oi])
-            row["conservation_error"] = _num(np.median(cons[mi, ei]))
-            row["positive_fraction"] = _num(pos[mi, ei].mean())
+                    row[f"aopc_{o}_{p}"] = _num(aopc[mi, ei, pi, oi])
+                if faith is not None:
+                    row[f"faithfulness_{p}"] = _num(_nanmean(faith[mi, ei, pi]))
+            row["conservation_error"] = _num(np.nanmedian(cons[mi, ei]) if np.isfinite(cons[mi, ei]).any()
+                                             else float("nan"))
+            row["positive_fraction"] = _num(_nanmean(pos[mi, ei]))
             row["consistent_fraction"] = _num(((cons[mi, ei] < 1e-2) & (pos[mi, ei] == 1.0)).mean())
             for qi, q in enumerate(measures):
-                row[f"similarity_{q}"] = _num(np.nanmean(sim[mi, ei, qi]))
+                row[f"similarity_{q}"] = _num(_nanmean(sim[mi, ei, qi]))
+            if inv is not None and model == TRAINED:
+                row["invariance"] = _num(_nanmean(inv.sel(explainer=explainer).values))
+            if roar is not None and model == TRAINED and explainer in roar.explainer.values:
+                for mode in (str(m) for m in roar.mode.values):
+                    acc = roar["roar_accuracy"].sel(mode=mode, explainer=explainer).values
+                    row[f"{mode}_accuracy"] = _num(acc.mean())
             rows.append(row)
+    return rows
+
+
+def reliability(sc, roar) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Tomsett et al.'s inter-rater (Krippendorff α) and inter-method (Spearman ρ) reliability of each metric
+    on the trained model, plus the internal consistency between metrics. For ROAR/KAR the "raters" are the
+    retrained models (fraction × repeat), which each rank the methods by accuracy."""
+    explainers = [str(e) for e in sc.explainer.values]
+    per_sample: dict[str, np.ndarray] = {}
+    for p in (str(p) for p in sc.perturbation.values):
+        for o in (str(o) for o in sc.order.values):
+            per_sample[f"aopc_{o}_{p}"] = sc["aopc_per_sample"].sel(model=TRAINED, perturbation=p, order=o).values.T
+        if "faithfulness" in sc:
+            per_sample[f"faithfulness_{p}"] = sc["faithfulness"].sel(model=TRAINED, perturbation=p).values.T
+    usable = [j for j, e in enumerate(explainers) if all(np.isfinite(a[:, j]).any() for a in per_sample.values())]
+    per_sample = {k: v[:, usable] for k, v in per_sample.items()}
+    rows = []
+    for name, scores in per_sample.items():
+        rows.append({"metric": name, "raters": "samples", "n_raters": int(scores.shape[0]),
+                     "n_methods": int(scores.shape[1]),
+                     "inter_rater_alpha": _num(inter_rater_reliability(scores)),
+                     "inter_method_rho": _num(inter_method_reliability(scores).mean)})
+    if roar is not None:
+        for mode in (str(m) for m in roar.mode.values):
+            acc = roar["roar_accuracy"].sel(mode=mode).values  # explainer, fraction, repeat
+            cells = acc.reshape(acc.shape[0], -1).T  # (fraction x repeat, explainer)
+            if cells.shape[0] >= 2:
+                rows.append({"metric": f"{mode}_accuracy", "raters": "retrained models (fraction x repeat)",
+                             "n_raters": int(cells.shape[0]), "n_methods": int(cells.shape[1]),
+                             "inter_rater_alpha": _num(inter_rater_reliability(cells)),
+                             "inter_method_rho": _num(inter_method_reliability(cells).mean)})
+    from xaicore.metrics import DIRECTIONS as SIGNS
+
+    signs = {k: SIGNS.get(k.rsplit("_", 1)[0], 1) for k in per_sample}
+    ic = internal_consistency(per_sample, directions=signs)
+    consistency = {"metrics": list(ic.names), "spearman": [[_num(v) for v in r] for r in ic.matrix],
+                   "mean": _num(ic.mean), "note": "scores signed so that a positive rho means agreement"}
+    return rows, consistency
+
+
+def aggregate_metrics(paths: Paths) -> dict[str, Any]:
+    """Summarize the archives into ``metrics.json``, ``metrics.csv``, ``reliability.csv`` and ``report.md``."""
+    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
+    sc = open_archive(paths.scores, schema=SCORES_SCHEMA)
+    roar = open_archive(paths.roar) if paths.roar.exists() else None
+    accuracy = {**{k: v["test_accuracy"] for k, v in read_index(paths.models).items()},
+                **{k: v["test_accuracy"] for k, v in read_index(paths.controls).items()}}
+    rows = _rows(hm, sc, roar, accuracy)
+    rel_rows, consistency = reliability(sc, roar)
     doc = {
         "dataset": hm.attrs.get("dataset"),
         "n_samples": int(hm.sizes["sample"]),
         "region": int(sc.attrs.get("region", 0)),
         "score": sc.attrs.get("score"),
         "directions": DIRECTIONS,
-        "note": "conservation_error is the median over heatmaps of |sum R - f(x)| / |f(x)|",
+        "note": "conservation_error is the median over heatmaps of |sum R - f(x)| / |f(x)|; aopc_morf/aopc_lerf "
+                "are those of the first perturbation; null: not computed (score.models) or not applicable",
         "rows": rows,
+        "reliability": rel_rows,
+        "internal_consistency": consistency,
     }
+    if roar is not None:
+        doc["roar_trained_test_accuracy"] = _num(roar.attrs.get("trained_test_accuracy", float("nan")))
+    doc["findings"] = findings(doc, sc)
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(doc, indent=1))
-    csv_path = paths.metrics.with_suffix(".csv")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    _csv(paths.metrics.with_suffix(".csv"), rows)
+    _csv(paths.root / "reliability.csv", rel_rows)
+    write_report(doc, paths.root / "report.md")
+    return doc
+
+
+def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    return doc
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
@@ -84,10 +162,14 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 def flat_metrics(path: str | Path) -> dict[str, float]:
     """metrics.json as ``{"<model>/<explainer>/<metric>": value}`` for trackers that take flat numbers."""
+    doc = read_metrics(path)
     out: dict[str, float] = {}
-    for row in read_metrics(path)["rows"]:
+    for row in doc["rows"]:
         for k, v in row.items():
             if k not in ("model", "explainer") and isinstance(v, int | float):
-                name = f"{row['model']}/{row['explainer']}/{k}".replace(":", "_")
-                out[name] = float(v)
+                out[f"{row['model']}/{row['explainer']}/{k}".replace(":", "_")] = float(v)
+    for row in doc.get("reliability", []):
+        for k in ("inter_rater_alpha", "inter_method_rho"):
+            if isinstance(row.get(k), int | float):
+                out[f"reliability/{row['metric']}/{k}"] = float(row[k])
     return out

@@ -4,8 +4,9 @@ from xaicore.store.archive import (
     HEATMAP_SCHEMA,
     SCORES_SCHEMA,
     HeatmapArchiveWriter,
+    not_applicable,
     open_archive,
     write_dataset,
 )
 
-__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "open_archive", "write_dataset"]
+__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "not_applicable", "open_archive", "write_dataset"]

@@ -88,6 +88,8 @@ class HeatmapArchiveWriter:
         self._rel = self._group["relevance"]
         self.conservation_error = np.full((m, e, s), np.nan, dtype=np.float32)
         self.positive_fraction = np.full((m, e, s), np.nan, dtype=np.float32)
+        self._written = np.zeros((m, e, s), dtype=bool)
+        self.not_applicable: dict[str, dict[str, str]] = {}
 
     def write_block(self, model: int, explainer: int, start: int, relevance: np.ndarray,
                     conservation_error: np.ndarray, positive_fraction: np.ndarray) -> None:
@@ -98,11 +100,20 @@ class HeatmapArchiveWriter:
         self._rel[model, explainer, start:start + n] = relevance.astype(np.float32, copy=False)
         self.conservation_error[model, explainer, start:start + n] = conservation_error
         self.positive_fraction[model, explainer, start:start + n] = positive_fraction
+        self._written[model, explainer, start:start + n] = True
+
+    def mark_not_applicable(self, model: int, explainer: int, reason: str) -> None:
+        """Record that a method cannot explain a model (e.g. Grad-CAM without a conv layer): NaN heatmaps,
+        and the reason in the ``not_applicable`` attribute."""
+        self._rel[model, explainer] = np.nan
+        self._written[model, explainer] = True
+        self.not_applicable.setdefault(self.models[model], {})[self.explainers[explainer]] = reason
 
     def finalize(self) -> Path:
         """Write the axiom figures, mark the store complete, move it to its final path."""
-        if np.isnan(self.positive_fraction).any():
+        if not self._written.all():
             raise XaiCoreError(f"archive {self.path}: some (model, explainer, sample) blocks were never written")
+        self._group.attrs["not_applicable"] = json.dumps(self.not_applicable, sort_keys=True)
         self._group["conservation_error"][...] = self.conservation_error
         self._group["positive_fraction"][...] = self.positive_fraction
         _finalize(self.tmp, self.path)
@@ -146,5 +157,6 @@ def open_archive(path: str | Path, *, schema: str | None = None) -> xr.Dataset:
     return ds
 
 
-def params_attr(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)
+def not_applicable(ds: xr.Dataset) -> dict[str, dict[str, str]]:
+    """``{model: {explainer: reason}}`` of the heatmaps a method could not compute (NaN in the archive)."""
+    return json.loads(ds.attrs.get("not_applicable", "{}"))

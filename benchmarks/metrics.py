@@ -1,0 +1,130 @@
+"""Metric benchmark: AOPC with each perturbation and faithfulness, against Quantus and the bare forward passes.
+
+On the project's small CNN and 256 embedded digits (4×4 regions: L = 49), gradient heatmaps, 1 thread:
+
+* xaicore ``aopc`` MoRF with ``uniform``, ``dirichlet``, ``mean`` (the training set's mean) and ``blur``
+  (exact recursive), against ``quantus.RegionPerturbation`` (MoRF, patch 4) with the matching perturbation:
+  its own ``uniform`` (one value per patch) and ``mean`` (one value per image) baselines, and — where Quantus
+  has none (Dirichlet, per-variable mean, blur of the current image) — a ``perturb_func`` giving it the same
+  replacement (xaicore's values, or scipy's Gaussian σ = 3 of the current batch for blur);
+* xaicore ``faithfulness`` against ``quantus.FaithfulnessCorrelation`` (nr_runs = L, subset_size = 16, fed
+  xaicore's uniform noise), both needing L + 1 forward passes of the batch;
+* the floor: L + 1 bare forward passes under ``torch.no_grad``.
+
+    .venv/bin/python benchmarks/metrics.py [--quick] [--threads N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/aopc.py, reused by import
+
+import aopc as aopc_bench  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.ndimage as nd  # noqa: E402
+import torch  # noqa: E402
+
+from xaicore.data import load_digits28  # noqa: E402
+from xaicore.metrics import PERTURBATIONS, aopc, faithfulness, replacement_values  # noqa: E402
+
+REGION, SEED = aopc_bench.REGION, aopc_bench.SEED
+
+
+def blur_current(arr: np.ndarray, indices: np.ndarray, shape: tuple[int, ...] = (), **_: object) -> np.ndarray:
+    """A Quantus perturb_func for the exact recursive blur: Gaussian σ = 3 of the *current* images, copied
+    into the patch (what a Quantus user writes: it has no batched blur of the perturbed input)."""
+    blurred = nd.gaussian_filter(arr.reshape(shape), (0, 0, 3, 3), mode="reflect").reshape(arr.shape)
+    out = arr.copy()
+    rows = np.arange(arr.shape[0])[:, None]
+    out[rows, indices] = blurred[rows, indices]
+    return out
+
+
+def region_perturbation(case: aopc_bench.Case, baseline: str = "uniform", perturb_func=None, kwargs=None):
+    import quantus
+
+    return quantus.RegionPerturbation(
+        patch_size=REGION, order="morf", regions_evaluation=case.n_regions, abs=False, normalise=False,
+        perturb_baseline=baseline, perturb_func=perturb_func, perturb_func_kwargs=kwargs,
+        disable_warnings=True, display_progressbar=False)
+
+
+def faithfulness_correlation(case: aopc_bench.Case, rep: np.ndarray):
+    import quantus
+
+    return quantus.FaithfulnessCorrelation(
+        nr_runs=case.n_regions, subset_size=REGION * REGION, abs=False, normalise=False, return_aggregate=False,
+        perturb_func=aopc_bench.replace_from, perturb_func_kwargs={"replacement": rep}, disable_warnings=True)
+
+
+def run_quantus(case: aopc_bench.Case, metric) -> None:
+    np.random.seed(SEED)
+    metric(model=case.model, x_batch=case.x.numpy(), y_batch=case.target.numpy(), a_batch=case.relevance.numpy(),
+           channel_first=True, softmax=False, device="cpu", batch_size=case.x.shape[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="untrained CNN, 2 repeats")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
+    args = parser.parse_args()
+    repeats = args.repeats or (2 if args.quick else 3)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    case = aopc_bench.case_cnn(args.quick)
+    reference = load_digits28().x_train
+    shape = tuple(case.x.shape)
+    print(f"threads: {torch.get_num_threads()}; torch {torch.__version__}; {case.name}; L = {case.n_regions}; "
+          f"repeats: {repeats} (median)")
+
+    def ours_aopc(p: str):
+        return lambda: aopc(case.model, case.x, case.target, case.relevance, perturbation=p, region=REGION,
+                            seed=SEED, reference=reference)
+
+    def flat_rep(p: str) -> np.ndarray:
+        return replacement_values(case.x, p, seed=SEED, region=REGION, reference=reference).reshape(
+            shape[0], -1).numpy()
+
+    same = {p: region_perturbation(case, perturb_func=aopc_bench.replace_from, kwargs={"replacement": flat_rep(p)})
+            for p in ("uniform", "dirichlet", "mean")}
+    quantus = {"uniform": region_perturbation(case, "uniform"), "mean": region_perturbation(case, "mean"),
+               "blur": region_perturbation(case, perturb_func=blur_current, kwargs={"shape": shape})}
+    own = "perturb_func: xaicore's replacement"
+    # (row label, contender, timed function, the xaicore row it is compared with)
+    rows = [("floor", f"{case.n_regions + 1} bare forward passes", aopc_bench.bare_passes(case), None)]
+    for p in PERTURBATIONS:
+        rows.append((f"aopc {p}", "xaicore", ours_aopc(p), None))
+        if p in quantus:
+            label = {"uniform": "own 'uniform' (one value per patch)", "mean": "own 'mean' (one value per image)",
+                     "blur": "perturb_func: recursive scipy blur"}[p]
+            rows.append((f"aopc {p}", f"Quantus RegionPerturbation, {label}",
+                         lambda m=quantus[p]: run_quantus(case, m), f"aopc {p}"))
+        if p in same:
+            rows.append((f"aopc {p}", f"Quantus RegionPerturbation, {own}",
+                         lambda m=same[p]: run_quantus(case, m), f"aopc {p}"))
+    rows.append(("faithfulness uniform", "xaicore", lambda: faithfulness(
+        case.model, case.x, case.target, case.relevance, region=REGION, seed=SEED), None))
+    fc = faithfulness_correlation(case, flat_rep("uniform"))
+    rows.append(("faithfulness uniform", f"Quantus FaithfulnessCorrelation, {case.n_regions} runs of 16 pixels, "
+                 f"{own}", lambda: run_quantus(case, fc), "faithfulness uniform"))
+    t = aopc_bench.timed({f"{metric} | {who}": fn for metric, who, fn, _ in rows}, repeats)
+    bare_wall, bare_cpu = t[f"{rows[0][0]} | {rows[0][1]}"]
+    print("\n| metric | contender | wall s | x bare (wall) | CPU s | x bare (CPU) | contender / xaicore (CPU) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for metric, who, _, ref in rows:
+        wall, cpu = t[f"{metric} | {who}"]
+        ratio = f"{cpu / t[f'{ref} | xaicore'][1]:.2f}x" if ref else ""
+        print(f"| {metric} | {who} | {wall:.3f} | {wall / bare_wall:.2f} | {cpu:.3f} | {cpu / bare_cpu:.2f} | "
+              f"{ratio} |")
+
+
+if __name__ == "__main__":
+    main()

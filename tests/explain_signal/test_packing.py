@@ -1,0 +1,19 @@
+"""IG and SmoothGrad pack several steps (noisy copies) into one pass; the packing must not change the result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xaicore
+
+PARAMS = {"integrated_gradients": {"n_steps": 7}, "smoothgrad": {"n_samples": 7}}
+
+
+@pytest.mark.parametrize("method", list(PARAMS))
+def test_result_is_bitwise_independent_of_internal_batch_size(method, cnn, digit_batch):
+    x, target = digit_batch
+    ref = xaicore.explain(cnn, x, target, method=method, internal_batch_size=1, **PARAMS[method])
+    for size in (8, 24, 10_000):  # one step per pass, three steps per pass, all steps in one pass
+        out = xaicore.explain(cnn, x, target, method=method, internal_batch_size=size, **PARAMS[method])
+        assert torch.equal(out, ref), size

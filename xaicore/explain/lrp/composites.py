@@ -1,0 +1,54 @@
+"""Composites say *where* rules apply; :func:`lrp` runs one (canonize → attach rules → one backward).
+
+A :class:`Composite` assigns a rule to the first Linear/Conv layer (the input layer, in ``model.modules()`` order),
+to the other convolutions and to the other dense layers (Montavon et al. 2019, §10.3: "LRP-0 upper, LRP-ε middle,
+LRP-γ/z^B lower"; Kohlbrenner et al. 2020 for the named composites). Pooling, ReLU, Flatten, Dropout, additions and
+concatenations need no rule (see :mod:`xaicore.explain.lrp.core`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from xaicore.explain.lrp.canonizers import merge_batch_norm
+from xaicore.explain.lrp.core import Rule, assign_rules, attach
+from xaicore.explain.registry import target_scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Rules per layer kind; ``first`` (if set) overrides the kind's rule on the input layer."""
+
+    dense: Rule
+    conv: Rule
+    first: Rule | None = None
+    canonize: bool = True  # merge BatchNorm into the preceding layer
+
+    def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule:
+        if first and self.first is not None:
+            return self.first
+        return self.dense if isinstance(module, nn.Linear) else self.conv
+
+
+def uniform(rule: Rule) -> Composite:
+    """One rule on every Linear and Conv layer."""
+    return Composite(dense=rule, conv=rule)
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, composite: Composite) -> torch.Tensor:
+    """Relevance of ``x`` for the ``target`` logit, starting from R = f(x) (survey §5.1, constraint 3).
+
+    The model is canonized and hooked only inside this call and restored in ``finally``."""
+    x = x.detach().requires_grad_(True)
+    input_ref = [x]
+    with merge_batch_norm(model, x[:1]) if composite.canonize else contextlib.nullcontext():
+        rules = assign_rules(model, composite.rule_for)
+        first = next((rules[m] for m in model.modules() if m in rules), None)
+        with attach(model, rules, input_ref):
+            score = target_scores(model, x, target)
+            (grad,) = torch.autograd.grad(score.sum(), x)
+    return grad if (first is not None and first.returns_relevance) else x.detach() * grad

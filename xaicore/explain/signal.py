@@ -1,0 +1,142 @@
+"""Signal methods (survey §3.1.1, §5.4) and Grad-CAM: what the network detects, by a modified backward pass.
+
+* ``deconvnet`` (Zeiler & Fergus 2014, §2.1): through every ReLU the signal R_l = ReLU(R_{l+1}) goes back —
+  the rectification of the reconstruction, not the forward pass's mask.
+* ``guided_backprop`` (Springenberg et al. 2015, eq. in Fig. 1): R_l = 1[x_l > 0] · ReLU(R_{l+1}), the gradient
+  masked by the forward pass *and* by the sign of the signal coming back.
+* ``gradcam`` (Selvaraju et al. 2017, eq. 1-2): the feature maps A^k of a conv layer weighted by the spatial
+  mean of ∂f_c/∂A^k, summed and rectified, L = ReLU(Σ_k α_k A^k), then upsampled to the input.
+
+The ReLU rule is installed with a :class:`torch.overrides.TorchFunctionMode` for the duration of the forward pass:
+every ``nn.ReLU`` module (reused ones too, e.g. torchvision's ``BasicBlock``) and every functional ``F.relu``,
+``torch.relu``, ``Tensor.relu`` (and their in-place ``_`` forms, which then return a new tensor) is replaced by an
+autograd function with the modified backward. Nothing is attached to the model, so nothing can be left behind.
+Other rectifiers (``clamp``, ``leaky_relu``, ``F.threshold``) keep their ordinary gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.explain.registry import register, target_scores
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """Forward: ReLU. Backward: ReLU of the incoming signal (Zeiler & Fergus 2014)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp_min(0)
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """Forward: ReLU. Backward: the ReLU's gradient mask times ReLU of the incoming signal (Springenberg et al.)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clamp_min(0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0).clamp_min_(0)  # ReLU's own backward, rectified
+
+
+_RELUS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
+
+
+class ReLUBackwardOverride(TorchFunctionMode):
+    """Within ``with``, every ReLU call runs ``rule`` (an autograd function with the ReLU as its forward)."""
+
+    def __init__(self, rule: type[torch.autograd.Function]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func in _RELUS:
+            return self.rule.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def modified_relu_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                           rule: type[torch.autograd.Function]) -> torch.Tensor:
+    """∂f_target/∂x with every ReLU's backward replaced by ``rule``'s."""
+    x = x.detach().requires_grad_(True)
+    with ReLUBackwardOverride(rule):
+        score = target_scores(model, x, target)
+    (grad,) = torch.autograd.grad(score.sum(), x)
+    return grad
+
+
+@register("deconvnet", family="signal", reference="Zeiler & Fergus 2014, §2.1: backward ReLU = ReLU(signal)")
+def deconvnet(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DeConvNet: the target logit projected back with rectified signals at every ReLU."""
+    return modified_relu_gradient(model, x, target, _DeconvReLU)
+
+
+@register("guided_backprop", family="signal",
+          reference="Springenberg et al. 2015, §3.4 and Fig. 1: backward ReLU = 1[x > 0] ReLU(signal)")
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Guided Backpropagation (survey §5.4): the gradient, with only positive signals passed through ReLUs."""
+    return modified_relu_gradient(model, x, target, _GuidedReLU)
+
+
+def gradcam_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
+    """(name, module) of the layer Grad-CAM reads: ``layer`` by qualified name, else the last ``nn.Conv2d`` in
+    registration order (``model.named_modules()``), the conv layer closest to the classifier in the zoo."""
+    modules = dict(model.named_modules())
+    if layer is not None:
+        if layer not in modules or not layer:
+            convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+            raise XaiCoreError(f"gradcam: the model has no layer {layer!r}; its conv layers: "
+                               f"{', '.join(convs) or 'none'} (any module with a (B, K, h, w) output works)")
+        return layer, modules[layer]
+    convs = [(n, m) for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise NotApplicable(f"gradcam needs a convolutional layer and {type(model).__name__} has no nn.Conv2d; "
+                           "pass layer='<module name>' of a module with a (B, K, h, w) output")
+    return convs[-1]
+
+
+def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | None) -> torch.Tensor:
+    """The layer-resolution Grad-CAM map ReLU(Σ_k α_k A^k), (B, 1, h, w), α_k = mean_{h,w} ∂f_c/∂A^k."""
+    name, module = gradcam_layer(model, layer)
+    acts: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    try:
+        score = target_scores(model, x.detach().requires_grad_(True), target)
+    finally:
+        handle.remove()
+    if not acts:
+        raise XaiCoreError(f"gradcam: layer {name!r} is not called in the model's forward pass")
+    a = acts[-1]  # a module called several times: its last call, the one closest to the output
+    if not isinstance(a, torch.Tensor) or a.ndim != 4:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise XaiCoreError(f"gradcam: layer {name!r} outputs {shape}; Grad-CAM needs feature maps (B, K, h, w)")
+    (grad,) = torch.autograd.grad(score.sum(), a)
+    alpha = grad.mean(dim=(2, 3), keepdim=True)  # eq. 1: global-average-pooled gradients
+    return (alpha * a).sum(1, keepdim=True).clamp_min(0)  # eq. 2
+
+
+@register("gradcam", family="attribution", layer=None,
+          reference="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
+def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None) -> torch.Tensor:
+    """Grad-CAM on ``layer`` (default: the last Conv2d), upsampled bilinearly (``align_corners=False``) to the
+    input's H×W and broadcast over the input channels, so every channel of a pixel carries the pixel's value."""
+    if x.ndim != 4:
+        raise NotApplicable(f"gradcam needs images (B, C, H, W), got shape {tuple(x.shape)}")
+    cam = gradcam_map(model, x, target, layer)
+    cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+    return cam.expand_as(x).contiguous()

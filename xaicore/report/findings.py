@@ -1,0 +1,112 @@
+"""The survey's published findings, checked against this run's numbers, and ``report.md``.
+
+Each finding states the claim, where it comes from, the figures it was judged on, the rule used, and whether
+it holds here (``null`` when the run lacks what it needs, e.g. the method is not in params.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+LOW_ALPHA = 0.5  # Krippendorff's alpha below this: "low" inter-rater reliability (Tomsett et al. report ~0-0.4)
+
+
+def _rows(doc: dict[str, Any], model: str) -> dict[str, dict[str, Any]]:
+    return {r["explainer"]: r for r in doc["rows"] if r["model"] == model}
+
+
+def adebayo(doc: dict[str, Any], sc: xr.Dataset) -> dict[str, Any]:
+    """Guided Backprop stays similar under cascading randomization while the gradient decorrelates."""
+    claim = {"claim": "Guided Backprop stays similar under cascading randomization, Gradient decorrelates",
+             "source": "Adebayo et al. 2018 (survey §4.4)"}
+    cascade = [str(m) for m in sc.model.values if str(m).startswith("cascade:")]
+    explainers = [str(e) for e in sc.explainer.values]
+    if not cascade or not {"guided_backprop", "gradient"} <= set(explainers):
+        return {**claim, "holds": None, "evidence": "needs cascading controls and both methods"}
+    full = cascade[-1]  # every layer randomized
+    sim = sc["sanity_similarity"].sel(model=full).mean("sample")
+    ev = {m: {q: round(float(sim.sel(explainer=m, measure=q)), 4) for q in (str(q) for q in sc.measure.values)}
+          for m in ("guided_backprop", "gradient")}
+    q = "ssim" if "ssim" in ev["gradient"] else "spearman_abs"
+    holds = ev["guided_backprop"][q] > ev["gradient"][q] + 0.1
+    return {**claim, "holds": bool(holds), "evidence": {"model": full, "mean similarity": ev},
+            "rule": f"{q} of guided_backprop exceeds gradient's by more than 0.1 at {full}"}
+
+
+def kindermans(doc: dict[str, Any], sc: xr.Dataset) -> dict[str, Any]:
+    """Gradient×Input and IG with a zero baseline are not input invariant; the gradient is."""
+    claim = {"claim": "Gradient x Input and IG (zero baseline) are not input invariant, Gradient is",
+             "source": "Kindermans et al. 2019 (survey Figure 4, §5.5)"}
+    if "invariance" not in sc:
+        return {**claim, "holds": None, "evidence": "invariance.enabled is false"}
+    inv = sc["invariance"].mean("sample")
+    names = [str(e) for e in sc.explainer.values]
+    need = ("gradient", "gradient_x_input", "integrated_gradients")
+    if not set(need) <= set(names):
+        return {**claim, "holds": None, "evidence": "needs gradient, gradient_x_input and integrated_gradients"}
+    ev = {m: float(inv.sel(explainer=m)) for m in names}
+    holds = ev["gradient"] < 1e-3 and ev["gradient_x_input"] > 0.1 and ev["integrated_gradients"] > 0.1
+    shown = {k: (None if math.isnan(v) else round(v, 6)) for k, v in ev.items()}
+    return {**claim, "holds": bool(holds), "evidence": {"mean invariance error": shown},
+            "rule": "gradient < 1e-3 and both others > 0.1 (error = sum|R1(x) - R2(x+m)| / sum|R1(x)|)"}
+
+
+def tomsett(doc: dict[str, Any]) -> dict[str, Any]:
+    """AOPC and faithfulness have low inter-rater reliability."""
+    claim = {"claim": "AOPC and faithfulness have low inter-rater reliability",
+             "source": "Tomsett et al. 2020 (survey §4.5.4)"}
+    rel = {r["metric"]: r["inter_rater_alpha"] for r in doc.get("reliability", [])
+           if r["metric"].startswith(("aopc_", "faithfulness_"))}
+    if not rel:
+        return {**claim, "holds": None, "evidence": "no per-sample metrics"}
+    values = [v for v in rel.values() if v is not None]
+    holds = bool(values) and all(v < LOW_ALPHA for v in values)
+    return {**claim, "holds": holds, "evidence": {"Krippendorff alpha": rel},
+            "rule": f"alpha < {LOW_ALPHA} for every AOPC/faithfulness variant"}
+
+
+def findings(doc: dict[str, Any], sc: xr.Dataset) -> list[dict[str, Any]]:
+    return [adebayo(doc, sc), kindermans(doc, sc), tomsett(doc)]
+
+
+def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [("" if r.get(k) is None else f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r[k]))
+                 for k in keys]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def write_report(doc: dict[str, Any], path: Path) -> Path:
+    """A Markdown page with the findings and the main tables of metrics.json."""
+    lines = [f"# xaicore survey report — {doc['dataset']}, {doc['n_samples']} test samples", "",
+             "## Published findings, checked on this run", ""]
+    for f in doc["findings"]:
+        verdict = {True: "**holds**", False: "**does not hold**", None: "not evaluated"}[f["holds"]]
+        lines += [f"- {f['claim']} ({f['source']}): {verdict}.", f"  Rule: {f.get('rule', '-')}.",
+                  f"  Evidence: `{f['evidence']}`", ""]
+    trained = [r for r in doc["rows"] if r["model"] == "trained"]
+    keys = [k for k in trained[0] if k.startswith(("aopc_", "faithfulness_")) and k.count("_") >= 2]
+    keys = ["explainer"] + keys + ["conservation_error", "positive_fraction", "invariance",
+                                   "roar_accuracy", "kar_accuracy"]
+    lines += ["## Trained model, per method", ""] + _table(trained, [k for k in keys if k in trained[0]]) + [""]
+    lines += ["## Sanity checks for metrics (Tomsett et al.)", ""]
+    lines += _table(doc["reliability"], ["metric", "raters", "n_raters", "n_methods", "inter_rater_alpha",
+                                         "inter_method_rho"])
+    ic = doc["internal_consistency"]
+    lines += ["", f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): "
+              f"{ic['mean']}", ""]
+    models = sorted({r["model"] for r in doc["rows"]}, key=lambda m: (m != "trained", m))
+    grad = {r["model"]: r for r in doc["rows"] if r["explainer"] == "gradient"}
+    lines += ["## Models", ""] + _table([{"model": m, "test_accuracy": grad.get(m, {}).get("test_accuracy")}
+                                         for m in models], ["model", "test_accuracy"]) + [""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+__all__ = ["findings", "write_report"]
