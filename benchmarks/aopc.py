@@ -90,6 +90,33 @@ def bare_passes(case: Case) -> Callable[[], None]:
     return run
 
 
+def perturbed_inputs(case: Case) -> list[torch.Tensor]:
+    """The L+1 inputs AOPC MoRF feeds the model (same noise and ranking as xaicore), built before timing."""
+    from xaicore.kernels import get_backend, region_grid
+
+    b, c, h, w = case.x.shape
+    order = get_backend("torch").region_order(case.relevance, REGION)
+    grid = region_grid(h, w, REGION)
+    rep = replacement_values(case.x, "uniform", seed=SEED).reshape(b, c, -1)
+    cur = case.x.clone().reshape(b, c, -1)
+    out = [case.x.clone()]
+    for k in range(order.shape[1]):
+        pix = grid[order[:, k]]  # (B, P)
+        idx = pix[:, None, :].expand(b, c, -1)
+        cur.scatter_(2, idx, rep.gather(2, idx))
+        out.append(cur.reshape(b, c, h, w).clone())
+    return out
+
+
+def bare_passes_perturbed(case: Case, inputs: list[torch.Tensor]) -> Callable[[], None]:
+    """The floor AOPC actually needs: one forward pass of each perturbed batch, nothing else."""
+    def run() -> None:
+        with torch.no_grad():
+            for xk in inputs:
+                case.model(xk)
+    return run
+
+
 def quantus_metric(case: Case, perturb_func: Callable | None = None, perturb_func_kwargs: dict | None = None):
     """``quantus.RegionPerturbation`` with our settings (API of quantus 0.6, read from its source)."""
     import quantus
@@ -225,11 +252,19 @@ def main() -> None:
             np.random.seed(SEED)
             run_quantus(case, metric)
 
-        t = timed({"bare": bare_passes(case), "morf": ours("morf"), "lerf": ours("lerf"),
+        inputs = perturbed_inputs(case)
+        with torch.no_grad():
+            check = torch.stack([case.model(xk).gather(1, case.target[:, None])[:, 0] for xk in inputs], 1)
+        ref = aopc(case.model, case.x, case.target, case.relevance, region=REGION, seed=SEED).curve
+        assert torch.allclose(check, ref, atol=1e-5), "the precomputed perturbed inputs are not AOPC's"
+        t = timed({"bare": bare_passes(case), "bare_perturbed": bare_passes_perturbed(case, inputs),
+                   "morf": ours("morf"), "lerf": ours("lerf"),
                    "quantus": quantus_run, "quantus_same": lambda case=case, m=quantus_same: run_quantus(case, m)},
                   repeats)
         assert torch.equal(case.x, x_before), "aopc wrote into its input"
-        for key, label in (("bare", f"bare {case.n_regions + 1} forward passes"), ("morf", "xaicore aopc MoRF"),
+        for key, label in (("bare", f"bare {case.n_regions + 1} forward passes"),
+                           ("bare_perturbed", f"bare {case.n_regions + 1} passes of the perturbed inputs"),
+                           ("morf", "xaicore aopc MoRF"),
                            ("lerf", "xaicore aopc LeRF"), ("quantus", "Quantus RegionPerturbation MoRF"),
                            ("quantus_same", "Quantus MoRF, fed xaicore's noise")):
             (wall, cpu), (bare_wall, bare_cpu), (q_wall, q_cpu) = t[key], t["bare"], t["quantus"]
@@ -260,6 +295,8 @@ def main() -> None:
             if min_speedup is not None:
                 sp = t["quantus"][i] / t["morf"][i]
                 v += f", {sp:.1f}x faster than Quantus ({'met' if sp >= min_speedup else 'NOT met'})"
+            ratio_p = t["morf"][i] / t["bare_perturbed"][i]
+            v += f"; {ratio_p:.2f}x the passes of the perturbed inputs"
             verdicts.append(v)
         goal = f"xaicore <= {max_ratio}x bare" + (f", >= {min_speedup:.0f}x faster than Quantus" if min_speedup else "")
         print(f"{case.name}: target {goal}; {'; '.join(verdicts)}")
