@@ -28,12 +28,12 @@ def _order(sums: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.ndarray) -> None:
     n, c, _ = buf.shape
     n_rep = rep.shape[0]
     p = grid.shape[1]
-    for i in range(n):
+    for i in numba.prange(n):  # each sample writes only its own row: parallel-safe
         s = i % n_rep  # buf may stack several copies of the batch (packed steps)
         for j in range(regions.shape[1]):
             g = grid[regions[i, j]]

@@ -116,7 +116,9 @@ def dask_client(score_cfg: ScoreConfig) -> Iterator[Any]:
         return
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    for name in ["distributed", *logging.root.manager.loggerDict]:  # Prefect may have set child levels
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if score_cfg.scheduler is not None:
         with Client(score_cfg.scheduler) as client:
             yield client
