@@ -63,19 +63,21 @@ def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, 
     return out
 
 
-def sanity_similarities(heatmaps: xr.Dataset, measures: tuple[str, ...]) -> np.ndarray:
-    """(model, explainer, measure, sample) similarity of every model's heatmaps to the trained model's."""
-    rel = heatmaps["relevance"]
-    out = np.empty((rel.sizes["model"], rel.sizes["explainer"], len(measures), rel.sizes["sample"]), np.float32)
-    for ei in range(rel.sizes["explainer"]):
-        reference = torch.from_numpy(rel[0, ei].values)
-        for mi in range(rel.sizes["model"]):
-            other = reference if mi == 0 else torch.from_numpy(rel[mi, ei].values)
-            if torch.isnan(reference).any() or torch.isnan(other).any():  # a method not applicable to a model
-                out[mi, ei] = np.nan
-                continue
-            for qi, q in enumerate(measures):
-                out[mi, ei, qi] = similarity(reference, other, q).numpy()
+def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], single_thread: bool) -> np.ndarray:
+    """(model, measure, sample) similarity of every model's heatmaps of explainer ``ei`` to the trained model's
+    (Adebayo et al.); NaN where a method could not explain a model."""
+    if single_thread:
+        torch.set_num_threads(1)
+    rel = zarr.open_group(heatmaps, mode="r")["relevance"]
+    n_models, n = rel.shape[0], rel.shape[2]
+    out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
+    reference = torch.from_numpy(np.asarray(rel[0, ei]))
+    for mi in range(n_models):
+        other = reference if mi == 0 else torch.from_numpy(np.asarray(rel[mi, ei]))
+        if torch.isnan(reference).any() or torch.isnan(other).any():
+            continue
+        for qi, q in enumerate(measures):
+            out[mi, qi] = similarity(reference, other, q).numpy()
     return out
 
 
@@ -129,29 +131,43 @@ def dask_client(score_cfg: ScoreConfig) -> Iterator[Any]:
 
 
 def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
-                target: np.ndarray, progress: bool) -> dict[tuple[int, int, int], dict[str, np.ndarray]]:
+                target: np.ndarray, n_explainers: int, progress: bool
+                ) -> tuple[dict[tuple[int, int, int], dict[str, np.ndarray]], list[np.ndarray]]:
+    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side."""
     args = (str(paths.heatmaps), str(paths.dataset))
+    measures = tuple(cfg.sanity.measures)
     results: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
+    sims: list[np.ndarray] = [np.empty(0)] * n_explainers
 
     def chunk_args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
         return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
 
-    bar = tqdm(total=len(jobs), desc="scoring chunks", disable=not progress)
+    bar = tqdm(total=len(jobs) + n_explainers, desc="scoring tasks", disable=not progress)
     with dask_client(cfg.score) as client:
         if client is None:
             for job in jobs:
                 results[job[:3]] = score_chunk(*chunk_args(job, False))
                 bar.update()
+            for ei in range(n_explainers):
+                sims[ei] = explainer_similarities(args[0], ei, measures, False)
+                bar.update()
         else:
             from distributed import as_completed
 
-            futures = {client.submit(score_chunk, *chunk_args(job, True), pure=False): job for job in jobs}
+            futures: dict[Any, tuple[str, Any]] = {
+                client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in jobs}
+            futures.update({client.submit(explainer_similarities, args[0], ei, measures, True, pure=False):
+                            ("sanity", ei) for ei in range(n_explainers)})
             for fut in as_completed(futures):
-                results[futures[fut][:3]] = fut.result()
+                kind, key = futures[fut]
+                if kind == "aopc":
+                    results[key[:3]] = fut.result()
+                else:
+                    sims[key] = fut.result()
                 bar.update()
     bar.close()
-    return results
+    return results, sims
 
 
 def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
@@ -179,7 +195,8 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     skip = not_applicable(hm)
     jobs = [(names.index(m), ei, a, min(a + chunk, n)) for m in s.models for ei, e in enumerate(explainers)
             if e not in skip.get(m, {}) for a in range(0, n, chunk)]
-    results = _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values, progress)
+    results, sims = _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values,
+                                len(explainers), progress)
 
     n_steps = next(iter(results.values()))[f"curve_{s.perturbations[0]}_{s.orders[0]}"].shape[1]
     shape = (len(names), len(explainers), len(s.perturbations))
@@ -198,7 +215,7 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         "aopc_curve": (("model", "explainer", "perturbation", "order", "sample", "step"), curve),
         "aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"), per_sample),
         "aopc": (("model", "explainer", "perturbation", "order"), per_sample.mean(-1)),
-        "sanity_similarity": (("model", "explainer", "measure", "sample"), sanity_similarities(hm, measures)),
+        "sanity_similarity": (("model", "explainer", "measure", "sample"), np.stack(sims, axis=1)),
     }
     if s.faithfulness:
         data["faithfulness"] = (("model", "explainer", "perturbation", "sample"), faith)
