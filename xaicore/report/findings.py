@@ -101,6 +101,12 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
     ic = doc["internal_consistency"]
     lines += ["", f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): "
               f"{ic['mean']}", ""]
+    if any("roar_accuracy" in r for r in trained):
+        lines += ["Reading ROAR/KAR: pixels are replaced by the training set's per-channel mean, which differs from "
+                  "an empty background (digits: mean ≈ 0.16 on a 0 background). The replaced pixels then keep the "
+                  "*shape* of what was removed, and a retrained model can read the class from that silhouette — "
+                  "high accuracy at 90 % removal says the removal pattern leaks the label, not that the heatmap "
+                  "missed what matters (Hooker et al. discuss what degraded inputs reveal).", ""]
     models = sorted({r["model"] for r in doc["rows"]}, key=lambda m: (m != "trained", m))
     grad = {r["model"]: r for r in doc["rows"] if r["explainer"] == "gradient"}
     lines += ["## Models", ""] + _table([{"model": m, "test_accuracy": grad.get(m, {}).get("test_accuracy")}
