@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.modules.module as module_globals
 
 import xaicore
+from tests.zoo_models import seeded_zoo_model
 from xaicore import XaiCoreError
 from xaicore.config import ARCHS as CONFIG_ARCHS
 from xaicore.data import load_digits28
@@ -42,18 +43,7 @@ RTOL = 1e-5
 
 
 def zoo_model(arch: str, seed: int = 0) -> nn.Module:
-    """A seeded, untrained zoo model whose BatchNorm layers hold non-trivial statistics and affine maps."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build_model(arch, (1, 28, 28), 10)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 1.5)
-    return model
+    return seeded_zoo_model(arch, seed=seed)
 
 
 def must_apply(method: str, arch: str) -> bool:

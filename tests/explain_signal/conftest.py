@@ -6,25 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xaicore.models import build_model
+from tests.zoo_models import seeded_zoo_model
 
 CONV_ARCHS = ["cnn", "vgg_bn", "resnet", "densenet"]
 
 
 def zoo_model(arch: str, seed: int = 3, input_shape: tuple[int, int, int] = (1, 28, 28)) -> nn.Module:
-    """A seeded float64 zoo model in eval mode; BatchNorm layers get random affine maps and statistics, so
-    their (otherwise identity) eval-mode transform is exercised."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build_model(arch, input_shape, 10).double().eval()
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 1.5)
-    return model
+    """A seeded float64 zoo model in eval mode with non-trivial BatchNorm layers."""
+    return seeded_zoo_model(arch, seed=seed, input_shape=input_shape).double().eval()
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = 1e-5) -> None:
