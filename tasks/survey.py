@@ -34,6 +34,11 @@ def build_controls(cfg: Config, paths: Paths) -> Path:
     return pipeline.build_controls(cfg, paths)
 
 
+@task(name="fit_signal_estimators", cache_policy=NO_CACHE)
+def fit_signal_estimators(cfg: Config, paths: Paths) -> Path:
+    return pipeline.fit_signal_estimators(cfg, paths)
+
+
 @task(name="generate_heatmaps", cache_policy=NO_CACHE)
 def generate_heatmaps(cfg: Config, paths: Paths) -> Path:
     return pipeline.generate_heatmaps(cfg, paths)

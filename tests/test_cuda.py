@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import xaicore
+from tests.zoo_models import fitted_params
 from xaicore import XaiCoreError
 from xaicore.kernels import get_backend, region_grid
 from xaicore.metrics import aopc, replacement_values
@@ -45,6 +46,7 @@ def test_explain_on_cuda_equals_cpu(method, helpers, digit_batch):
     x, target = digit_batch
     x = x.double()
     kw = {"n_steps": 8} if method == "integrated_gradients" else {}
+    kw.update(fitted_params(method, model, x))
     cpu = xaicore.explain(model, x, target, method=method, **kw)
     gpu_model = helpers.seeded_model("cnn", seed=4, dtype=torch.float64).cuda()
     before = helpers.model_state(gpu_model)

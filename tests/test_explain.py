@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import xaicore
+from tests.zoo_models import fitted_params
 from xaicore import XaiCoreError
 from xaicore.errors import NotApplicable
 from xaicore.explain import get_explainer
@@ -20,7 +21,8 @@ FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}}
 
 
 def run(model, x, target, method, **kw):
-    return xaicore.explain(model, x, target, method=method, **{**FAST_PARAMS.get(method, {}), **kw})
+    kw = {**FAST_PARAMS.get(method, {}), **fitted_params(method, model, x), **kw}
+    return xaicore.explain(model, x, target, method=method, **kw)
 
 
 def test_registry_holds_the_survey_gradient_methods():

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.modules.module as module_globals
 
 import xaicore
-from tests.zoo_models import seeded_zoo_model
+from tests.zoo_models import fitted_params, seeded_zoo_model
 from xaicore import XaiCoreError
 from xaicore.config import ARCHS as CONFIG_ARCHS
 from xaicore.data import load_digits28
@@ -70,7 +70,8 @@ def assert_unchanged(model: nn.Module, before: tuple, helpers) -> None:
 
 
 def run(model, x, target, method):
-    return xaicore.explain(model, x, target, method=method, **FAST_PARAMS.get(method, {}))
+    kw = {**FAST_PARAMS.get(method, {}), **fitted_params(method, model, x)}
+    return xaicore.explain(model, x, target, method=method, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -22,3 +22,15 @@ def seeded_zoo_model(arch: str, *, seed: int, input_shape: tuple[int, int, int] 
                     m.running_mean.uniform_(-0.2, 0.2)
                     m.running_var.uniform_(0.5, 1.5)
     return model
+
+
+def fitted_params(method: str, model: nn.Module, x: torch.Tensor) -> dict:
+    """The fitted keyword a method needs (PatternNet's ``patterns``), fitted on 48 seeded samples shaped like ``x``
+    — {} for methods that need none."""
+    from xaicore.explain import fit_patterns, get_explainer
+
+    if get_explainer(method).fitted != "patterns":
+        return {}
+    g = torch.Generator().manual_seed(11)
+    data = torch.rand((48, *x.shape[1:]), generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
+    return {"patterns": fit_patterns(model, data, batch_size=16)}

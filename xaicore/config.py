@@ -121,6 +121,18 @@ class ExplainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PatternsConfig:
+    """PatternNet/PatternAttribution's signal estimators (Kindermans et al. 2018), fitted on the training set."""
+
+    batch_size: int = 256  # samples per batch of the statistics pass
+    ridge: float = 1e-6  # of the closed-form ρ(S): λ = ridge · tr(cov[x, x]) / dim
+
+    def validate(self) -> None:
+        _positive("patterns.batch_size", self.batch_size)
+        _positive("patterns.ridge", self.ridge, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class ScoreConfig:
     models: tuple[str, ...] = ("trained", "random_labels")
     region: int = 4
@@ -212,6 +224,7 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     controls: ControlsConfig = dataclasses.field(default_factory=ControlsConfig)
     explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
+    patterns: PatternsConfig = dataclasses.field(default_factory=PatternsConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     sanity: SanityConfig = dataclasses.field(default_factory=SanityConfig)
     invariance: InvarianceConfig = dataclasses.field(default_factory=InvarianceConfig)

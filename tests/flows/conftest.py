@@ -12,6 +12,7 @@ from xaicore.config import Config, config_from_dict
 from xaicore.pipeline import (
     Paths,
     build_controls,
+    fit_signal_estimators,
     generate_heatmaps,
     prepare_data,
     run_roar,
@@ -39,6 +40,7 @@ def run_survey(cfg: Config, root: Path) -> Paths:
     prepare_data(cfg, paths)
     train_models(cfg, paths, progress=False)
     build_controls(cfg, paths)
+    fit_signal_estimators(cfg, paths, progress=False)
     generate_heatmaps(cfg, paths, progress=False)
     score_heatmaps(cfg, paths, progress=False)
     run_roar(cfg, paths, progress=False)

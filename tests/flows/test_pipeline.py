@@ -79,6 +79,35 @@ def test_input_invariance_in_pipeline(tiny_survey):
     assert float(inv.sel(explainer="integrated_gradients")) > 0.1
 
 
+def test_patterns_stage(tiny_survey):
+    """PatternNet's signal estimators: one file per survey model, ρ(S) on the test set for the non-control models,
+    loaded by the explain step (every model has PatternNet heatmaps), and PatternAttribution input invariant when
+    each network's patterns are fitted on its own data (Kindermans et al. 2019)."""
+    from xaicore.pipeline import load_signal_estimators
+
+    index = json.loads((tiny_survey.patterns / "index.json").read_text())
+    hm = open_archive(tiny_survey.heatmaps)
+    assert sorted(index) == sorted(str(m) for m in hm.model.values)
+    quality = index["trained"]["quality"]
+    assert set(quality) == {"filter", "linear", "two_component"}
+    assert set(quality["linear"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert all(0.0 <= q <= 1.0 for est in quality.values() for q in est.values())
+    assert index["cascade:fc2"]["quality"] == {}
+    patterns = load_signal_estimators(tiny_survey, ["trained"])["trained"]
+    assert patterns.n_samples > 0 and set(patterns.layers) == {"conv1", "conv2", "fc1", "fc2"}
+    for method in ("patternnet", "patternattribution"):
+        rel = hm["relevance"].sel(explainer=method).values
+        assert np.isfinite(rel).all() and (np.abs(rel).reshape(rel.shape[0], -1).sum(1) > 0).all()
+    inv = open_archive(tiny_survey.scores)["invariance"].mean("sample")
+    assert float(inv.sel(explainer="patternattribution")) < 1e-4
+    assert float(inv.sel(explainer="patternnet")) < 1e-4
+    doc = json.loads(tiny_survey.metrics.read_text()) if tiny_survey.metrics.is_file() else None
+    if doc is not None:
+        assert doc["pattern_quality"]["trained"]["linear"]["fc1"] == quality["linear"]["fc1"]
+    with pytest.raises(XaiCoreError, match="has no patterns for nope"):
+        load_signal_estimators(tiny_survey, ["nope"])
+
+
 def test_roar_archive(tiny_survey):
     roar = open_archive(tiny_survey.roar)
     acc = roar["roar_accuracy"]
@@ -107,6 +136,8 @@ def test_reports(tiny_survey, tiny_cfg):
     alpha = next(r for r in doc["reliability"] if r["metric"] == "aopc_morf_uniform")["inter_rater_alpha"]
     assert -1.0 <= alpha <= 1.0
     assert (tiny_survey.root / "report.md").read_text().startswith("# xaicore survey report")
+    assert "ρ(S)" in (tiny_survey.root / "report.md").read_text()
+    assert set(doc["pattern_quality"]) == {"trained", "random_labels", "zoo:mlp"}
     figs = make_figures(tiny_survey)
     assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png", "input_invariance.png",
                                       "roar_kar.png"]
@@ -115,7 +146,7 @@ def test_reports(tiny_survey, tiny_cfg):
 
 def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
     again = run_survey(tiny_cfg, tmp_path / "outputs")
-    for name in ("heatmaps", "scores", "roar"):
+    for name in ("patterns", "heatmaps", "scores", "roar"):
         first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
         assert first == second, f"{name} archives differ"
 
@@ -126,7 +157,7 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
     import xaicore.pipeline.explain_step as step
 
     paths = type(tiny_survey)(tmp_path / "outputs")
-    for sub in ("data", "models", "controls"):
+    for sub in ("data", "models", "controls", "patterns"):
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
     calls = {"n": 0}
     real = step.explain

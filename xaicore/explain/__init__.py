@@ -1,10 +1,14 @@
 """Heatmapping methods behind one verb: ``explain(model, x, target, method=..., **params)``."""
 
 from xaicore.explain import baseline as _baseline  # noqa: F401  (registers)
+from xaicore.explain import deeplift as _deeplift  # noqa: F401  (registers)
 from xaicore.explain import gradient as _gradient  # noqa: F401  (registers)
 from xaicore.explain import lrp as _lrp  # noqa: F401  (registers)
+from xaicore.explain import pattern as _pattern  # noqa: F401  (registers)
 from xaicore.explain import signal as _signal  # noqa: F401  (registers)
 from xaicore.explain import smoothgrad as _smoothgrad  # noqa: F401  (registers)
+from xaicore.explain.pattern import Patterns, fit_patterns, pattern_quality
 from xaicore.explain.registry import Explainer, explain, get_explainer, methods, register
 
-__all__ = ["Explainer", "explain", "get_explainer", "methods", "register"]
+__all__ = ["Explainer", "Patterns", "explain", "fit_patterns", "get_explainer", "methods", "pattern_quality",
+           "register"]

@@ -29,19 +29,22 @@ class Explainer:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     #: True when the method claims relevance conservation (ΣR ≈ f(x)); the axiom figures are stored for all.
     conservative: bool = False
+    #: the keyword of an object fitted on data that the method needs (``patterns`` for PatternNet), else None
+    fitted: str | None = None
 
 
 _REGISTRY: dict[str, Explainer] = {}
 
 
-def register(name: str, *, family: str, reference: str, conservative: bool = False,
+def register(name: str, *, family: str, reference: str, conservative: bool = False, fitted: str | None = None,
              **defaults: Any) -> Callable[[Kernel], Kernel]:
     """Decorator: register ``fn`` under ``name`` with its keyword defaults."""
 
     def deco(fn: Kernel) -> Kernel:
         if name in _REGISTRY:
             raise ValueError(f"explainer {name!r} registered twice")
-        _REGISTRY[name] = Explainer(name, fn, family, reference, MappingProxyType(dict(defaults)), conservative)
+        _REGISTRY[name] = Explainer(name, fn, family, reference, MappingProxyType(dict(defaults)), conservative,
+                                    fitted)
         return fn
 
     return deco

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore.errors import XaiCoreError
+from xaicore.explain import fit_patterns, get_explainer
 from xaicore.explain.registry import check_inputs, explain
 
 _SHAPE_ONLY = (nn.Flatten, nn.Identity)
@@ -89,13 +90,26 @@ def shifted_network(model: nn.Module, shift: torch.Tensor | float, input_shape: 
 
 
 def input_invariance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
-                     shift: torch.Tensor | float, **params: Any) -> torch.Tensor:
+                     shift: torch.Tensor | float, *, fit_data: torch.Tensor | None = None,
+                     params2: dict[str, Any] | None = None, **params: Any) -> torch.Tensor:
     """(B,) Σ|R₁(x) − R₂(x + m)| / Σ|R₁(x)|: network 1's heatmap of x against network 2's of x + m (lower is
-    better, 0 = input invariant); ``params`` go to the explainer. An all-zero R₁ divides by 1e-12."""
+    better, 0 = input invariant); ``params`` go to the explainer (``params2``, if given, for network 2). An
+    all-zero R₁ divides by 1e-12.
+
+    A method fitted on data (PatternNet's ``patterns``) is fitted for each network on its own data, as the check
+    means it: on ``fit_data`` for network 1 and on ``fit_data + m`` for network 2 — unless ``params``/``params2``
+    bring fitted objects."""
     target = check_inputs(x, target)
     net2 = shifted_network(model, shift, tuple(x.shape[1:]))
     m = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
-    r1 = explain(model, x, target, method=method, **params)
-    r2 = explain(net2, x + m, target, method=method, **params)
+    p1, p2 = dict(params), dict(params if params2 is None else params2)
+    if get_explainer(method).fitted == "patterns" and "patterns" not in p1:
+        if fit_data is None:
+            raise XaiCoreError(f"input invariance of {method!r}: its signal estimators are fitted per network; "
+                               "pass fit_data (training inputs of network 1)")
+        p1["patterns"] = fit_patterns(model, fit_data)
+        p2["patterns"] = fit_patterns(net2, fit_data + m.to(fit_data))
+    r1 = explain(model, x, target, method=method, **p1)
+    r2 = explain(net2, x + m, target, method=method, **p2)
     num = (r1.to(torch.float64) - r2.to(torch.float64)).abs().flatten(1).sum(1)
     return (num / r1.to(torch.float64).abs().flatten(1).sum(1).clamp_min(1e-12)).float()

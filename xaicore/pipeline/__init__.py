@@ -5,6 +5,7 @@ Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 
 from xaicore.pipeline.explain_step import generate_heatmaps
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.pattern_step import fit_signal_estimators, load_signal_estimators
 from xaicore.pipeline.roar_step import run_roar
 from xaicore.pipeline.score_step import score_heatmaps
 from xaicore.pipeline.steps import build_controls, preflight, prepare_data, train_models
@@ -12,7 +13,9 @@ from xaicore.pipeline.steps import build_controls, preflight, prepare_data, trai
 __all__ = [
     "Paths",
     "build_controls",
+    "fit_signal_estimators",
     "generate_heatmaps",
+    "load_signal_estimators",
     "preflight",
     "prepare_data",
     "run_roar",

@@ -17,6 +17,7 @@ from xaicore.explain import explain, get_explainer
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.pattern_step import load_signal_estimators
 from xaicore.pipeline.steps import survey_models
 from xaicore.store import HeatmapArchiveWriter
 
@@ -53,6 +54,8 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     models = survey_models(paths)
     methods = list(cfg.explain.methods)
     loaded = {name: load_model(path) for name, path in models.items()}
+    fitted = {m: get_explainer(m).fitted for m in methods if get_explainer(m).fitted}
+    patterns = load_signal_estimators(paths, list(models)) if "patterns" in fitted.values() else {}
     logits = {name: predict_logits(model, x) for name, model in loaded.items()}
     prediction = np.stack([logits[n].argmax(1).numpy() for n in models])
     score = np.stack([logits[n].gather(1, target[:, None])[:, 0].numpy() for n in models])
@@ -72,6 +75,8 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     bar = tqdm(total=len(jobs) * x.shape[0], desc="heatmaps", unit="map", disable=not progress)
     for mi, name, ei, meth in jobs:
         model, kw = loaded[name], method_params(cfg, meth)
+        if fitted.get(meth) == "patterns":
+            kw["patterns"] = patterns[name]
         for start in range(0, x.shape[0], chunk):
             stop = min(start + chunk, x.shape[0])
             try:

@@ -23,6 +23,10 @@ class Paths:
         return self.root / "controls"
 
     @property
+    def patterns(self) -> Path:
+        return self.root / "patterns"
+
+    @property
     def heatmaps(self) -> Path:
         return self.root / "heatmaps.zarr"
 

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from xaicore.config import Config, ScoreConfig
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
-from xaicore.metrics import aopc, faithfulness, input_invariance, similarity
+from xaicore.explain import fit_patterns, get_explainer
+from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network, similarity
 from xaicore.models import load_model
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
@@ -100,9 +101,15 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
         if name in not_applicable(heatmaps).get(cfg.invariance.model, {}):
             continue
         try:
+            if get_explainer(name).fitted == "patterns":  # fitted once per network, not per batch
+                params["patterns"] = fit_patterns(model, ds.x_train, batch_size=cfg.patterns.batch_size)
+                params2 = {**params, "patterns": fit_patterns(shifted_network(model, shift, tuple(x.shape[1:])),
+                                                             ds.x_train + shift, batch_size=cfg.patterns.batch_size)}
+            else:
+                params2 = params
             out[ei] = np.concatenate([input_invariance(model, x[i:i + cfg.explain.batch_size],
                                                        target[i:i + cfg.explain.batch_size], name, shift,
-                                                       **params).numpy()
+                                                       params2=params2, **params).numpy()
                                       for i in range(0, x.shape[0], cfg.explain.batch_size)])
         except XaiCoreError as e:
             log.warning("input invariance of %s left out: %s", name, e)

@@ -107,6 +107,13 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
                   "*shape* of what was removed, and a retrained model can read the class from that silhouette — "
                   "high accuracy at 90 % removal says the removal pattern leaks the label, not that the heatmap "
                   "missed what matters (Hooker et al. discuss what degraded inputs reveal).", ""]
+    if doc.get("pattern_quality"):
+        lines += ["## Signal estimators of PatternNet/PatternAttribution (Kindermans et al. 2018)", "",
+                  "ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) on the test set, per layer (mean over its units; "
+                  "1 = the distractor holds no linear trace of the output). Fitted on the training set.", ""]
+        quality = [{"model": m, "layer": layer, **{e: q[e].get(layer) for e in q}}
+                   for m, q in doc["pattern_quality"].items() for layer in next(iter(q.values()))]
+        lines += _table(quality, ["model", "layer", "filter", "linear", "two_component"]) + [""]
     models = sorted({r["model"] for r in doc["rows"]}, key=lambda m: (m != "trained", m))
     grad = {r["model"]: r for r in doc["rows"] if r["explainer"] == "gradient"}
     lines += ["## Models", ""] + _table([{"model": m, "test_accuracy": grad.get(m, {}).get("test_accuracy")}

@@ -137,6 +137,9 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         "reliability": rel_rows,
         "internal_consistency": consistency,
     }
+    index = paths.patterns / "index.json"
+    if index.is_file():  # ρ(S) of PatternNet's signal estimators, per model, estimator and layer
+        doc["pattern_quality"] = {m: e["quality"] for m, e in json.loads(index.read_text()).items() if e["quality"]}
     if roar is not None:
         doc["roar_trained_test_accuracy"] = _num(roar.attrs.get("trained_test_accuracy", float("nan")))
     doc["findings"] = findings(doc, sc)
@@ -168,6 +171,11 @@ def flat_metrics(path: str | Path) -> dict[str, float]:
         for k, v in row.items():
             if k not in ("model", "explainer") and isinstance(v, int | float):
                 out[f"{row['model']}/{row['explainer']}/{k}".replace(":", "_")] = float(v)
+    for model, estimators in doc.get("pattern_quality", {}).items():
+        for est, layers in estimators.items():
+            for layer, rho in layers.items():
+                if isinstance(rho, int | float) and rho == rho:
+                    out[f"pattern_quality/{model}/{est}/{layer}".replace(":", "_")] = float(rho)
     for row in doc.get("reliability", []):
         for k in ("inter_rater_alpha", "inter_method_rho"):
             if isinstance(row.get(k), int | float):

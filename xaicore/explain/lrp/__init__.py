@@ -11,6 +11,7 @@ Residual additions and ``torch.cat`` in a model's forward code need no module or
 splits them proportionally (z-rule) and conservatively by construction. User models need no changes.
 """
 
+from xaicore.explain.lrp import excitation as _excitation  # noqa: F401  (registers)
 from xaicore.explain.lrp import methods as _methods  # noqa: F401  (registers)
 from xaicore.explain.lrp import taylor as _taylor  # noqa: F401  (registers)
 from xaicore.explain.lrp.canonizers import merge_batch_norm
