@@ -69,11 +69,16 @@ class ModelConfig:
     random_labels_lr: float = 0.001
     #: further architectures trained on the true labels and explained beside the survey model (``zoo:<arch>``)
     zoo: tuple[str, ...] = ()
+    zoo_epochs: int | None = None  # epochs of the zoo models (null: ``epochs``)
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
         for a in self.zoo:
             _choice("model.zoo", a, ARCHS)
+        if len(set(self.zoo)) != len(self.zoo):
+            raise _fail("model.zoo", "lists an architecture twice")
+        if self.zoo_epochs is not None:
+            _positive("model.zoo_epochs", self.zoo_epochs)
         for key in ("epochs", "batch_size", "lr", "random_labels_epochs", "random_labels_lr"):
             _positive(f"model.{key}", getattr(self, key))
 

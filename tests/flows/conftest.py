@@ -27,7 +27,7 @@ def tiny_params() -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw = copy.deepcopy(raw)
     raw["data"]["n_explain"] = 24
-    raw["model"].update(epochs=3, random_labels_epochs=3)
+    raw["model"].update(epochs=3, random_labels_epochs=3, zoo=["mlp"])  # the BN/residual zoo: tests/test_zoo_contract
     raw["explain"].update(chunk=16, batch_size=16)
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
     raw["score"].update(workers=0, region=7)

@@ -62,7 +62,8 @@ def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     entries: dict[str, dict[str, Any]] = {}
     runs = [(TRAINED, m.arch, ds.y_train, m.epochs, m.lr, cfg.seed),
             (RANDOM_LABELS, m.arch, extra["y_train_random"], m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1)]
-    runs += [(f"zoo:{arch}", arch, ds.y_train, m.epochs, m.lr, cfg.seed) for arch in m.zoo]
+    zoo_epochs = m.epochs if m.zoo_epochs is None else m.zoo_epochs
+    runs += [(f"zoo:{arch}", arch, ds.y_train, zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
     for name, arch, labels, epochs, lr, seed in runs:
         res = train_model(arch, ds.x_train, labels, n_classes=ds.n_classes, epochs=epochs,
                           batch_size=m.batch_size, lr=lr, seed=seed, x_test=ds.x_test, y_test=ds.y_test,
