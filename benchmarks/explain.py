@@ -31,6 +31,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from captum.attr import (  # noqa: E402
     Deconvolution,
+    DeepLift,
     GuidedBackprop,
     InputXGradient,
     IntegratedGradients,
@@ -42,6 +43,7 @@ from captum.attr import (  # noqa: E402
 
 import xaicore  # noqa: E402
 from xaicore.data import load_digits28  # noqa: E402
+from xaicore.explain import fit_patterns  # noqa: E402
 from xaicore.models import build_model  # noqa: E402
 
 IG_STEPS = 32
@@ -56,8 +58,9 @@ def plain_pass(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch
     return torch.autograd.grad(score, x)[0]
 
 
-def contenders(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, tuple[int, Callable, Callable]]:
-    """method -> (passes it needs, xaicore call, Captum call)."""
+def contenders(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+               patterns: object) -> dict[str, tuple[int, Callable, Callable | None]]:
+    """method -> (passes it needs, xaicore call, Captum call or None where Captum has no such method)."""
     xr = x.clone().requires_grad_(True)
 
     def ours(method: str, **kw: object) -> Callable:
@@ -80,6 +83,11 @@ def contenders(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[
         "guided_backprop": (1, ours("guided_backprop"), lambda: GuidedBackprop(model).attribute(xr, target=target)),
         "deconvnet": (1, ours("deconvnet"), lambda: Deconvolution(model).attribute(xr, target=target)),
         "gradcam": (1, ours("gradcam"), gradcam),
+        # DeepLIFT runs x and the reference as one doubled batch: two passes' worth of inputs (Captum does the same)
+        "deeplift": (2, ours("deeplift"), lambda: DeepLift(model).attribute(xr, target=target)),
+        "excitation_backprop": (1, ours("excitation_backprop"), None),
+        "patternnet": (1, ours("patternnet", patterns=patterns), None),
+        "patternattribution": (1, ours("patternattribution", patterns=patterns), None),
     }
 
 
@@ -105,25 +113,43 @@ def main() -> None:
     torch.manual_seed(SEED)
     model = build_model("cnn", (1, 28, 28), 10).eval()
     x, target = data.x_test[:args.batch].contiguous(), data.y_test[:args.batch].contiguous()
-    cases = contenders(model, x, target)
+    start = time.perf_counter()
+    patterns = fit_patterns(model, data.x_train)
+    fit_s = time.perf_counter() - start
+    cases = contenders(model, x, target, patterns)
     for _, ours, theirs in cases.values():  # warm-up (allocator, oneDNN primitives)
-        ours(), theirs()
+        ours()
+        if theirs is not None:
+            theirs()
     plain_pass(model, x, target)
 
     print(f"# explain benchmark: cnn 1x28x28, batch {x.shape[0]}, {args.threads} torch thread(s), "
           f"median of {args.repeats}; torch {torch.__version__}, {platform.processor() or platform.machine()}")
     pass_s = median_time(lambda: plain_pass(model, x, target), args.repeats)
     print(f"# one forward+backward pass: {pass_s * 1e3:.1f} ms (ratios use the pass timed beside each repeat)")
+    fwd_s = median_time(lambda: _forward_all(model, data.x_train), 3)
+    print(f"# fit_patterns on the {data.x_train.shape[0]} training digits: {fit_s:.2f} s (first call) = "
+          f"{fit_s / fwd_s:.2f}x the plain forward passes over them ({fwd_s:.2f} s)")
     print(f"{'method':<22}{'passes n':>9}{'xaicore ms':>12}{'/ (n pass)':>12}{'captum ms':>11}"
           f"{'/ (n pass)':>12}{'xaicore/captum':>16}")
     for name, (n, ours, theirs) in cases.items():
         rows = []
         for _ in range(args.repeats):  # interleaved, so all three see the same machine load
             p = median_time(lambda: plain_pass(model, x, target), 3)
-            to, tt = median_time(ours, 1), median_time(theirs, 1)
+            to = median_time(ours, 1)
+            tt = median_time(theirs, 1) if theirs is not None else float("nan")
             rows.append((to, tt, to / (n * p), tt / (n * p), to / tt))
         mo, mt, ro, rt, r = (statistics.median(col) for col in zip(*rows, strict=True))
-        print(f"{name:<22}{n:>9}{mo * 1e3:>12.1f}{ro:>12.2f}{mt * 1e3:>11.1f}{rt:>12.2f}{r:>16.2f}")
+        if theirs is None:
+            print(f"{name:<22}{n:>9}{mo * 1e3:>12.1f}{ro:>12.2f}{'-':>11}{'-':>12}{'-':>16}")
+        else:
+            print(f"{name:<22}{n:>9}{mo * 1e3:>12.1f}{ro:>12.2f}{mt * 1e3:>11.1f}{rt:>12.2f}{r:>16.2f}")
+
+
+def _forward_all(model: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            model(x[i:i + batch])
 
 if __name__ == "__main__":
     main()

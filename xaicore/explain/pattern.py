@@ -341,7 +341,11 @@ class _PatternBackward(torch.autograd.Function):
         if not ctx.split:
             return _transpose(m, a_pos, g, shape), None, None, None, None
         gp = torch.where(pos, g, torch.zeros_like(g))
-        return _transpose(m, a_pos, gp, shape) + _transpose(m, a_neg, g - gp, shape), None, None, None, None
+        out = _transpose(m, a_pos, gp, shape)
+        gn = g - gp
+        if bool(gn.any()):  # under a ReLU the upper signal is already 0 where y ≤ 0: nothing to send
+            out = out + _transpose(m, a_neg, gn, shape)
+        return out, None, None, None, None
 
 
 def _transpose(m: nn.Module, a: torch.Tensor, g: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
