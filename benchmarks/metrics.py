@@ -1,8 +1,10 @@
 """Metric benchmark: AOPC with each perturbation and faithfulness, against Quantus and the bare forward passes.
 
-On the project's small CNN and 256 embedded digits (4×4 regions: L = 49), gradient heatmaps, 1 thread:
+The two cases of ``benchmarks/aopc.py``, gradient heatmaps, 4×4 regions, 1 thread: (a) the project's small CNN
+on 256 embedded digits (L = 49); (b) Conv2d(3, 8, 4, stride=4) → ReLU → Flatten → Linear(2048, 10) on 128
+random 3×64×64 images (L = 256; ``mean`` is the batch's own mean there: random images have no training set).
 
-* xaicore ``aopc`` MoRF with ``uniform``, ``dirichlet``, ``mean`` (the training set's mean) and ``blur``
+* xaicore ``aopc`` MoRF with ``uniform``, ``dirichlet``, ``mean`` (case (a): the training set's mean) and ``blur``
   (exact recursive), against ``quantus.RegionPerturbation`` (MoRF, patch 4) with the matching perturbation:
   its own ``uniform`` (one value per patch) and ``mean`` (one value per image) baselines, and — where Quantus
   has none (Dirichlet, per-variable mean, blur of the current image) — a ``perturb_func`` giving it the same
@@ -11,7 +13,10 @@ On the project's small CNN and 256 embedded digits (4×4 regions: L = 49), gradi
   xaicore's uniform noise), both needing L + 1 forward passes of the batch;
 * the floor: L + 1 bare forward passes under ``torch.no_grad``.
 
-    .venv/bin/python benchmarks/metrics.py [--quick] [--threads N] [--repeats N]
+Targets (the issue's, case (b)): xaicore ≤ 1.5× the bare passes and ≥ 10× faster than Quantus, for every
+perturbation and for faithfulness; the script prints a verdict per metric (CPU time).
+
+    .venv/bin/python benchmarks/metrics.py [--case a|b|all] [--quick] [--threads N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -67,23 +72,11 @@ def run_quantus(case: aopc_bench.Case, metric) -> None:
            channel_first=True, softmax=False, device="cpu", batch_size=case.x.shape[0])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="untrained CNN, 2 repeats")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
-    args = parser.parse_args()
-    repeats = args.repeats or (2 if args.quick else 3)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    case = aopc_bench.case_cnn(args.quick)
-    reference = load_digits28().x_train
+def measure(case: aopc_bench.Case, reference: torch.Tensor | None, repeats: int) -> None:
+    """Time every contender on ``case``, print its table and, for case (b), the targets' verdicts."""
     shape = tuple(case.x.shape)
-    print(f"threads: {torch.get_num_threads()}; torch {torch.__version__}; {case.name}; L = {case.n_regions}; "
-          f"repeats: {repeats} (median)")
+    print(f"\n{case.name}; L = {case.n_regions}; mean: "
+          f"{'the training set' if reference is not None else 'the batch'}")
 
     def ours_aopc(p: str):
         return lambda: aopc(case.model, case.x, case.target, case.relevance, perturbation=p, region=REGION,
@@ -124,6 +117,36 @@ def main() -> None:
         ratio = f"{cpu / t[f'{ref} | xaicore'][1]:.2f}x" if ref else ""
         print(f"| {metric} | {who} | {wall:.3f} | {wall / bare_wall:.2f} | {cpu:.3f} | {cpu / bare_cpu:.2f} | "
               f"{ratio} |")
+    if not case.name.startswith("(b)"):
+        return
+    print("\ntargets (case (b), CPU): xaicore <= 1.5x the bare passes, >= 10x faster than Quantus")
+    for metric in dict.fromkeys(m for m, *_ in rows[1:]):
+        cpu = t[f"{metric} | xaicore"][1]
+        speedups = [t[f"{metric} | {who}"][1] / cpu for m, who, _, ref in rows if m == metric and ref]
+        x_bare, slowest = cpu / bare_cpu, min(speedups)
+        print(f"  {metric}: {x_bare:.2f}x bare ({'met' if x_bare <= 1.5 else 'NOT met'}); Quantus "
+              f"{' / '.join(f'{s:.1f}x' for s in speedups)} slower ({'met' if slowest >= 10 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", choices=("a", "b", "all"), default="all",
+                        help="(a) small CNN on digits, (b) cheap conv+linear on random 3x64x64 (default: both)")
+    parser.add_argument("--quick", action="store_true", help="untrained CNN in case (a), 2 repeats")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
+    args = parser.parse_args()
+    repeats = args.repeats or (2 if args.quick else 3)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"threads: {torch.get_num_threads()}; torch {torch.__version__}; repeats: {repeats} (median)")
+    if args.case in ("a", "all"):
+        measure(aopc_bench.case_cnn(args.quick), load_digits28().x_train, repeats)
+    if args.case in ("b", "all"):
+        measure(aopc_bench.case_cheap(), None, repeats)
 
 
 if __name__ == "__main__":

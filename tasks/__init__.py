@@ -4,6 +4,7 @@ from tasks import _env  # noqa: F401  (sets the offline environment before prefe
 from tasks.survey import (
     aggregate_metrics,
     build_controls,
+    fit_signal_estimators,
     generate_heatmaps,
     load_params,
     log_mlflow_run,
@@ -17,6 +18,7 @@ from tasks.survey import (
 __all__ = [
     "aggregate_metrics",
     "build_controls",
+    "fit_signal_estimators",
     "generate_heatmaps",
     "load_params",
     "log_mlflow_run",

@@ -42,27 +42,54 @@ def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.nda
                     buf[i, ch, g[k]] = rep[s, ch, g[k]]
 
 
+@numba.njit(cache=True)
+def _band(g: np.ndarray) -> np.ndarray:
+    """(n, 2) [first, last + 1) column of each row's non-zero entries (the whole row if it has none).
+
+    The blur skips the terms outside: they are exact zeros times finite values, and adding ±0.0 to a sum that
+    started at +0.0 never changes it, so the banded sums equal the full ones bit for bit (finite images)."""
+    n, m = g.shape
+    out = np.empty((n, 2), dtype=np.int64)
+    for r in range(n):
+        first, last = 0, m
+        while first < m and g[r, first] == 0.0:
+            first += 1
+        if first == m:  # an all-zero row: keep the whole row
+            first = 0
+        else:
+            while g[r, last - 1] == 0.0:
+                last -= 1
+        out[r, 0], out[r, 1] = first, last
+    return out
+
+
 @numba.njit(cache=True, parallel=True)
 def _blur(buf: np.ndarray, regions: np.ndarray, gy: np.ndarray, gx: np.ndarray, region: int, w: int) -> None:
     n, c, _ = buf.shape
     h, wb = gy.shape[0], -(-w // region)
+    band_y, band_x = _band(gy), _band(gx)  # the filters' non-zero bands (a Gaussian's: ±4σ)
     for i in numba.prange(n):
         t1 = np.empty((region, w), dtype=np.float64)  # float64 accumulation, as the torch twin
         out = np.empty((region, region), dtype=np.float64)
         for j in range(regions.shape[1]):  # in order: step k blurs the image left by step k - 1
             y0, x0 = (regions[i, j] // wb) * region, (regions[i, j] % wb) * region
             ny, nx = min(region, h - y0), min(region, w - x0)
+            # only the columns the region's output rows read (the band of gx's rows x0 .. x0 + nx - 1)
+            c0, c1 = band_x[x0, 0], band_x[x0, 1]
+            for xx in range(1, nx):
+                c0, c1 = min(c0, band_x[x0 + xx, 0]), max(c1, band_x[x0 + xx, 1])
             for ch in range(c):
                 for yy in range(ny):  # t1 = Gy[rows] @ X, then out = t1 @ Gx[cols]^T
-                    for xs in range(w):
+                    r0, r1 = band_y[y0 + yy, 0], band_y[y0 + yy, 1]
+                    for xs in range(c0, c1):
                         acc = 0.0
-                        for ys in range(h):
+                        for ys in range(r0, r1):
                             acc += gy[y0 + yy, ys] * np.float64(buf[i, ch, ys * w + xs])
                         t1[yy, xs] = acc
                 for yy in range(ny):
                     for xx in range(nx):
                         acc = 0.0
-                        for xs in range(w):
+                        for xs in range(band_x[x0 + xx, 0], band_x[x0 + xx, 1]):
                             acc += t1[yy, xs] * gx[x0 + xx, xs]
                         out[yy, xx] = acc
                 for yy in range(ny):  # written after the whole region is computed from x^(k-1)

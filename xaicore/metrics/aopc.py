@@ -6,7 +6,8 @@ AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set fig
 
 Each step changes one region, so the perturbed batch is updated in place (a numba or torch kernel) and fed
 to the model as it is; when the batch is small, several steps are packed into one forward pass as lanes
-that each move on by several regions per pass (no whole-image copies).
+that each move on by several regions per pass (no whole-image copies). The recursive ``blur`` computes each
+step once, in one lane, and the other lanes copy that region's values (they would compute the same ones).
 """
 
 from __future__ import annotations
@@ -85,9 +86,15 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     # `lanes` copies of the batch go through the model at once, lane j holding step k + j; each round moves
     # every lane on by `lanes` steps, which writes lanes² regions per sample instead of copying whole images
     lanes = max(1, min(forward_batch // b, n_regions + 1))
+    # blur reads the image the previous step left: each step is computed in one lane and copied to the others
+    recursive = disable.replacement is None
     buf = x.detach().repeat(lanes, 1, 1, 1)  # a copy even for one lane: x is never written
     for j in range(1, lanes):  # lane j starts at step j: ranked region j is disabled in lanes j, j+1, ...
-        disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
+        if recursive:  # lane j = lane j - 1 moved on by one step
+            buf[j * b:(j + 1) * b].copy_(buf[(j - 1) * b:j * b])
+            disable(buf[j * b:(j + 1) * b], ranking[:, j - 1])
+        else:
+            disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
     tgt = target.repeat(lanes)
     lane = torch.arange(lanes, device=x.device)
     shift = lane[:, None] + lane[None, :]  # (lane j, q): lane j disables ranked region k + j + q next
@@ -99,7 +106,16 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
             n = min(lanes, n_regions + 1 - k)
             curve[:, k:k + n] = _score(model, buf[:n * b], tgt[:n * b], score).view(n, b).T
             n_next = min(lanes, n_regions + 1 - k - lanes)
-            if n_next > 0:
+            if n_next > 0 and recursive and lanes > 1:
+                # lane j (at step k + j) takes the regions of steps k + j + 1 .. k + j + lanes − 1 from a lane
+                # that is past them (the last lane, not yet moved on, for lane 0; the moved-on lane j − 1 for
+                # the others), then computes step k + j + lanes itself: every step's blur is computed once
+                for j in range(n_next):
+                    dst = buf[j * b:(j + 1) * b]
+                    src = buf[(lanes - 1) * b:] if j == 0 else buf[(j - 1) * b:j * b]
+                    kern.perturb_regions(dst, src, ranking[:, k + j:k + j + lanes - 1].contiguous(), disable.grid)
+                    disable(dst, ranking[:, k + j + lanes - 1].contiguous())
+            elif n_next > 0:
                 regions = ranking[:, k + shift[:n_next]].transpose(0, 1).reshape(n_next * b, lanes)
                 disable(buf[:n_next * b], regions)
     finally:

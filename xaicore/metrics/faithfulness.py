@@ -6,7 +6,8 @@ relevance R_r and the drop Δ_r. The survey's extra 1/n factor is left out: ρ i
 and Quantus' ``FaithfulnessCorrelation``; the data-set figure is the mean over samples.
 
 All B·L single-region inputs are built by the in-place kernels from copies of the batch and go through the
-model ``forward_batch`` inputs at a time; there is no loop over samples.
+model ``forward_batch`` inputs at a time; there is no loop over samples. Between passes only the regions
+disabled in the previous pass are written back from x (no whole-batch copy).
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ def region_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, per
     try:
         fx = _score(model, x, target, score).to(torch.float64)
         out = torch.empty(b, n_regions, dtype=torch.float64, device=x.device)
-        buf = x.detach().repeat(per_pass, 1, 1, 1)
+        clean = x.detach().contiguous()
+        buf = clean.repeat(per_pass, 1, 1, 1)
         tgt = target.repeat(per_pass)
+        regions = None
         for r0 in range(0, n_regions, per_pass):  # row j·B + i of buf: sample i with region r0 + j disabled
             n = min(per_pass, n_regions - r0)
             part = buf[:n * b]
-            if r0:  # back to clean copies of x
-                part.view(n, *x.shape).copy_(x.detach()[None])
+            if regions is not None:  # back to clean copies of x: only the regions disabled last pass changed
+                kern.perturb_regions(part, clean, regions[:n * b], disable.grid)
             regions = torch.arange(r0, r0 + n, device=x.device).repeat_interleave(b)
             disable(part, regions)
             out[:, r0:r0 + n] = fx[:, None] - _score(model, part, tgt[:n * b], score).to(torch.float64).view(n, b).T

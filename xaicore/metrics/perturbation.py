@@ -12,8 +12,9 @@
 * ``blur`` — a Gaussian filter, σ = 3 (scipy's ``gaussian_filter``: reflect borders, truncated at 4σ), applied
   to the region. AOPC's steps are recursive, x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k): the blur of r_k reads neighbours that earlier
   steps may have blurred already. ``aopc`` runs that exact recursion (a kernel blurs each region from the
-  current image; a region costs region·H·W multiply-adds per channel, ~1 % of the small CNN's forward pass), so
-  blurring the original image once is *not* used there. It is exact for one disabled region (faithfulness):
+  current image, reading only the 4σ neighbourhood the filter has: about region·(region + 24)·25 multiply-adds
+  per channel for σ = 3, well under 1 % of the small CNN's forward pass), so blurring the original image once
+  is *not* used there. It is exact for one disabled region (faithfulness):
   there :func:`replacement_values` gives the blurred original.
 
 Noise is drawn per sample from (seed, sample content), so scores do not depend on batching.
