@@ -71,21 +71,33 @@ def _blur(buf: np.ndarray, regions: np.ndarray, gy: np.ndarray, gx: np.ndarray, 
     for i in numba.prange(n):
         t1 = np.empty((region, w), dtype=np.float64)  # float64 accumulation, as the torch twin
         out = np.empty((region, region), dtype=np.float64)
+        tile = np.empty((h, w), dtype=np.float64)  # the rows x columns the region reads, as float64
         for j in range(regions.shape[1]):  # in order: step k blurs the image left by step k - 1
             y0, x0 = (regions[i, j] // wb) * region, (regions[i, j] % wb) * region
             ny, nx = min(region, h - y0), min(region, w - x0)
-            # only the columns the region's output rows read (the band of gx's rows x0 .. x0 + nx - 1)
+            # only the columns the region's output rows read (the band of gx's rows x0 .. x0 + nx - 1), and the
+            # rows its output columns read (the band of gy's rows y0 .. y0 + ny - 1)
             c0, c1 = band_x[x0, 0], band_x[x0, 1]
             for xx in range(1, nx):
                 c0, c1 = min(c0, band_x[x0 + xx, 0]), max(c1, band_x[x0 + xx, 1])
+            q0, q1 = band_y[y0, 0], band_y[y0, 1]
+            for yy in range(1, ny):
+                q0, q1 = min(q0, band_y[y0 + yy, 0]), max(q1, band_y[y0 + yy, 1])
             for ch in range(c):
+                for ys in range(q0, q1):
+                    base = ys * w
+                    for xs in range(c0, c1):
+                        tile[ys, xs] = np.float64(buf[i, ch, base + xs])
                 for yy in range(ny):  # t1 = Gy[rows] @ X, then out = t1 @ Gx[cols]^T
                     r0, r1 = band_y[y0 + yy, 0], band_y[y0 + yy, 1]
                     for xs in range(c0, c1):
-                        acc = 0.0
-                        for ys in range(r0, r1):
-                            acc += gy[y0 + yy, ys] * np.float64(buf[i, ch, ys * w + xs])
-                        t1[yy, xs] = acc
+                        t1[yy, xs] = 0.0
+                    # rows outside, columns inside: contiguous reads of a private tile (vectorised); every
+                    # t1[yy, xs] still adds its terms in increasing ys, as the column-wise loop, bit for bit
+                    for ys in range(r0, r1):
+                        gv = gy[y0 + yy, ys]
+                        for xs in range(c0, c1):
+                            t1[yy, xs] += gv * tile[ys, xs]
                 for yy in range(ny):
                     for xx in range(nx):
                         acc = 0.0
