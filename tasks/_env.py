@@ -26,3 +26,7 @@ def configure(root: Path | None = None) -> None:
 
 
 configure()
+
+from xaicore._malloc import keep_freed_memory  # noqa: E402  (after configure: importing xaicore imports numba)
+
+keep_freed_memory()

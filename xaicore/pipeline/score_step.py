@@ -16,6 +16,7 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
+from xaicore._malloc import keep_freed_memory
 from xaicore.config import Config, ScoreConfig
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
@@ -41,11 +42,21 @@ def _images(dataset: str) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     return ds.x_test, ds.idx_test.numpy(), ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
 
 
+def _one_thread() -> None:
+    """One thread for torch *and* numba in a Dask worker: the workers already fill the cores, and numba's parallel
+    kernels would otherwise start a thread per core in every worker (measured: 5 s of system time per 6 chunks)."""
+    import numba
+
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+
+
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
                 target: np.ndarray, score_cfg: ScoreConfig, seed: int, single_thread: bool) -> dict[str, np.ndarray]:
     """AOPC curves (each perturbation and order) and faithfulness (each perturbation) of one archive chunk."""
     if single_thread:
-        torch.set_num_threads(1)
+        _one_thread()
     group = zarr.open_group(heatmaps, mode="r")
     sample = np.asarray(group["sample"][start:stop])
     x_test, idx_test, mean_image = _images(dataset)
@@ -68,7 +79,7 @@ def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], si
     """(model, measure, sample) similarity of every model's heatmaps of explainer ``ei`` to the trained model's
     (Adebayo et al.); NaN where a method could not explain a model."""
     if single_thread:
-        torch.set_num_threads(1)
+        _one_thread()
     rel = zarr.open_group(heatmaps, mode="r")["relevance"]
     n_models, n = rel.shape[0], rel.shape[2]
     out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
