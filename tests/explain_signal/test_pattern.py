@@ -79,8 +79,9 @@ def test_linear_toy_quality_closed_form():
     expected = 1 - (1 / 6) / math.sqrt(1 / 3 * (1 / 12 + sigma ** 2))
     assert rho["filter"][""] == pytest.approx(expected, abs=0.01)
     held_out, _ = toy_data(50_000, sigma, seed=1)
-    rho_test = pattern_quality(model, patterns, held_out)
-    assert rho_test["linear"][""] > 0.99 > rho_test["filter"][""] + 0.2
+    rho_test = pattern_quality(model, patterns, held_out, fit_data=x)
+    assert rho_test["linear"][""] == 1.0  # v = 0 on the fitting data
+    assert rho_test["filter"][""] == pytest.approx(expected, abs=0.01)
 
 
 # --- statistics against explicit numpy references -------------------------------------------------------------
@@ -139,26 +140,38 @@ def test_fitted_patterns_equal_explicit_covariances_with_batch_norm_merged():
         np.testing.assert_allclose((a * net.fc.weight.detach().numpy()).sum(1)[live], 1.0)
 
 
-def test_quality_equals_brute_force_regression():
+@pytest.mark.parametrize("held_out", [False, True])
+def test_quality_equals_brute_force_regression(held_out):
+    """ρ(S) against an explicit least-squares regression of y on the distractor rows d = x − a₊y⁺ − a₋y⁻: v fitted
+    on the fitting data, the correlation measured on the held-out data (or on the fitting data itself)."""
     net = _conv_bn_net()
     gen = torch.Generator().manual_seed(2)
     fit_x = torch.rand(60, 2, 8, 8, generator=gen, dtype=torch.float64) - 0.3
     test_x = torch.rand(50, 2, 8, 8, generator=gen, dtype=torch.float64) - 0.3
     patterns = fit_patterns(net, fit_x)
-    rho = pattern_quality(net, patterns, test_x, ridge=1e-12)
-    patches = F.unfold(test_x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 18).numpy()
-    y = net.bn(net.conv(test_x)).permute(0, 2, 3, 1).reshape(-1, 3).detach().numpy()
+    rho = pattern_quality(net, patterns, test_x if held_out else fit_x, fit_data=fit_x if held_out else None,
+                          ridge=1e-12)
+
+    def rows(x):
+        patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 18).numpy()
+        return patches, net.bn(net.conv(x)).permute(0, 2, 3, 1).reshape(-1, 3).detach().numpy()
+
+    (p_fit, y_fit), (p_test, y_test) = rows(fit_x), rows(test_x if held_out else fit_x)
     for est in ("filter", "linear", "two_component"):
         key_p, key_n = ("positive", "negative") if est == "two_component" else (est, est)
         a_p, a_n = patterns.layers["conv"][key_p].numpy(), patterns.layers["conv"][key_n].numpy()
         rhos = []
         for j in range(3):
-            yj = y[:, j]
-            d = patches - np.where(yj > 0, yj, 0)[:, None] * a_p[j] - np.where(yj > 0, 0, yj)[:, None] * a_n[j]
-            design = np.c_[d, np.ones(len(d))]
-            v, *_ = np.linalg.lstsq(design, yj, rcond=None)
-            rhos.append(1 - abs(np.corrcoef(design @ v, yj)[0, 1]))
+            def distractor(p, y):
+                return p - np.where(y > 0, y, 0)[:, None] * a_p[j] - np.where(y > 0, 0, y)[:, None] * a_n[j]
+
+            d_fit = distractor(p_fit, y_fit[:, j])
+            v, *_ = np.linalg.lstsq(np.c_[d_fit, np.ones(len(d_fit))], y_fit[:, j], rcond=None)
+            pred = distractor(p_test, y_test[:, j]) @ v[:-1]
+            corr = 0.0 if est == "linear" else abs(np.corrcoef(pred, y_test[:, j])[0, 1])  # S_a: v = 0 exactly
+            rhos.append(1 - corr)
         assert rho[est]["conv"] == pytest.approx(np.mean(rhos), abs=1e-6), est
+    assert rho["linear"]["conv"] == 1.0  # S_a's distractor has no linear trace of y on its fitting data
 
 
 # --- the backward passes --------------------------------------------------------------------------------------
@@ -222,7 +235,7 @@ def test_save_and_load_round_trip(tmp_path):
     net = _conv_bn_net()
     x = torch.rand(20, 2, 8, 8, dtype=torch.float64)
     patterns = fit_patterns(net, x)
-    patterns.quality = pattern_quality(net, patterns, x)
+    patterns.quality = pattern_quality(net, patterns, x, fit_data=x[:10])
     path = patterns.save(tmp_path / "p.pt")
     loaded = Patterns.load(path)
     assert loaded.n_samples == 20 and loaded.quality == patterns.quality

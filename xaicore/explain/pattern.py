@@ -262,46 +262,66 @@ def fit_patterns(model: nn.Module, data: torch.Tensor | Iterable[torch.Tensor], 
     return Patterns(layers, int(data.shape[0]) if isinstance(data, torch.Tensor) else -1)
 
 
-def pattern_quality(model: nn.Module, patterns: Patterns, data: torch.Tensor | Iterable[torch.Tensor], *,
-                    batch_size: int = 256, ridge: float = 1e-6) -> dict[str, dict[str, float]]:
-    """ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) (Kindermans et al. 2018, eq. 7) per estimator and layer, averaged
-    over the layer's units, on ``data`` (use held-out data: on the fitting data ρ(S_a) = 1 by construction).
+def _distractor_moments(mom: Moments, a_p: torch.Tensor, a_n: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Second moments of the distractor d = x − a₊y⁺ − a₋y⁻ of every unit, in factored form: cov[d, d] =
+    C + U M Uᵀ with C = cov[x, x] (in, in), U (out, in, 4), M (out, 4, 4); b = cov[d, y] (out, in); var(y) (out,)."""
+    n = mom.n
+    mx = mom.sx / n
+    assert mom.sxx is not None
+    c_xx = mom.sxx / n - torch.outer(mx, mx)
+    ey_p, ey_n = mom.sy_pos / n, (mom.sy - mom.sy_pos) / n
+    c_p = mom.sxy_pos / n - ey_p[:, None] * mx[None, :]  # cov[x, y⁺]
+    c_n = (mom.sxy - mom.sxy_pos) / n - ey_n[:, None] * mx[None, :]  # cov[x, y⁻]
+    v_p, v_n, k = mom.syy_pos / n - ey_p ** 2, mom.syy_neg / n - ey_n ** 2, -ey_p * ey_n  # y⁺y⁻ = 0
+    a_p, a_n = a_p.to(c_xx), a_n.to(c_xx)
+    b = c_p + c_n - a_p * (v_p + k)[:, None] - a_n * (v_n + k)[:, None]
+    u = torch.stack([a_p, a_n, c_p, c_n], dim=2)
+    m = torch.zeros(u.shape[0], 4, 4, dtype=u.dtype, device=u.device)
+    m[:, 0, 0], m[:, 1, 1], m[:, 0, 1], m[:, 1, 0] = v_p, v_n, k, k
+    m[:, 0, 2] = m[:, 1, 3] = m[:, 2, 0] = m[:, 3, 1] = -1.0
+    return c_xx, u, m, b, v_p + v_n + 2 * k
 
-    The maximum over v is the multiple correlation of y with the distractor, in closed form from the data's
-    moments: max_v corr² = bᵀ(Σ_dd + λI)⁻¹b / var(y) with b = cov[d, y]; Σ_dd is C = cov[x, x] plus a rank-4
-    update (d = x − a₊y⁺ − a₋y⁻), inverted with Woodbury's identity; λ = ``ridge``·tr(C)/dim. Units with constant
-    output are left out."""
-    moments, weights = collect_moments(model, data, batch_size=batch_size, second=True)
+
+def pattern_quality(model: nn.Module, patterns: Patterns, data: torch.Tensor | Iterable[torch.Tensor], *,
+                    fit_data: torch.Tensor | Iterable[torch.Tensor] | None = None, batch_size: int = 256,
+                    ridge: float = 1e-6) -> dict[str, dict[str, float]]:
+    """ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) (Kindermans et al. 2018, §4) per estimator and layer, averaged over
+    the layer's units with a non-constant output.
+
+    v is the least-squares regression of y on the distractor d = x − S(x) (ridge λ = ``ridge``·tr(C)/dim),
+    fitted on ``fit_data`` and its correlation measured on ``data`` — held out, so that a layer with more inputs
+    than samples cannot reach corr = 1 by overfitting v. Without ``fit_data`` v is fitted on ``data`` itself (the
+    in-sample maximum). On the data the patterns were fitted on, S_a leaves cov[d, y] = 0, so v = 0 and ρ(S_a) = 1.
+    Closed form from the data's moments: cov[d, d] is C = cov[x, x] plus a rank-4 update (d = x − a₊y⁺ − a₋y⁻),
+    inverted with Woodbury's identity."""
+    test, weights = collect_moments(model, data, batch_size=batch_size, second=True)
+    fit = test if fit_data is None else collect_moments(model, fit_data, batch_size=batch_size, second=True)[0]
     out: dict[str, dict[str, float]] = {e: {} for e in ESTIMATORS}
-    for name, mom in moments.items():
+    for name, mom in test.items():
         layer = _layer(patterns, name, weights[name])
-        n = mom.n
-        mx = mom.sx / n
-        assert mom.sxx is not None
-        c_xx = mom.sxx / n - torch.outer(mx, mx)
-        dim = c_xx.shape[0]
-        lam = ridge * float(torch.trace(c_xx)) / dim + 1e-300
-        p_inv = torch.linalg.inv(c_xx + lam * torch.eye(dim, dtype=c_xx.dtype, device=c_xx.device))
-        ey_p, ey_n = mom.sy_pos / n, (mom.sy - mom.sy_pos) / n
-        c_p = mom.sxy_pos / n - ey_p[:, None] * mx[None, :]
-        c_n = (mom.sxy - mom.sxy_pos) / n - ey_n[:, None] * mx[None, :]
-        v_p, v_n, k = mom.syy_pos / n - ey_p ** 2, mom.syy_neg / n - ey_n ** 2, -ey_p * ey_n
-        var_y = v_p + v_n + 2 * k
-        live = var_y > 1e-12 * var_y.max().clamp_min(1e-300)
         for est in ESTIMATORS:
-            a_p, a_n = (t.to(c_xx) for t in estimator_patterns(layer, est))
-            b = c_p + c_n - a_p * (v_p + k)[:, None] - a_n * (v_n + k)[:, None]  # (out, in)
-            u = torch.stack([a_p, a_n, c_p, c_n], dim=2)  # (out, in, 4)
-            m = torch.zeros(u.shape[0], 4, 4, dtype=u.dtype, device=u.device)
-            m[:, 0, 0], m[:, 1, 1], m[:, 0, 1], m[:, 1, 0] = v_p, v_n, k, k
-            m[:, 0, 2] = m[:, 1, 3] = m[:, 2, 0] = m[:, 3, 1] = -1.0
-            pu = torch.einsum("ij,ojk->oik", p_inv, u)  # (out, in, 4)
-            pb = b @ p_inv  # (out, in); P is symmetric
-            inner = torch.eye(4, dtype=u.dtype, device=u.device) + m @ torch.einsum("oik,oil->okl", u, pu)
-            rhs = m @ torch.einsum("oik,oi->ok", u, pb)[:, :, None]
-            corr_b = pb - (pu @ torch.linalg.solve(inner, rhs))[:, :, 0]  # (Σ_dd + λI)⁻¹ b
-            q = (b * corr_b).sum(1) / torch.where(live, var_y, torch.ones_like(var_y))
-            rho = 1.0 - q.clamp(0.0, 1.0).sqrt()
+            a_p, a_n = estimator_patterns(layer, est)
+            c_f, u_f, m_f, b_f, var_f = _distractor_moments(fit[name], a_p, a_n)
+            dim = c_f.shape[0]
+            lam = ridge * float(torch.trace(c_f)) / dim + 1e-300
+            p_inv = torch.linalg.inv(c_f + lam * torch.eye(dim, dtype=c_f.dtype, device=c_f.device))
+            pu = torch.einsum("ij,ojk->oik", p_inv, u_f)  # (out, in, 4)
+            pb = b_f @ p_inv  # (out, in); P is symmetric
+            inner = torch.eye(4, dtype=c_f.dtype, device=c_f.device) + m_f @ torch.einsum("oik,oil->okl", u_f, pu)
+            rhs = m_f @ torch.einsum("oik,oi->ok", u_f, pb)[:, :, None]
+            v = pb - (pu @ torch.linalg.solve(inner, rhs))[:, :, 0]  # (cov[d, d] + λI)⁻¹ b per unit
+            # S_a on its own fitting data: b = 0 up to rounding, whose direction means nothing: v = 0, corr = 0
+            scale = (var_f.clamp_min(0) * float(torch.trace(c_f))).sqrt()
+            v = torch.where((b_f.norm(dim=1) > 1e-9 * scale)[:, None], v, torch.zeros_like(v))
+            c_t, u_t, m_t, b_t, var_t = _distractor_moments(mom, a_p, a_n)
+            utv = torch.einsum("oik,oi->ok", u_t, v)
+            sv = v @ c_t + torch.einsum("oik,ok->oi", u_t, (m_t @ utv[:, :, None])[..., 0])  # cov_t[d, d] v
+            den = ((v * sv).sum(1).clamp_min(0) * var_t.clamp_min(0)).sqrt()
+            corr = torch.where(den > 0, (v * b_t).sum(1) / torch.where(den > 0, den, torch.ones_like(den)),
+                               torch.zeros_like(den))
+            live = (var_t > 1e-12 * var_t.max().clamp_min(1e-300)) & (var_f > 1e-12 * var_f.max().clamp_min(1e-300))
+            rho = 1.0 - corr.abs().clamp(0.0, 1.0)
             out[est][name] = float(rho[live].mean()) if bool(live.any()) else float("nan")
     return out
 

@@ -1,8 +1,9 @@
 """The signal estimators of PatternNet/PatternAttribution (Kindermans et al. 2018), fitted for every survey model.
 
 One ``.pt`` per model under ``outputs/patterns`` (statistics accumulated batch-wise over the training set) and an
-``index.json`` with the quality ρ(S) of each estimator per layer, measured on the test set (controls excepted: their
-patterns are fitted, their quality is not the question). The explain step loads them; DVC tracks the folder.
+``index.json`` with the quality ρ(S) of each estimator per layer (v fitted on the training set, its correlation
+measured on the test set; controls excepted: their patterns are fitted, their quality is not the question). The
+explain step loads them; DVC tracks the folder.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def fit_signal_estimators(cfg: Config, paths: Paths, *, progress: bool = True) -
         model = load_model(path)
         patterns = fit_patterns(model, ds.x_train, batch_size=cfg.patterns.batch_size)
         if not is_control(name):
-            patterns.quality = pattern_quality(model, patterns, ds.x_test, batch_size=cfg.patterns.batch_size,
-                                               ridge=cfg.patterns.ridge)
+            patterns.quality = pattern_quality(model, patterns, ds.x_test, fit_data=ds.x_train,
+                                               batch_size=cfg.patterns.batch_size, ridge=cfg.patterns.ridge)
         stem = model_file(name)
         patterns.save(tmp / f"{stem}.pt")
         index[name] = {"file": f"{stem}.pt", "n_samples": patterns.n_samples, "quality": patterns.quality}
