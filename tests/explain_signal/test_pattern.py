@@ -140,6 +140,11 @@ def test_fitted_patterns_equal_explicit_covariances_with_batch_norm_merged():
         np.testing.assert_allclose((a * net.fc.weight.detach().numpy()).sum(1)[live], 1.0)
 
 
+def _distractor(rows: np.ndarray, y: np.ndarray, a_pos: np.ndarray, a_neg: np.ndarray) -> np.ndarray:
+    """d = x − a₊y⁺ − a₋y⁻ row by row."""
+    return rows - np.where(y > 0, y, 0)[:, None] * a_pos - np.where(y > 0, 0, y)[:, None] * a_neg
+
+
 @pytest.mark.parametrize("held_out", [False, True])
 def test_quality_equals_brute_force_regression(held_out):
     """ρ(S) against an explicit least-squares regression of y on the distractor rows d = x − a₊y⁺ − a₋y⁻: v fitted
@@ -162,12 +167,9 @@ def test_quality_equals_brute_force_regression(held_out):
         a_p, a_n = patterns.layers["conv"][key_p].numpy(), patterns.layers["conv"][key_n].numpy()
         rhos = []
         for j in range(3):
-            def distractor(p, y):
-                return p - np.where(y > 0, y, 0)[:, None] * a_p[j] - np.where(y > 0, 0, y)[:, None] * a_n[j]
-
-            d_fit = distractor(p_fit, y_fit[:, j])
+            d_fit = _distractor(p_fit, y_fit[:, j], a_p[j], a_n[j])
             v, *_ = np.linalg.lstsq(np.c_[d_fit, np.ones(len(d_fit))], y_fit[:, j], rcond=None)
-            pred = distractor(p_test, y_test[:, j]) @ v[:-1]
+            pred = _distractor(p_test, y_test[:, j], a_p[j], a_n[j]) @ v[:-1]
             corr = 0.0 if est == "linear" else abs(np.corrcoef(pred, y_test[:, j])[0, 1])  # S_a: v = 0 exactly
             rhos.append(1 - corr)
         assert rho[est]["conv"] == pytest.approx(np.mean(rhos), abs=1e-6), est

@@ -27,6 +27,10 @@ class Paths:
         return self.root / "patterns"
 
     @property
+    def pattern_quality(self) -> Path:
+        return self.root / "pattern_quality.json"
+
+    @property
     def heatmaps(self) -> Path:
         return self.root / "heatmaps.zarr"
 

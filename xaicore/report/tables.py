@@ -137,9 +137,8 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         "reliability": rel_rows,
         "internal_consistency": consistency,
     }
-    index = paths.patterns / "index.json"
-    if index.is_file():  # ρ(S) of PatternNet's signal estimators, per model, estimator and layer
-        doc["pattern_quality"] = {m: e["quality"] for m, e in json.loads(index.read_text()).items() if e["quality"]}
+    if paths.pattern_quality.is_file():  # ρ(S) of PatternNet's signal estimators, per model, estimator and layer
+        doc["pattern_quality"] = json.loads(paths.pattern_quality.read_text())
     if roar is not None:
         doc["roar_trained_test_accuracy"] = _num(roar.attrs.get("trained_test_accuracy", float("nan")))
     doc["findings"] = findings(doc, sc)
