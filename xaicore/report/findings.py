@@ -109,8 +109,10 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
                   "missed what matters (Hooker et al. discuss what degraded inputs reveal).", ""]
     if doc.get("pattern_quality"):
         lines += ["## Signal estimators of PatternNet/PatternAttribution (Kindermans et al. 2018)", "",
-                  "ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) on the test set, per layer (mean over its units; "
-                  "1 = the distractor holds no linear trace of the output). Fitted on the training set.", ""]
+                  "ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) per layer (mean over its units; 1 = the distractor "
+                  "holds no linear trace of the output): patterns and v fitted on the training set, the "
+                  "correlation measured on the test set. S_a is the optimum of this linear criterion on its "
+                  "fitting data (ρ = 1 there); S_w keeps the output's trace in its distractor.", ""]
         quality = [{"model": m, "layer": layer, **{e: q[e].get(layer) for e in q}}
                    for m, q in doc["pattern_quality"].items() for layer in next(iter(q.values()))]
         lines += _table(quality, ["model", "layer", "filter", "linear", "two_component"]) + [""]
