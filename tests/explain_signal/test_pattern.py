@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import xaicore
 from xaicore import XaiCoreError
 from xaicore.explain import Patterns, fit_patterns, pattern_quality
-from xaicore.explain.pattern import collect_moments, estimate_patterns
+from xaicore.explain.signal_estimators import collect_moments, estimate_patterns
 from xaicore.metrics import input_invariance
 
 A_S = torch.tensor([1.0, 0.0], dtype=torch.float64)

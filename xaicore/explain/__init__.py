@@ -7,8 +7,8 @@ from xaicore.explain import lrp as _lrp  # noqa: F401  (registers)
 from xaicore.explain import pattern as _pattern  # noqa: F401  (registers)
 from xaicore.explain import signal as _signal  # noqa: F401  (registers)
 from xaicore.explain import smoothgrad as _smoothgrad  # noqa: F401  (registers)
-from xaicore.explain.pattern import Patterns, fit_patterns, pattern_quality
 from xaicore.explain.registry import Explainer, explain, get_explainer, methods, register
+from xaicore.explain.signal_estimators import Patterns, fit_patterns, pattern_quality
 
 __all__ = ["Explainer", "Patterns", "explain", "fit_patterns", "get_explainer", "methods", "pattern_quality",
            "register"]
