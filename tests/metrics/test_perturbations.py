@@ -102,6 +102,48 @@ def test_blur_regions_numba_equals_torch_equals_scipy_recursion(images, side, dt
     assert np.abs(ref - np.stack([scipy_blur(img) for img in images.numpy()])).max() > 1e-3
 
 
+@pytest.mark.parametrize("side", [3, 4, 5, 8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blur_sequence_kernel_equals_per_step_kernel(side, dtype):
+    """The many-steps kernel (V = Gy·X kept up to date) against the per-step one (each region from the image
+    itself) and scipy: every region of 3×29×22 images, edge squares and 4-column blocks with remainders."""
+    from xaicore.kernels.numba_kernels import _blur, _blur_sequence
+
+    rng = np.random.default_rng(side)
+    x = rng.random((3, 3, 29, 22)).astype(dtype)
+    wb = -(-22 // side)
+    n_regions = -(-29 // side) * wb
+    ranking = np.stack([rng.permutation(n_regions) for _ in range(3)])
+    gy, gx = blur_matrix(29).numpy(), blur_matrix(22).numpy()
+    seq, step = x.reshape(3, 3, -1).copy(), x.reshape(3, 3, -1).copy()
+    _blur_sequence(seq, ranking, gy, gx, side, 22)
+    _blur(step, ranking, gy, gx, side, 22)
+    ref = x.astype(np.float64)
+    for i in range(3):
+        for reg in ranking[i]:
+            sl = region_slices(int(reg), side, 22)
+            ref[i][:, sl[0], sl[1]] = scipy_blur(ref[i])[:, sl[0], sl[1]].astype(dtype)
+    seq, step = seq.reshape(x.shape), step.reshape(x.shape)
+    if dtype == np.float64:
+        np.testing.assert_allclose(seq, ref, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(step, ref, rtol=0, atol=1e-12)
+    else:  # the two float64 accumulations round to the same float32, or to its neighbour
+        np.testing.assert_array_max_ulp(seq, step, maxulp=1)
+        np.testing.assert_allclose(seq, ref, rtol=0, atol=1e-6)
+    assert np.abs(seq - x).max() > 0.1  # every region was rewritten
+
+
+def test_copies_per_pass_stops_at_the_byte_budget():
+    from xaicore.metrics.perturbation import PACK_BYTES, copies_per_pass
+
+    digits = torch.zeros(8, 1, 28, 28)  # 25 KB: forward_batch decides
+    assert copies_per_pass(digits, 256, 100) == 32 and copies_per_pass(digits, 256, 5) == 5
+    assert copies_per_pass(digits, 4, 100) == 1  # B > forward_batch: still one copy
+    big = torch.zeros(4, 3, 128, 128)  # 786 KB a copy
+    assert copies_per_pass(big, 256, 100) == PACK_BYTES // big.nbytes == 5
+    assert copies_per_pass(torch.zeros(2, 3, 1024, 1024), 256, 100) == 1  # over the budget: one copy
+
+
 # --- AOPC with every perturbation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("perturbation", PERTURBATIONS)

@@ -42,6 +42,26 @@ def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.nda
                     buf[i, ch, g[k]] = rep[s, ch, g[k]]
 
 
+@numba.njit(cache=True, parallel=True)
+def scale_by_region_max(e: np.ndarray, region: int, low: float, high: float, out: np.ndarray) -> None:
+    """out = low + (high − low)·e / max(e over e's region) for (B, C, H, W) ``e``, regions ``region``-sided squares
+    from the top left (edge squares smaller); float64 arithmetic, cast to ``out``'s dtype (the Dirichlet draw)."""
+    b, c, h, w = e.shape
+    scale = high - low
+    for i in numba.prange(b):
+        for ch in range(c):
+            for y0 in range(0, h, region):
+                for x0 in range(0, w, region):
+                    y1, x1 = min(y0 + region, h), min(x0 + region, w)
+                    peak = e[i, ch, y0, x0]
+                    for y in range(y0, y1):
+                        for x in range(x0, x1):
+                            peak = max(peak, e[i, ch, y, x])
+                    for y in range(y0, y1):
+                        for x in range(x0, x1):
+                            out[i, ch, y, x] = low + scale * e[i, ch, y, x] / peak
+
+
 @numba.njit(cache=True)
 def _band(g: np.ndarray) -> np.ndarray:
     """(n, 2) [first, last + 1) column of each row's non-zero entries (the whole row if it has none).
@@ -109,6 +129,91 @@ def _blur(buf: np.ndarray, regions: np.ndarray, gy: np.ndarray, gx: np.ndarray, 
                         buf[i, ch, (y0 + yy) * w + x0 + xx] = out[yy, xx]
 
 
+@numba.njit(cache=True, parallel=True)
+def _blur_sequence(buf: np.ndarray, regions: np.ndarray, gy: np.ndarray, gx: np.ndarray, region: int,
+                   w: int) -> None:
+    """:func:`_blur` for many steps at once: V = Gy·X is computed once per image and kept up to date.
+
+    Step k's region is V[its rows] @ Gxᵀ[:, its columns] (the same increasing-index sums as :func:`_blur`);
+    writing it changes X by Δ on that square only, so V changes by Gy[:, its rows] @ Δ on its columns only:
+    2·r²·(8σ + r) multiply-adds a step instead of r·(r + 8σ)·8σ. V then differs from a fresh Gy·X by the
+    rounding of those updates (~1e-16 relative, float64), far below the image's float32 resolution.
+    The O(H·W) setup loops run over 1-D row views (numba vectorises those, not 2-D indexing); the per-step
+    loops index in 2-D (a view costs a reference count) and keep four columns in scalars."""
+    n, c, _ = buf.shape
+    h, wb = gy.shape[0], -(-w // region)
+    band_y, band_x = _band(gy), _band(gx)  # the filters' non-zero bands (a Gaussian's: ±4σ)
+    gxt, gyt = gx.T.copy(), gy.T.copy()
+    band_t = _band(gyt)  # the rows of V a change of image row y reaches
+    for i in numba.prange(n):
+        v = np.empty((h, w), dtype=np.float64)
+        tile = np.empty((h, w), dtype=np.float64)
+        out = np.empty((region, region), dtype=np.float64)
+        for ch in range(c):
+            img = buf[i, ch]
+            for ys in range(h):
+                tr = tile[ys]
+                for xs in range(w):
+                    tr[xs] = img[ys * w + xs]
+            for y in range(h):  # V = Gy·X over each row's band, sums in increasing index
+                vr = v[y]
+                vr[:] = 0.0
+                for ys in range(band_y[y, 0], band_y[y, 1]):
+                    gv, tr = gy[y, ys], tile[ys]
+                    for xs in range(w):
+                        vr[xs] += gv * tr[xs]
+            for j in range(regions.shape[1]):  # in order: step k reads the image step k - 1 left
+                y0, x0 = (regions[i, j] // wb) * region, (regions[i, j] % wb) * region
+                ny, nx = min(region, h - y0), min(region, w - x0)
+                for yy in range(ny):
+                    y = y0 + yy
+                    for xb in range(0, nx, 4):
+                        q = x0 + xb
+                        if xb + 4 <= nx:
+                            a0 = a1 = a2 = a3 = 0.0
+                            # each column's own increasing-xs sum over the union of the four bands: the
+                            # zero terms outside a column's band add ±0.0, which changes no sum
+                            lo = min(min(band_x[q, 0], band_x[q + 1, 0]), min(band_x[q + 2, 0], band_x[q + 3, 0]))
+                            hi = max(max(band_x[q, 1], band_x[q + 1, 1]), max(band_x[q + 2, 1], band_x[q + 3, 1]))
+                            for xs in range(lo, hi):
+                                vv = v[y, xs]
+                                a0 += vv * gxt[xs, q]
+                                a1 += vv * gxt[xs, q + 1]
+                                a2 += vv * gxt[xs, q + 2]
+                                a3 += vv * gxt[xs, q + 3]
+                            out[yy, xb], out[yy, xb + 1], out[yy, xb + 2], out[yy, xb + 3] = a0, a1, a2, a3
+                        else:
+                            for xx in range(xb, nx):
+                                acc = 0.0
+                                for xs in range(band_x[x0 + xx, 0], band_x[x0 + xx, 1]):
+                                    acc += v[y, xs] * gxt[xs, x0 + xx]
+                                out[yy, xx] = acc
+                for yy in range(ny):
+                    base = (y0 + yy) * w + x0
+                    for xx in range(nx):
+                        old = np.float64(buf[i, ch, base + xx])
+                        buf[i, ch, base + xx] = out[yy, xx]
+                        out[yy, xx] = np.float64(buf[i, ch, base + xx]) - old  # Δ as stored (buf's dtype)
+                # V[:, columns] += Gy[:, rows] @ Δ, row by row of the square, on the rows of V it reaches
+                for yy in range(ny):
+                    y = y0 + yy
+                    for xb in range(0, nx, 4):
+                        q = x0 + xb
+                        if xb + 4 <= nx:
+                            d0, d1, d2, d3 = out[yy, xb], out[yy, xb + 1], out[yy, xb + 2], out[yy, xb + 3]
+                            for ys in range(band_t[y, 0], band_t[y, 1]):
+                                gv = gyt[y, ys]
+                                v[ys, q] += gv * d0
+                                v[ys, q + 1] += gv * d1
+                                v[ys, q + 2] += gv * d2
+                                v[ys, q + 3] += gv * d3
+                        else:
+                            for xx in range(xb, nx):
+                                dv = out[yy, xx]
+                                for ys in range(band_t[y, 0], band_t[y, 1]):
+                                    v[ys, x0 + xx] += gyt[y, ys] * dv
+
+
 class NumbaBackend:
     name = "numba"
 
@@ -133,5 +238,9 @@ class NumbaBackend:
                      region: int) -> None:
         n, c, h, w = buf.shape
         view = buf.view(n, c, h * w).numpy()  # shares memory with buf
-        _blur(view, np.ascontiguousarray(regions.reshape(n, -1).numpy()), np.ascontiguousarray(gy.numpy()),
-              np.ascontiguousarray(gx.numpy()), region, w)
+        regions = np.ascontiguousarray(regions.reshape(n, -1).numpy())
+        gy_np, gx_np = np.ascontiguousarray(gy.numpy()), np.ascontiguousarray(gx.numpy())
+        if regions.shape[1] * region * region * 4 >= h * w:  # many steps: V = Gy·X pays for itself
+            _blur_sequence(view, regions, gy_np, gx_np, region, w)
+        else:
+            _blur(view, regions, gy_np, gx_np, region, w)

@@ -6,8 +6,9 @@ AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set fig
 
 Each step changes one region, so the perturbed batch is updated in place (a numba or torch kernel) and fed
 to the model as it is; when the batch is small, several steps are packed into one forward pass as lanes
-that each move on by several regions per pass (no whole-image copies). The recursive ``blur`` computes each
-step once, in one lane, and the other lanes copy that region's values (they would compute the same ones).
+that each move on by several regions per pass (no whole-image copies). The recursive ``blur`` is run once,
+all L steps in order, before the passes: its last image x⁽ᴸ⁾ holds every region's step-k value (a region is
+written at its step and never again), so each step copies its region from there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn as nn
 from xaicore.errors import XaiCoreError
 from xaicore.explain.registry import check_inputs
 from xaicore.kernels import get_backend
-from xaicore.metrics.perturbation import make_disabler
+from xaicore.metrics.perturbation import copies_per_pass, make_disabler
 
 ORDERS = ("morf", "lerf")
 SCORES = ("logit", "probability")
@@ -65,8 +66,9 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
 
     ``perturbation``: ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples; without it, of the batch)
     or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.metrics.perturbation`.
-    ``score``: ``logit`` (the target logit) or ``probability`` (its softmax). ``forward_batch``: at least
-    this many perturbed inputs go through the model at once (several steps are packed when B is smaller).
+    ``score``: ``logit`` (the target logit) or ``probability`` (its softmax). ``forward_batch``: up to
+    this many perturbed inputs go through the model at once (several steps are packed when B is smaller; on
+    the CPU no more than ``PACK_BYTES`` of input, see :func:`~xaicore.metrics.perturbation.copies_per_pass`).
     """
     target = check_inputs(x, target)
     if x.ndim != 4:
@@ -83,18 +85,18 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     ranking = kern.region_order(relevance, region).to(x.device)
     if order == "lerf":
         ranking = ranking.flip(1)
+    if disable.replacement is None:  # blur: the recursion run once, all L steps in order
+        # x^(L) holds each region's step-k value: a region is written at its step and never again, so from
+        # here on every step is a copy of its region from x^(L), as for the replacement perturbations
+        final = x.detach().clone()
+        disable(final, ranking)
+        disable = dataclasses.replace(disable, replacement=final)
     # `lanes` copies of the batch go through the model at once, lane j holding step k + j; each round moves
     # every lane on by `lanes` steps, which writes lanes² regions per sample instead of copying whole images
-    lanes = max(1, min(forward_batch // b, n_regions + 1))
-    # blur reads the image the previous step left: each step is computed in one lane and copied to the others
-    recursive = disable.replacement is None
+    lanes = copies_per_pass(x, forward_batch, n_regions + 1)
     buf = x.detach().repeat(lanes, 1, 1, 1)  # a copy even for one lane: x is never written
     for j in range(1, lanes):  # lane j starts at step j: ranked region j is disabled in lanes j, j+1, ...
-        if recursive:  # lane j = lane j - 1 moved on by one step
-            buf[j * b:(j + 1) * b].copy_(buf[(j - 1) * b:j * b])
-            disable(buf[j * b:(j + 1) * b], ranking[:, j - 1])
-        else:
-            disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
+        disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
     tgt = target.repeat(lanes)
     lane = torch.arange(lanes, device=x.device)
     shift = lane[:, None] + lane[None, :]  # (lane j, q): lane j disables ranked region k + j + q next
@@ -106,16 +108,7 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
             n = min(lanes, n_regions + 1 - k)
             curve[:, k:k + n] = _score(model, buf[:n * b], tgt[:n * b], score).view(n, b).T
             n_next = min(lanes, n_regions + 1 - k - lanes)
-            if n_next > 0 and recursive and lanes > 1:
-                # lane j (at step k + j) takes the regions of steps k + j + 1 .. k + j + lanes − 1 from a lane
-                # that is past them (the last lane, not yet moved on, for lane 0; the moved-on lane j − 1 for
-                # the others), then computes step k + j + lanes itself: every step's blur is computed once
-                for j in range(n_next):
-                    dst = buf[j * b:(j + 1) * b]
-                    src = buf[(lanes - 1) * b:] if j == 0 else buf[(j - 1) * b:j * b]
-                    kern.perturb_regions(dst, src, ranking[:, k + j:k + j + lanes - 1].contiguous(), disable.grid)
-                    disable(dst, ranking[:, k + j + lanes - 1].contiguous())
-            elif n_next > 0:
+            if n_next > 0:
                 regions = ranking[:, k + shift[:n_next]].transpose(0, 1).reshape(n_next * b, lanes)
                 disable(buf[:n_next * b], regions)
     finally:

@@ -6,8 +6,8 @@ relevance R_r and the drop Δ_r. The survey's extra 1/n factor is left out: ρ i
 and Quantus' ``FaithfulnessCorrelation``; the data-set figure is the mean over samples.
 
 All B·L single-region inputs are built by the in-place kernels from copies of the batch and go through the
-model ``forward_batch`` inputs at a time; there is no loop over samples. Between passes only the regions
-disabled in the previous pass are written back from x (no whole-batch copy).
+model up to ``forward_batch`` inputs at a time (``copies_per_pass``); there is no loop over samples. Between
+passes only the regions disabled in the previous pass are written back from x (no whole-batch copy).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from xaicore.explain.registry import check_inputs
 from xaicore.kernels import get_backend
 from xaicore.kernels.torch_kernels import region_sums
 from xaicore.metrics.aopc import SCORES, _score, check_relevance
-from xaicore.metrics.perturbation import make_disabler
+from xaicore.metrics.perturbation import copies_per_pass, make_disabler
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ def region_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, per
     kern = get_backend(backend, x.device)
     disable = make_disabler(x, perturbation, kern, region, seed=seed, reference=reference, recursive=False)
     b, n_regions = x.shape[0], disable.grid.shape[0]
-    per_pass = max(1, min(forward_batch // b, n_regions))  # regions per forward pass, each for the whole batch
+    per_pass = copies_per_pass(x, forward_batch, n_regions)  # regions per forward pass, each for the whole batch
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -11,11 +11,10 @@
   (batched ≠ per-sample), unlike every other perturbation here.
 * ``blur`` — a Gaussian filter, σ = 3 (scipy's ``gaussian_filter``: reflect borders, truncated at 4σ), applied
   to the region. AOPC's steps are recursive, x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k): the blur of r_k reads neighbours that earlier
-  steps may have blurred already. ``aopc`` runs that exact recursion (a kernel blurs each region from the
-  current image, reading only the 4σ neighbourhood the filter has: about region·(region + 24)·25 multiply-adds
-  per channel for σ = 3, well under 1 % of the small CNN's forward pass), so blurring the original image once
-  is *not* used there. It is exact for one disabled region (faithfulness):
-  there :func:`replacement_values` gives the blurred original.
+  steps may have blurred already. ``aopc`` runs that exact recursion once per curve, all L steps in order (a
+  kernel keeps the vertically filtered image V = Gy·X up to date: about 2·region²·(region + 24) multiply-adds
+  per step and channel for σ = 3), so blurring the original image once is *not* used there. It is exact for
+  one disabled region (faithfulness): there :func:`replacement_values` gives the blurred original.
 
 Noise is drawn per sample from (seed, sample content), so scores do not depend on batching.
 """
@@ -27,17 +26,29 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter1d
 
 from xaicore._rng import per_sample_exponential, per_sample_uniform
 from xaicore.errors import XaiCoreError
 from xaicore.kernels import Backend, region_grid
+from xaicore.kernels.numba_kernels import scale_by_region_max
 
 PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
 BLUR_SIGMA = 3.0
 _STREAM = 2
 _STREAM_DIRICHLET = 3
+#: on the CPU a packed forward batch stops growing at this many bytes of input: past the caches a larger
+#: pass costs more per input (case (b) of benchmarks/metrics.py: 1.18× the bare passes at 6 MB, 1.39× at 12 MB)
+PACK_BYTES = 4 << 20
+
+
+def copies_per_pass(x: torch.Tensor, forward_batch: int, limit: int) -> int:
+    """How many perturbed copies of the batch ``x`` one forward pass takes: enough to reach ``forward_batch``
+    inputs, at most ``limit``, on the CPU at most :data:`PACK_BYTES` of input; at least one."""
+    n = forward_batch // x.shape[0]
+    if x.device.type == "cpu":
+        n = min(n, PACK_BYTES // max(1, x.numel() * x.element_size()))
+    return max(1, min(n, limit))
 
 
 @lru_cache(maxsize=32)
@@ -63,11 +74,10 @@ def dirichlet_regions(x: torch.Tensor, region: int, *, seed: int, low: float = 0
     """The ``dirichlet`` replacement of ``x``'s shape: per (sample, channel, region) E/max E, E_j ~ Exp(1)."""
     if x.ndim != 4:
         raise XaiCoreError(f"dirichlet draws per image region: x must be (B, C, H, W), got {tuple(x.shape)}")
-    e = per_sample_exponential(x, seed, _STREAM_DIRICHLET).to(torch.float64)
-    h, w = x.shape[2:]
-    peak = F.max_pool2d(e, region, stride=region, ceil_mode=True)  # the edge regions' own maxima
-    peak = peak.repeat_interleave(region, 2).repeat_interleave(region, 3)[:, :, :h, :w]
-    return (low + (high - low) * e / peak).to(x.dtype)
+    e = per_sample_exponential(x.detach().cpu(), seed, _STREAM_DIRICHLET)  # numpy draws: on the CPU anyway
+    out = torch.empty(x.shape, dtype=x.dtype)
+    scale_by_region_max(e.numpy(), int(region), float(low), float(high), out.numpy())
+    return out.to(x.device)
 
 
 def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: float = 0.0, high: float = 1.0,
