@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -132,6 +133,30 @@ def measure(case: aopc_bench.Case, reference: torch.Tensor | None, repeats: int)
               f"{' / '.join(f'{s:.1f}x' for s in speedups)} slower ({'met' if slowest >= 10 else 'NOT met'})")
 
 
+def layer_times(case: aopc_bench.Case, repeats: int, passes: int = 20) -> None:
+    """Per layer, ``passes`` forward calls on the clean batch and on U(0, 1) noise of its shape (CPU s, best of
+    ``repeats``): which layer makes the passes over noise-filled inputs slower than over the clean batch."""
+    noise = torch.rand(case.x.shape, generator=torch.Generator().manual_seed(SEED))
+    leaves = [m for m in case.model.modules() if not list(m.children())]
+    times = {}
+    for label, h in (("clean", case.x), ("noise", noise)):
+        with torch.no_grad():
+            for i, m in enumerate(leaves):
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.process_time()
+                    for _ in range(passes):
+                        y = m(h)
+                    best = min(best, time.process_time() - t0)
+                times[(i, label)] = best
+                h = y
+    print(f"\nper layer, {passes} passes, CPU s: clean batch vs U(0, 1) noise of its shape")
+    print("| layer | clean | noise | noise / clean |\n|---|---:|---:|---:|")
+    for i, m in enumerate(leaves):
+        c, n = times[(i, "clean")], times[(i, "noise")]
+        print(f"| {i}: {type(m).__name__} | {c:.3f} | {n:.3f} | {n / max(c, 1e-9):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", choices=("a", "b", "all"), default="all",
@@ -148,7 +173,9 @@ def main() -> None:
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     print(f"threads: {torch.get_num_threads()}; torch {torch.__version__}; repeats: {repeats} (median)")
     if args.case in ("a", "all"):
-        measure(aopc_bench.case_cnn(args.quick), load_digits28().x_train, repeats)
+        case = aopc_bench.case_cnn(args.quick)
+        measure(case, load_digits28().x_train, repeats)
+        layer_times(case, repeats)
     if args.case in ("b", "all"):
         measure(aopc_bench.case_cheap(), None, repeats)
 
