@@ -220,6 +220,15 @@ def compare(case: Case) -> list[str]:
     return lines
 
 
+def set_threads(n: int) -> None:
+    """torch and numba on ``n`` threads (numba at most its configured pool), warnings off for the timed runs."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(n)
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="untrained CNN, 2 repeats")
@@ -227,11 +236,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 5)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only; "
           f"threads (torch and numba): {torch.get_num_threads()}; torch {torch.__version__}; "
           f"repeats: {repeats} (median)")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/aopc.py, reused by import
@@ -166,11 +165,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 3)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    aopc_bench.set_threads(args.threads)
     print(f"threads: {torch.get_num_threads()}; torch {torch.__version__}; repeats: {repeats} (median)")
     if args.case in ("a", "all"):
         case = aopc_bench.case_cnn(args.quick)

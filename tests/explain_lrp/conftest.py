@@ -105,6 +105,19 @@ def batch(n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64) -> tupl
     return x, torch.arange(n) % 5
 
 
+def two_layer_net(rng, n_in: int, hidden: int, n_out: int = 3):
+    """x (n_in) → W1 x + b1 → ReLU → W2 h + b2, float64, weights N(0, 1) and biases 0.3·N(0, 1) of both signs
+    drawn from ``rng``; returns the model and (W1, b1, W2, b2) as numpy arrays for the closed forms."""
+    W1, b1 = rng.normal(size=(hidden, n_in)), rng.normal(size=hidden) * 0.3
+    W2, b2 = rng.normal(size=(n_out, hidden)), rng.normal(size=n_out) * 0.3
+    model = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out)).double().eval()
+    with torch.no_grad():
+        for m, W, b in ((model[0], W1, b1), (model[2], W2, b2)):
+            m.weight.copy_(torch.from_numpy(W))
+            m.bias.copy_(torch.from_numpy(b))
+    return model, (W1, b1, W2, b2)
+
+
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -126,7 +139,7 @@ def assert_restored(model: nn.Module, state: dict[str, torch.Tensor], modules: l
 @pytest.fixture(scope="session")
 def lrp_kit() -> types.SimpleNamespace:
     return types.SimpleNamespace(build=build, batch=batch, model_state=model_state, assert_restored=assert_restored,
-                                 make_bias_free=make_bias_free)
+                                 make_bias_free=make_bias_free, two_layer_net=two_layer_net)
 
 
 @pytest.fixture(autouse=True, scope="module")

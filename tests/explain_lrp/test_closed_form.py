@@ -58,17 +58,11 @@ def backward(a, W, b, R, rule, **kw):
 
 
 @pytest.fixture
-def net():
+def net(lrp_kit):
     rng = np.random.default_rng(0)
-    W1, b1 = rng.normal(size=(5, 4)), rng.normal(size=5) * 0.3
-    W2, b2 = rng.normal(size=(3, 5)), rng.normal(size=3) * 0.3
-    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
-    with torch.no_grad():
-        for m, W, b in ((model[0], W1, b1), (model[2], W2, b2)):
-            m.weight.copy_(torch.from_numpy(W))
-            m.bias.copy_(torch.from_numpy(b))
+    model, params = lrp_kit.two_layer_net(rng, 4, 5)
     x = rng.uniform(0.05, 1.0, size=(3, 4))
-    return model, x, (W1, b1, W2, b2)
+    return model, x, params
 
 
 def reference(x, params, target, upper, lower=None, **kw):

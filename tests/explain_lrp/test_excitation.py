@@ -25,6 +25,17 @@ def total(rel: torch.Tensor) -> torch.Tensor:
     return rel.flatten(1).sum(1)
 
 
+def conserved_relevance(model: nn.Module, x: torch.Tensor, stabilizer: float, tol: float) -> torch.Tensor:
+    """Excitation backprop of the predicted class, asserting f(x) > 0 and |ΣR − f(x)| / f(x) < ``tol``."""
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    fx = fx_of(model, x, target)
+    assert float(fx.min()) > 0
+    rel = xaicore.explain(model, x, target, method="excitation_backprop", stabilizer=stabilizer)
+    assert float(((total(rel) - fx).abs() / fx).max()) < tol
+    return rel
+
+
 # --- closed form: Zhang et al.'s MWP by hand ---------------------------------------------------------------
 
 def conditional(a: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -47,17 +58,11 @@ def mwp(x: np.ndarray, params: tuple, target: int) -> np.ndarray:
 
 
 @pytest.fixture
-def net():
+def net(lrp_kit):
     """x (4) → W1 x + b1 → ReLU → W2 h + b2 (3 classes); biases of both signs (Zhang's rule ignores them)."""
     rng = np.random.default_rng(3)
-    W1, b1 = rng.normal(size=(6, 4)), rng.normal(size=6) * 0.3
-    W2, b2 = rng.normal(size=(3, 6)), rng.normal(size=3) * 0.3
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double().eval()
-    with torch.no_grad():
-        for m, W, b in ((model[0], W1, b1), (model[2], W2, b2)):
-            m.weight.copy_(torch.from_numpy(W))
-            m.bias.copy_(torch.from_numpy(b))
-    return model, (W1, b1, W2, b2), rng
+    model, params = lrp_kit.two_layer_net(rng, 4, 6)
+    return model, params, rng
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["x>=0", "signed-x"])
@@ -129,13 +134,7 @@ def test_conserves_on_bias_free_relu_nets(arch, stabilizer, tol, lrp_kit):
     on these small untrained activations). BatchNorm (merged, or after a concatenation with zero shift), max- and
     average-pooling of ReLU outputs and ``torch.cat`` keep it."""
     model = lrp_kit.build(arch, seed=22, bias_free=True)
-    x, _ = lrp_kit.batch(8, seed=23)
-    with torch.no_grad():
-        target = model(x).argmax(1)
-    fx = fx_of(model, x, target)
-    assert float(fx.min()) > 0
-    rel = xaicore.explain(model, x, target, method="excitation_backprop", stabilizer=stabilizer)
-    assert float(((total(rel) - fx).abs() / fx).max()) < tol
+    rel = conserved_relevance(model, lrp_kit.batch(8, seed=23)[0], stabilizer, tol)
     assert float(rel.min()) >= 0  # all messages are non-negative shares of non-negative relevance
 
 
@@ -150,13 +149,7 @@ def test_conserves_through_residual_additions(stabilizer, tol, lrp_kit):
         for name, m in model.named_modules():
             if isinstance(m, nn.Conv2d) and (name.endswith("conv2") or "downsample" in name):
                 m.weight.abs_()
-    x, _ = lrp_kit.batch(8, seed=25)
-    with torch.no_grad():
-        target = model(x).argmax(1)
-    fx = fx_of(model, x, target)
-    assert float(fx.min()) > 0
-    rel = xaicore.explain(model, x, target, method="excitation_backprop", stabilizer=stabilizer)
-    assert float(((total(rel) - fx).abs() / fx).max()) < tol
+    conserved_relevance(model, lrp_kit.batch(8, seed=25)[0], stabilizer, tol)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
