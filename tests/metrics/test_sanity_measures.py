@@ -1,4 +1,5 @@
-"""SSIM and HOG similarities of the randomization sanity checks (Adebayo et al. 2018) against scikit-image."""
+"""SSIM and HOG similarities of the randomization sanity checks (Adebayo et al. 2018) against scikit-image,
+and every similarity of the model- and data-randomization controls in closed form on a linear model."""
 
 from __future__ import annotations
 
@@ -66,3 +67,46 @@ def test_bad_input():
         similarity(torch.zeros(2, 10), torch.zeros(2, 10), "ssim")
     with pytest.raises(XaiCoreError, match="at least 3x3"):
         similarity(torch.zeros(2, 1, 2, 5), torch.zeros(2, 1, 2, 5), "ssim")
+
+
+def test_randomization_similarities_closed_form_on_a_linear_model():
+    """f(x) = W2·W1·flatten(x): the gradient of class t is row t of W2·W1 whatever x is, so every control's
+    similarity to the trained model is a closed form of the weights alone — for the cascade (top layer first),
+    the independent controls and a data-randomization control (another W). G×I multiplies both maps by x."""
+    import scipy.stats
+
+    import xaicore
+    from xaicore.models.controls import cascading_controls, independent_controls
+
+    g = torch.Generator().manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.Linear(8, 4)).double().eval()
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.Linear(8, 4)).double().eval()
+    for m in (*model[1:], *other[1:]):
+        torch.nn.init.normal_(m.weight, generator=g)
+    x = torch.rand(5, 1, 6, 6, generator=g, dtype=torch.float64) + 0.1
+    target = torch.tensor([0, 1, 2, 3, 1])
+
+    def rows(net):  # (B, 36): row target[i] of W2·W1, the closed-form gradient
+        w = (net[2].weight @ net[1].weight).detach().numpy()
+        return w[target.numpy()]
+
+    controls = {**cascading_controls(model, seed=0), **independent_controls(model, seed=0), "labels": other}
+    assert set(controls) == {"cascade:2", "cascade:1", "independent:2", "independent:1", "labels"}
+    ref_grad, ref_gxi = rows(model), rows(model) * x.flatten(1).numpy()
+    seen = []
+    for name, control in controls.items():
+        grad, gxi = rows(control), rows(control) * x.flatten(1).numpy()
+        for method, a, b in (("gradient", ref_grad, grad), ("gradient_x_input", ref_gxi, gxi)):
+            h_ref = xaicore.explain(model, x, target, method=method)
+            h = xaicore.explain(control, x, target, method=method)
+            np.testing.assert_allclose(h.flatten(1).numpy(), b, rtol=1e-10, atol=1e-12)
+            for measure, fa, fb in (("spearman", a, b), ("spearman_abs", np.abs(a), np.abs(b))):
+                expected = [scipy.stats.spearmanr(fa[i], fb[i]).statistic for i in range(5)]
+                seen += expected
+                np.testing.assert_allclose(similarity(h_ref, h, measure).numpy(), expected, rtol=0, atol=1e-6,
+                                           err_msg=f"{name} {method} {measure}")
+    assert min(seen) < 0.3 < 0.5 < max(seen)  # the closed forms are not all one value
+    # the cascade's first step randomizes the top layer only: W2'·W1, the second W2'·W1'
+    w1, w2 = controls["cascade:2"][1].weight, controls["cascade:1"][1].weight
+    assert torch.equal(w1, model[1].weight) and not torch.equal(w2, model[1].weight)
+    assert torch.equal(controls["cascade:1"][2].weight, controls["cascade:2"][2].weight)
