@@ -25,10 +25,10 @@ def controls_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.build_controls(cfg, paths)
 
 
-@flow(name="patterns", log_prints=True)
-def patterns_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+@flow(name="fit", log_prints=True)
+def fit_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
-    tasks.fit_signal_estimators(cfg, paths)
+    tasks.fit_states(cfg, paths)
 
 
 @flow(name="explain", log_prints=True)

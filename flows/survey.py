@@ -18,7 +18,7 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.prepare_data(cfg, paths)
     tasks.train_models(cfg, paths)
     tasks.build_controls(cfg, paths)
-    tasks.fit_signal_estimators(cfg, paths)
+    tasks.fit_states(cfg, paths)
     tasks.generate_heatmaps(cfg, paths)
     tasks.score_heatmaps(cfg, paths)
     tasks.run_roar(cfg, paths)

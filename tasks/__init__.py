@@ -4,7 +4,7 @@ from tasks import _env  # noqa: F401  (sets the offline environment before prefe
 from tasks.survey import (
     aggregate_metrics,
     build_controls,
-    fit_signal_estimators,
+    fit_states,
     generate_heatmaps,
     load_params,
     log_mlflow_run,
@@ -18,7 +18,7 @@ from tasks.survey import (
 __all__ = [
     "aggregate_metrics",
     "build_controls",
-    "fit_signal_estimators",
+    "fit_states",
     "generate_heatmaps",
     "load_params",
     "log_mlflow_run",

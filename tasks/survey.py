@@ -34,9 +34,9 @@ def build_controls(cfg: Config, paths: Paths) -> Path:
     return pipeline.build_controls(cfg, paths)
 
 
-@task(name="fit_signal_estimators", cache_policy=NO_CACHE)
-def fit_signal_estimators(cfg: Config, paths: Paths) -> Path:
-    return pipeline.fit_signal_estimators(cfg, paths)
+@task(name="fit_states", cache_policy=NO_CACHE)
+def fit_states(cfg: Config, paths: Paths) -> Path:
+    return pipeline.fit_states(cfg, paths)
 
 
 @task(name="generate_heatmaps", cache_policy=NO_CACHE)

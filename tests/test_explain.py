@@ -17,7 +17,8 @@ from xaicore.explain import get_explainer
 
 ALL_METHODS = xaicore.methods()
 # cheap but non-trivial settings, so the loop over every method stays fast
-FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}}
+FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}, "lime": {"n_samples": 80, "n_segments": 20},
+               "pda": {"stride": 4, "n_samples": 2}, "occlusion": {"stride": 4}}
 
 
 def run(model, x, target, method, **kw):
@@ -33,9 +34,14 @@ def test_registry_holds_the_survey_gradient_methods():
 
 
 def not_applicable(method: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> bool:
-    """Grad-CAM needs a conv layer and images: elsewhere it must refuse with NotApplicable (asserted here)."""
+    """Grad-CAM needs a conv layer and images, the perturbation methods (image features: windows, superpixels)
+    images: elsewhere they must refuse with NotApplicable naming what is missing (asserted here)."""
     if method == "gradcam" and (x.ndim != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules())):
         with pytest.raises(NotApplicable, match="gradcam needs"):
+            run(model, x, target, method)
+        return True
+    if get_explainer(method).family == "perturbation" and x.ndim != 4:
+        with pytest.raises(NotApplicable, match=r"tabular \(B, F\) input"):
             run(model, x, target, method)
         return True
     return False

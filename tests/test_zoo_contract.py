@@ -33,7 +33,9 @@ from xaicore.models import (
 
 ZOO = ["cnn", "mlp", "vgg_bn", "resnet", "densenet"]
 METHODS = xaicore.methods()
-FAST_PARAMS = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 4}}
+FAST_PARAMS = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 4},
+               "lime": {"n_samples": 80, "n_segments": 20}, "pda": {"stride": 4, "n_samples": 2},
+               "occlusion": {"stride": 4}}
 #: (method, arch) pairs that must raise XaiCoreError: the method needs something the model lacks
 NOT_APPLICABLE = {("gradcam", "mlp")}
 #: methods every zoo model must support (outside NOT_APPLICABLE); every method must support the survey's cnn

@@ -25,12 +25,15 @@ def seeded_zoo_model(arch: str, *, seed: int, input_shape: tuple[int, int, int] 
 
 
 def fitted_params(method: str, model: nn.Module, x: torch.Tensor) -> dict:
-    """The fitted keyword a method needs (PatternNet's ``patterns``), fitted on 48 seeded samples shaped like ``x``
-    — {} for methods that need none."""
-    from xaicore.explain import fit_patterns, get_explainer
+    """``{"state": ...}`` for a method fitted on data (``xaicore.fit``: PatternNet's patterns, PDA's patch
+    Gaussians), fitted on 48 seeded samples shaped like ``x`` — {} for methods that need none."""
+    from xaicore import fit
+    from xaicore.explain import get_explainer
 
-    if get_explainer(method).fitted != "patterns":
+    ex = get_explainer(method)
+    if ex.fit is None:
         return {}
     g = torch.Generator().manual_seed(11)
     data = torch.rand((48, *x.shape[1:]), generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-    return {"patterns": fit_patterns(model, data, batch_size=16)}
+    kw = {"batch_size": 16} if "batch_size" in ex.fit_defaults else {}
+    return {"state": fit(model, data, method, **kw)}

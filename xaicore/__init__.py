@@ -7,6 +7,6 @@ Interpretability of Neural Networks', batched on torch, with a Zarr archive for 
 
 from xaicore._version import __version__
 from xaicore.errors import XaiCoreError
-from xaicore.explain import explain, methods
+from xaicore.explain import Explanation, explain, explanation, fit, methods
 
-__all__ = ["XaiCoreError", "__version__", "explain", "methods"]
+__all__ = ["Explanation", "XaiCoreError", "__version__", "explain", "explanation", "fit", "methods"]

@@ -98,6 +98,7 @@ class ExplainConfig:
     batch_size: int = 128
     chunk: int = 128
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    workers: int = 2  # Dask workers (a local cluster, or score.scheduler); 0 = run in this process
 
     def validate(self) -> None:
         from xaicore.explain import get_explainer
@@ -116,13 +117,15 @@ class ExplainConfig:
                 raise _fail(f"explain.method_params.{name}", f"is not a registered method ({', '.join(known)})")
             if not isinstance(kw, dict):
                 raise _fail(f"explain.method_params.{name}", "must be a mapping of keyword -> value")
-            allowed = get_explainer(name).defaults
+            ex = get_explainer(name)
+            allowed = {**ex.defaults, **ex.fit_defaults}
             unknown = sorted(set(kw) - set(allowed))
             if unknown:
                 raise _fail(f"explain.method_params.{name}", f"has unknown parameter {', '.join(map(repr, unknown))}"
                             f"; {name} takes: {', '.join(allowed) or 'none'}")
         _positive("explain.batch_size", self.batch_size)
         _positive("explain.chunk", self.chunk)
+        _positive("explain.workers", self.workers, allow_zero=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,9 +11,9 @@ PARAMS = {"integrated_gradients": {"n_steps": 7}, "smoothgrad": {"n_samples": 7}
 
 
 @pytest.mark.parametrize("method", list(PARAMS))
-def test_result_is_bitwise_independent_of_internal_batch_size(method, cnn, digit_batch):
+def test_result_is_bitwise_independent_of_forward_batch(method, cnn, digit_batch):
     x, target = digit_batch
-    ref = xaicore.explain(cnn, x, target, method=method, internal_batch_size=1, **PARAMS[method])
+    ref = xaicore.explain(cnn, x, target, method=method, forward_batch=1, **PARAMS[method])
     for size in (8, 24, 10_000):  # one step per pass, three steps per pass, all steps in one pass
-        out = xaicore.explain(cnn, x, target, method=method, internal_batch_size=size, **PARAMS[method])
+        out = xaicore.explain(cnn, x, target, method=method, forward_batch=size, **PARAMS[method])
         assert torch.equal(out, ref), size

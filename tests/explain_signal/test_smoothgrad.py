@@ -80,7 +80,7 @@ def test_seeded_and_independent_of_batching_and_passes(cnn, digit_batch):
     assert torch.equal(ref, xaicore.explain(model, x, target[:5], method="smoothgrad", **kw))
     assert not torch.allclose(ref, xaicore.explain(model, x, target[:5], method="smoothgrad", seed=1, **kw))
     # one pass per noisy copy (the noise is read from each sample's generator in order) and one sample at a time
-    small = xaicore.explain(model, x, target[:5], method="smoothgrad", internal_batch_size=1, **kw)
+    small = xaicore.explain(model, x, target[:5], method="smoothgrad", forward_batch=1, **kw)
     assert torch.equal(small, ref)
     single = torch.cat([xaicore.explain(model, x[i:i + 1], target[i:i + 1], method="smoothgrad", **kw)
                         for i in range(5)])
@@ -90,7 +90,7 @@ def test_seeded_and_independent_of_batching_and_passes(cnn, digit_batch):
 
 @pytest.mark.parametrize(("kw", "match"), [({"n_samples": 0}, "n_samples=0"), ({"noise_level": -0.1}, "noise_level"),
                                            ({"noise_level": float("nan")}, "noise_level"),
-                                           ({"internal_batch_size": 0}, "internal_batch_size")])
+                                           ({"forward_batch": 0}, "forward_batch")])
 def test_bad_parameters_are_refused(kw, match, cnn, digit_batch):
     x, target = digit_batch
     with pytest.raises(XaiCoreError, match=match):

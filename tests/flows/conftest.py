@@ -12,7 +12,7 @@ from xaicore.config import Config, config_from_dict
 from xaicore.pipeline import (
     Paths,
     build_controls,
-    fit_signal_estimators,
+    fit_states,
     generate_heatmaps,
     prepare_data,
     run_roar,
@@ -28,7 +28,7 @@ def tiny_params() -> dict:
     raw = copy.deepcopy(raw)
     raw["data"]["n_explain"] = 24
     raw["model"].update(epochs=3, random_labels_epochs=3, zoo=["mlp"])  # the BN/residual zoo: tests/test_zoo_contract
-    raw["explain"].update(chunk=16, batch_size=16)
+    raw["explain"].update(chunk=16, batch_size=16, workers=0)
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
     raw["score"].update(workers=0, region=7)
     raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1)
@@ -40,7 +40,7 @@ def run_survey(cfg: Config, root: Path) -> Paths:
     prepare_data(cfg, paths)
     train_models(cfg, paths, progress=False)
     build_controls(cfg, paths)
-    fit_signal_estimators(cfg, paths, progress=False)
+    fit_states(cfg, paths, progress=False)
     generate_heatmaps(cfg, paths, progress=False)
     score_heatmaps(cfg, paths, progress=False)
     run_roar(cfg, paths, progress=False)

@@ -79,15 +79,19 @@ def test_input_invariance_in_pipeline(tiny_survey):
     assert float(inv.sel(explainer="integrated_gradients")) > 0.1
 
 
-def test_patterns_stage(tiny_survey):
-    """PatternNet's signal estimators: one file per survey model, ρ(S) on the test set for the non-control models,
-    loaded by the explain step (every model has PatternNet heatmaps), and PatternAttribution input invariant when
-    each network's patterns are fitted on its own data (Kindermans et al. 2019)."""
-    from xaicore.pipeline import load_signal_estimators
+def test_fit_stage(tiny_survey):
+    """The fit stage: one state per fitted method and survey model (PatternNet and PatternAttribution share theirs,
+    PDA has its patch Gaussians), ρ(S) on the test set for the non-control models, loaded by the explain step
+    (every model has their heatmaps), and PatternAttribution input invariant when each network's patterns are fitted
+    on its own data (Kindermans et al. 2019)."""
+    from xaicore.explain.perturbation import PatchGaussian
+    from xaicore.pipeline import load_states
 
-    index = json.loads((tiny_survey.patterns / "index.json").read_text())
+    index = json.loads((tiny_survey.fitted / "index.json").read_text())
     hm = open_archive(tiny_survey.heatmaps)
-    assert sorted(index) == sorted(str(m) for m in hm.model.values)
+    assert set(index) == {"patternnet", "patternattribution", "pda"}
+    assert sorted(index["pda"]) == sorted(str(m) for m in hm.model.values)
+    assert index["patternnet"] == index["patternattribution"] != index["pda"]
     all_quality = json.loads(tiny_survey.pattern_quality.read_text())
     assert set(all_quality) == {"trained", "random_labels", "zoo:mlp"}  # not the controls
     quality = all_quality["trained"]
@@ -96,19 +100,50 @@ def test_patterns_stage(tiny_survey):
     assert all(0.0 <= q <= 1.0 for est in quality.values() for q in est.values())
     # S_w keeps the output's trace in its distractor; S_a removes it (held out: close to 1)
     assert quality["filter"]["conv2"] < 0.2 < 0.8 < quality["linear"]["conv2"]
-    patterns = load_signal_estimators(tiny_survey, ["trained"])["trained"]
+    patterns = load_states(tiny_survey, "patternnet", ["trained"])["trained"]
     assert patterns.n_samples > 0 and set(patterns.layers) == {"conv1", "conv2", "fc1", "fc2"}
-    for method in ("patternnet", "patternattribution"):
+    pda = load_states(tiny_survey, "pda", ["trained"])["trained"]
+    assert isinstance(pda, PatchGaussian) and pda.cov.shape == (64, 64) and pda.window == 4
+    for method in ("patternnet", "patternattribution", "pda", "occlusion", "lime"):
         rel = hm["relevance"].sel(explainer=method).values
-        assert np.isfinite(rel).all() and (np.abs(rel).reshape(rel.shape[0], -1).sum(1) > 0).all()
+        assert np.isfinite(rel).all() and (np.abs(rel).reshape(-1, 784).sum(1) > 0).all(), method
     inv = open_archive(tiny_survey.scores)["invariance"].mean("sample")
     assert float(inv.sel(explainer="patternattribution")) < 1e-4
     assert float(inv.sel(explainer="patternnet")) < 1e-4
     doc = json.loads(tiny_survey.metrics.read_text()) if tiny_survey.metrics.is_file() else None
     if doc is not None:
         assert doc["pattern_quality"]["trained"]["linear"]["fc1"] == quality["linear"]["fc1"]
-    with pytest.raises(XaiCoreError, match="has no patterns for nope"):
-        load_signal_estimators(tiny_survey, ["nope"])
+    with pytest.raises(XaiCoreError, match="no fitted state of 'pda' for nope"):
+        load_states(tiny_survey, "pda", ["nope"])
+
+
+def test_extras_in_the_archive(tiny_survey):
+    """LIME's surrogate R² is a (model, explainer, sample) variable: set for lime, NaN for the others."""
+    hm = open_archive(tiny_survey.heatmaps)
+    r2 = hm["surrogate_r2"]
+    assert r2.dims == ("model", "explainer", "sample")
+    lime = r2.sel(explainer="lime").values
+    assert np.isfinite(lime).all() and (lime <= 1.0).all() and np.median(lime) > 0.3
+    assert np.isnan(r2.sel(explainer="gradient").values).all()
+
+
+def test_explain_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
+    """The explain stage on 2 Dask workers writes the same heatmaps, bit for bit, as the serial run."""
+    import dataclasses
+    import shutil
+
+    from xaicore.pipeline import generate_heatmaps
+
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    for sub in ("data", "models", "controls", "fitted"):
+        shutil.copytree(tiny_survey.root / sub, paths.root / sub)
+    methods = ("gradient", "occlusion", "lime", "pda", "patternnet")
+    cfg = dataclasses.replace(tiny_cfg, explain=dataclasses.replace(tiny_cfg.explain, workers=2, methods=methods))
+    generate_heatmaps(cfg, paths, progress=False)
+    par = open_archive(paths.heatmaps)
+    ser = open_archive(tiny_survey.heatmaps).sel(explainer=list(methods))
+    for name in ("relevance", "conservation_error", "positive_fraction", "surrogate_r2"):
+        np.testing.assert_array_equal(par[name].values, ser[name].values, err_msg=name)
 
 
 def test_roar_archive(tiny_survey):
@@ -149,7 +184,7 @@ def test_reports(tiny_survey, tiny_cfg):
 
 def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
     again = run_survey(tiny_cfg, tmp_path / "outputs")
-    for name in ("patterns", "heatmaps", "scores", "roar"):
+    for name in ("fitted", "heatmaps", "scores", "roar"):
         first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
         assert first == second, f"{name} archives differ"
 
@@ -160,10 +195,10 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
     import xaicore.pipeline.explain_step as step
 
     paths = type(tiny_survey)(tmp_path / "outputs")
-    for sub in ("data", "models", "controls", "patterns"):
+    for sub in ("data", "models", "controls", "fitted"):
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
     calls = {"n": 0}
-    real = step.explain
+    real = step.explanation
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -171,7 +206,7 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
             raise KeyboardInterrupt  # as a kill in the middle of the run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(step, "explain", dying)
+    monkeypatch.setattr(step, "explanation", dying)
     with pytest.raises(KeyboardInterrupt):
         step.generate_heatmaps(tiny_cfg, paths, progress=False)
     assert not paths.heatmaps.exists()

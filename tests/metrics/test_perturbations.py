@@ -134,7 +134,7 @@ def test_blur_sequence_kernel_equals_per_step_kernel(side, dtype):
 
 
 def test_copies_per_pass_stops_at_the_byte_budget():
-    from xaicore.metrics.perturbation import PACK_BYTES, copies_per_pass
+    from xaicore.engine import PACK_BYTES, copies_per_pass
 
     digits = torch.zeros(8, 1, 28, 28)  # 25 KB: forward_batch decides
     assert copies_per_pass(digits, 256, 100) == 32 and copies_per_pass(digits, 256, 5) == 5

@@ -89,12 +89,12 @@ def test_integrated_gradients_scalar_and_per_sample_baseline_equal_captum(model6
     _close(ours, ref)
 
 
-@pytest.mark.parametrize("internal_batch_size", [1, 4 * 3, 10_000])
-def test_integrated_gradients_internal_batch_size_does_not_change_result(model64, batch64, internal_batch_size):
+@pytest.mark.parametrize("forward_batch", [1, 4 * 3, 10_000])
+def test_integrated_gradients_forward_batch_does_not_change_result(model64, batch64, forward_batch):
     """Packing of path points into passes (1 step per pass, 3 + 3 + 3 + 1 steps, all at once) is invisible."""
     x, target = batch64
     ours = xaicore.explain(model64, x, target, method="integrated_gradients", n_steps=10, rule="gausslegendre",
-                           internal_batch_size=internal_batch_size)
+                           forward_batch=forward_batch)
     ref = IntegratedGradients(model64).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=10,
                                                  method="gausslegendre")
     _close(ours, ref)

@@ -11,7 +11,7 @@ from xaicore.explain.registry import register
 _STREAM = 1
 
 
-@register("random", family="baseline", reference="uniform noise baseline (Hooker et al. 2019, 'random')", seed=0)
-def random_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, seed: int) -> torch.Tensor:
+@register("random", family="baseline", reference="uniform noise baseline (Hooker et al. 2019, 'random')")
+def random_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """U(0, 1) relevance, drawn per sample from (seed, sample content): independent of the model."""
     return per_sample_uniform(x, seed, _STREAM).to(x.dtype)

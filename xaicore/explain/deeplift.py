@@ -48,9 +48,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from xaicore.engine import target_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.gradient import resolve_baseline
-from xaicore.explain.registry import register, target_scores
+from xaicore.explain.registry import register
 
 Unary = Callable[[torch.Tensor], torch.Tensor]
 Pool = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -162,9 +163,9 @@ class RescaleMode(TorchFunctionMode):
 @register("deeplift", family="attribution", conservative=True,
           reference="Shrikumar et al. 2017, DeepLIFT Rescale rule (sec. 3.5.2, m = dy/dx) with the multipliers' chain "
                     "rule (eq. 3): (x - x_ref) * m, summation-to-delta (eq. 1) sum = f(x) - f(x_ref); "
-                    "max-pooling as captum.attr.DeepLift", baseline=0.0, eps=1e-10)
-def deeplift(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, baseline: float | torch.Tensor | None,
-             eps: float) -> torch.Tensor:
+                    "max-pooling as captum.attr.DeepLift")
+def deeplift(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+             baseline: float | torch.Tensor | None = 0.0, eps: float = 1e-10) -> torch.Tensor:
     """DeepLIFT-Rescale relevance of ``x`` against the reference ``baseline`` (a number, a tensor of x's or one
     sample's shape; 0 or None: zeros): Σ_i R_i = f_c(x) − f_c(x̄) for ReLU networks with pooling."""
     if eps < 0:

@@ -3,7 +3,7 @@
 * ``gradient`` — the sensitivity ∂f_c/∂x (Simonyan et al. 2014), signed.
 * ``gradient_x_input`` — x ⊙ ∂f_c/∂x (Shrikumar et al. 2016).
 * ``integrated_gradients`` — (x − x̄) ⊙ ∫₀¹ ∂f_c(x̄ + α(x − x̄))/∂x dα (Sundararajan et al. 2017, eq. 1),
-  a quadrature over ``n_steps`` points, run in batches of at most ``internal_batch_size`` inputs.
+  a quadrature over ``n_steps`` points, run in forward passes of at most ``forward_batch`` inputs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from xaicore.engine import FORWARD_BATCH, check_forward_batch, copies_per_pass, target_scores
 from xaicore.errors import XaiCoreError
-from xaicore.explain.registry import register, target_scores
+from xaicore.explain.registry import register
 
 
 def target_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,20 +77,21 @@ def resolve_baseline(x: torch.Tensor, baseline: float | torch.Tensor | None) -> 
 
 
 @register("integrated_gradients", family="attribution", conservative=True,
-          reference="Sundararajan et al. 2017, eq. (1); Riemann/Gauss-Legendre quadrature",
-          n_steps=64, baseline=None, rule="riemann_trapezoid", internal_batch_size=256)
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_steps: int,
-                         baseline: float | torch.Tensor | None, rule: str,
-                         internal_batch_size: int) -> torch.Tensor:
-    """IG with the path points of several steps stacked into one forward/backward of ≤ internal_batch_size.
+          reference="Sundararajan et al. 2017, eq. (1); Riemann/Gauss-Legendre quadrature")
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_steps: int = 64,
+                         baseline: float | torch.Tensor | None = None, rule: str = "riemann_trapezoid",
+                         forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
+    """IG with the path points of several steps stacked into one forward/backward of ≤ ``forward_batch`` inputs
+    (at least one step of every sample per pass).
 
     The default 256 is CPU-cache sized: on CPU, passes of 1,024+ digits cost twice as much per input (measured by
     benchmarks/explain.py); on a GPU, raise it. The result does not depend on it (steps are summed in order)."""
+    check_forward_batch(forward_batch, "integrated_gradients")
     alphas, weights = quadrature(int(n_steps), rule)
     base = resolve_baseline(x, baseline)
     delta = x - base
     b = x.shape[0]
-    per_pass = max(1, int(internal_batch_size) // b)
+    per_pass = copies_per_pass(x, forward_batch, len(alphas), max_bytes=None)  # no byte cap: same passes as before
     total = torch.zeros_like(x)
     view = (-1, 1) + (1,) * (x.ndim - 1)
     for s in range(0, len(alphas), per_pass):

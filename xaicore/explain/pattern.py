@@ -3,8 +3,9 @@
 Both methods replace, in the backward pass, each Linear/Conv2d layer's weights by its patterns (PatternNet: the
 signal is projected back) or by w ⊙ a (PatternAttribution: DTD with the root point x₀ = x − a·y); ReLU, pooling,
 additions and concatenations keep their gradient. The backward starts from the target logit f(x), so on a linear
-model PatternNet returns S(x) = a·f(x) itself. The patterns come from
-:func:`~xaicore.explain.signal_estimators.fit_patterns` (``patterns=``); ``estimator="filter"`` (S_w) needs none.
+model PatternNet returns S(x) = a·f(x) itself. Both are fitted methods: ``state = xaicore.fit(model, x_train,
+method="patternnet")`` runs :func:`~xaicore.explain.signal_estimators.fit_patterns`, and
+``explain(..., state=state)`` uses it; ``estimator="filter"`` (S_w) needs none.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from xaicore.engine import hooks, target_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.lrp.canonizers import merge_batch_norm
-from xaicore.explain.registry import register, target_scores
+from xaicore.explain.registry import register
 from xaicore.explain.signal_estimators import (
     ESTIMATORS,
     PATTERN_LAYERS,
@@ -22,6 +24,7 @@ from xaicore.explain.signal_estimators import (
     check_layer,
     conv_padding,
     estimator_patterns,
+    fit_patterns,
     layer_patterns,
     safe_div,
 )
@@ -96,40 +99,39 @@ def pattern_backward(model: nn.Module, x: torch.Tensor, target: torch.Tensor, pa
     if estimator not in ESTIMATORS:
         raise XaiCoreError(f"unknown signal estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
     if patterns is None and estimator != "filter":
-        raise XaiCoreError(f"estimator {estimator!r} must be fitted on data first: patterns = "
-                           "xaicore.explain.fit_patterns(model, x_train); explain(..., patterns=patterns)")
+        raise XaiCoreError(f"estimator {estimator!r} is fitted on data: state = xaicore.fit(model, x_train, "
+                           "method='patternnet' or 'patternattribution'); explain(..., state=state)")
     if patterns is not None and not isinstance(patterns, Patterns):
-        raise XaiCoreError(f"patterns must be xaicore.explain.Patterns, got {type(patterns).__name__}")
+        raise XaiCoreError(f"the state of PatternNet must be xaicore.explain.Patterns, got {type(patterns).__name__}")
     x = x.detach().requires_grad_(True)
-    handles = []
     with merge_batch_norm(model, x[:1]):
-        try:
-            for name, m in model.named_modules():
-                if isinstance(m, PATTERN_LAYERS + (nn.Conv1d, nn.Conv3d)):
-                    check_layer(name, m)
-                    handles.append(m.register_forward_hook(_Hook(*_layer_weights(name, m, patterns, estimator,
-                                                                                  attribution))))
+        kinds = PATTERN_LAYERS + (nn.Conv1d, nn.Conv3d)
+        layers = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+        for name, m in layers:
+            check_layer(name, m)
+        pairs = [(m, _Hook(*_layer_weights(name, m, patterns, estimator, attribution))) for name, m in layers]
+        with hooks(pairs):
             score = target_scores(model, x, target)
             (grad,) = torch.autograd.grad(score, x, grad_outputs=score.detach())
-        finally:
-            for h in handles:
-                h.remove()
     return grad
 
 
-@register("patternnet", family="signal", fitted="patterns", estimator="two_component", patterns=None,
+def fit_signal_estimators(model: nn.Module, x_train: torch.Tensor, *, batch_size: int = 256) -> Patterns:
+    """The ``fit`` hook of PatternNet/PatternAttribution: S_w, S_a and S_a+- of every layer on ``x_train``."""
+    return fit_patterns(model, x_train, batch_size=batch_size)
+
+
+@register("patternnet", family="signal", fit=fit_signal_estimators, state_type=Patterns,
           reference="Kindermans et al. 2018, PatternNet (survey §5.5, eqs. 14-16): the signal a*y projected back "
                     "layer by layer with the fitted patterns in place of the weights")
-def patternnet(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, estimator: str,
-               patterns: Patterns | None) -> torch.Tensor:
-    return pattern_backward(model, x, target, patterns, estimator, attribution=False)
+def patternnet(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, estimator: str = "two_component",
+               state: Patterns | None = None) -> torch.Tensor:
+    return pattern_backward(model, x, target, state, estimator, attribution=False)
 
 
-@register("patternattribution", family="attribution", fitted="patterns", estimator="two_component",
-          patterns=None,
+@register("patternattribution", family="attribution", fit=fit_signal_estimators, state_type=Patterns,
           reference="Kindermans et al. 2018, PatternAttribution (survey §5.5): relevance propagated with w * a, "
                     "deep Taylor decomposition at the root point x0 = x - a*y")
-def patternattribution(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, estimator: str,
-                       patterns: Patterns | None) -> torch.Tensor:
-    return pattern_backward(model, x, target, patterns, estimator, attribution=True)
-
+def patternattribution(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+                       estimator: str = "two_component", state: Patterns | None = None) -> torch.Tensor:
+    return pattern_backward(model, x, target, state, estimator, attribution=True)

@@ -1,13 +1,17 @@
 """The registry of explainers and the public shell that validates input and guards the model.
 
-An explainer is a private kernel ``fn(model, x, target, **params) -> Tensor`` plus what it is: its family in
-the survey's taxonomy (§3.1), its default hyper-parameters, and the paper/equation it implements. The shell
-(:func:`explain`) checks shapes and names, puts the model in eval mode, and restores it afterwards.
+An explainer is a private kernel ``fn(model, x, target, *, <hyper-parameters with defaults>) -> Tensor |
+Explanation`` plus what it is: its family in the survey's taxonomy (§3.1) and the paper/equation it implements.
+Its defaults are read from the kernel's keyword-only parameters, never declared twice. A method fitted on data
+declares ``fit(model, x_train, **params) -> state`` (a state class with ``save``/``load``); its kernel takes the
+state back as ``state=``. The shell (:func:`explain`, :func:`explanation`) checks shapes and names, runs the
+model in eval mode and restores it afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -15,36 +19,72 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from xaicore.engine import eval_mode
+from xaicore.engine import target_scores as _target_scores
 from xaicore.errors import XaiCoreError
 
-Kernel = Callable[..., torch.Tensor]
+Kernel = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """A heatmap and what else a method found: ``relevance`` (x's shape) and ``extras``, a dict of (B,) tensors
+    (LIME's surrogate R², ...), stored in the archive as (model, explainer, sample) variables."""
+
+    relevance: torch.Tensor
+    extras: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Explainer:
     name: str
     fn: Kernel
-    family: str  # function | attribution | signal | baseline | perturbation
+    family: str  # function | signal | attribution | baseline | perturbation
     reference: str
+    #: keyword defaults, read from the kernel's signature
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     #: True when the method claims relevance conservation (ΣR ≈ f(x)); the axiom figures are stored for all.
     conservative: bool = False
-    #: the keyword of an object fitted on data that the method needs (``patterns`` for PatternNet), else None
-    fitted: str | None = None
+    #: ``fit(model, x_train, **params) -> state`` for methods fitted on data, else None
+    fit: Callable[..., Any] | None = None
+    #: the class of the fitted state (``save(path)``, ``load(path)``), for the pipeline to store it
+    state_type: type | None = None
+    #: names of the per-sample extras the method returns beside the heatmap
+    extras: tuple[str, ...] = ()
+
+    @property
+    def fit_defaults(self) -> Mapping[str, Any]:
+        return keyword_defaults(self.fit, skip=2) if self.fit is not None else MappingProxyType({})
 
 
 _REGISTRY: dict[str, Explainer] = {}
 
 
-def register(name: str, *, family: str, reference: str, conservative: bool = False, fitted: str | None = None,
-             **defaults: Any) -> Callable[[Kernel], Kernel]:
-    """Decorator: register ``fn`` under ``name`` with its keyword defaults."""
+def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, Any]:
+    """The keyword parameters of ``fn`` after its first ``skip`` positional ones, with their defaults (``state``
+    excepted); a hyper-parameter without a default is a definition error."""
+    out = {}
+    for i, p in enumerate(inspect.signature(fn).parameters.values()):
+        if i < skip or p.name == "state" or p.kind is p.VAR_KEYWORD:
+            continue
+        if p.default is p.empty:
+            raise TypeError(f"{fn.__qualname__}: hyper-parameter {p.name!r} needs a default")
+        out[p.name] = p.default
+    return MappingProxyType(out)
+
+
+def register(name: str, *, family: str, reference: str, conservative: bool = False,
+             fit: Callable[..., Any] | None = None, state_type: type | None = None,
+             extras: tuple[str, ...] = ()) -> Callable[[Kernel], Kernel]:
+    """Decorator: register the kernel under ``name``; its keyword-only parameters are the hyper-parameters."""
 
     def deco(fn: Kernel) -> Kernel:
         if name in _REGISTRY:
             raise ValueError(f"explainer {name!r} registered twice")
-        _REGISTRY[name] = Explainer(name, fn, family, reference, MappingProxyType(dict(defaults)), conservative,
-                                    fitted)
+        if (fit is None) != (state_type is None):
+            raise ValueError(f"explainer {name!r}: fit and state_type go together")
+        _REGISTRY[name] = Explainer(name, fn, family, reference, keyword_defaults(fn), conservative, fit,
+                                    state_type, tuple(extras))
         return fn
 
     return deco
@@ -77,43 +117,76 @@ def check_inputs(x: torch.Tensor, target: torch.Tensor | None = None) -> torch.T
     return target.long()
 
 
-def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient",
-            **params: Any) -> torch.Tensor:
+def _check_params(ex: Explainer, params: Mapping[str, Any], allowed: Mapping[str, Any], verb: str) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise XaiCoreError(f"{verb} of method {ex.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                           f"its parameters: {', '.join(allowed) or 'none'}")
+
+
+def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient", *,
+                state: Any = None, **params: Any) -> Explanation:
+    """:func:`explain`'s heatmap as ``.relevance`` plus the method's per-sample ``.extras`` (LIME's surrogate
+    R², ...); same arguments."""
+    ex = get_explainer(method)
+    _check_params(ex, params, ex.defaults, "explain")
+    target = check_inputs(x, target)
+    kw = {**ex.defaults, **params}
+    if ex.fit is not None:
+        if state is not None and not isinstance(state, ex.state_type):  # type: ignore[arg-type]
+            raise XaiCoreError(f"method {method!r} takes state={ex.state_type.__name__} "  # type: ignore[union-attr]
+                               f"(from xaicore.fit(model, x_train, method={method!r})), got {type(state).__name__}")
+        kw["state"] = state
+    elif state is not None:
+        raise XaiCoreError(f"method {method!r} is not fitted on data: it takes no state")
+    with eval_mode(model), torch.enable_grad():
+        out = ex.fn(model, x.detach(), target, **kw)
+    if not isinstance(out, Explanation):
+        out = Explanation(out)
+    rel = out.relevance
+    if rel.shape != x.shape:
+        raise XaiCoreError(f"method {method!r} returned shape {tuple(rel.shape)} for x {tuple(x.shape)}")
+    rel = rel.detach().to(dtype=x.dtype, device=x.device)
+    if not torch.isfinite(rel).all():
+        raise XaiCoreError(f"method {method!r} produced non-finite relevance (NaN or inf) for "
+                           f"{int((~torch.isfinite(rel)).flatten(1).any(1).sum())} of {x.shape[0]} samples")
+    extras = {k: torch.as_tensor(v).detach().to(x.device) for k, v in out.extras.items()}
+    missing = set(ex.extras) - set(extras)
+    if missing or any(v.shape != (x.shape[0],) for v in extras.values()):
+        raise XaiCoreError(f"method {method!r} must return the (B,) extras {', '.join(ex.extras)}")
+    return Explanation(rel, MappingProxyType(extras))
+
+
+def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient", *,
+            state: Any = None, **params: Any) -> torch.Tensor:
     """Heatmap of ``model``'s ``target`` logit for each input of the batch ``x`` with ``method``.
 
     Returns relevance of ``x``'s shape, dtype and device, detached. The model is run in eval mode and left as
-    it was (training flag, parameters, no hooks). Unknown methods or keywords, bad shapes and non-finite
-    relevance raise :class:`~xaicore.errors.XaiCoreError`.
+    it was (training flag, parameters, no hooks). Methods fitted on data take ``state=xaicore.fit(...)``.
+    Unknown methods or keywords, bad shapes and non-finite relevance raise :class:`~xaicore.errors.XaiCoreError`.
     """
+    return explanation(model, x, target, method, state=state, **params).relevance
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, method: str, **params: Any) -> Any:
+    """Fit what ``method`` needs from data (PatternNet's signal estimators, PDA's patch Gaussians) on
+    ``x_train``; pass the returned state to :func:`explain` as ``state=``. The model is left as it was."""
     ex = get_explainer(method)
-    unknown = sorted(set(params) - set(ex.defaults))
-    if unknown:
-        raise XaiCoreError(f"method {method!r} has no parameter {', '.join(map(repr, unknown))}; "
-                           f"its parameters: {', '.join(ex.defaults) or 'none'}")
-    target = check_inputs(x, target)
-    kw = {**ex.defaults, **params}
-    flags = [(m, m.training) for m in model.modules()]  # per module: a model may mix train and eval parts
-    model.eval()
-    try:
-        with torch.enable_grad():
-            out = ex.fn(model, x.detach(), target, **kw)
-    finally:
-        for m, flag in flags:
-            m.training = flag
-    if out.shape != x.shape:
-        raise XaiCoreError(f"method {method!r} returned shape {tuple(out.shape)} for x {tuple(x.shape)}")
-    out = out.detach().to(dtype=x.dtype, device=x.device)
-    if not torch.isfinite(out).all():
-        raise XaiCoreError(f"method {method!r} produced non-finite relevance (NaN or inf) for "
-                           f"{int((~torch.isfinite(out)).flatten(1).any(1).sum())} of {x.shape[0]} samples")
-    return out
+    if ex.fit is None:
+        raise XaiCoreError(f"method {method!r} is not fitted on data; fittable methods: "
+                           f"{', '.join(n for n in methods() if _REGISTRY[n].fit is not None)}")
+    _check_params(ex, params, ex.fit_defaults, "fit")
+    check_inputs(x_train)
+    with eval_mode(model):
+        return ex.fit(model, x_train.detach(), **{**ex.fit_defaults, **params})
+
+
+def fit_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Those of a method's explain ``params`` that its ``fit`` also takes (e.g. PDA's window and padding)."""
+    ex = get_explainer(method)
+    return {k: v for k, v in params.items() if k in ex.fit_defaults}
 
 
 def target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The target logit f(x) per sample (B,); raises when a target is out of the model's range."""
-    logits = model(x)
-    if logits.ndim != 2:
-        raise XaiCoreError(f"model output must be (B, classes), got {tuple(logits.shape)}")
-    if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
-        raise XaiCoreError(f"target holds class indices outside 0..{logits.shape[1] - 1}")
-    return logits.gather(1, target[:, None].to(logits.device))[:, 0]
+    return _target_scores(model, x, target)

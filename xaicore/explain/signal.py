@@ -23,8 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from xaicore.engine import hooks, target_scores
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.explain.registry import register, target_scores
+from xaicore.explain.registry import register
 
 
 class _DeconvReLU(torch.autograd.Function):
@@ -114,11 +115,8 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
     """The layer-resolution Grad-CAM map ReLU(Σ_k α_k A^k), (B, 1, h, w), α_k = mean_{h,w} ∂f_c/∂A^k."""
     name, module = gradcam_layer(model, layer)
     acts: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: acts.append(out))
-    try:
+    with hooks([(module, lambda _m, _i, out: acts.append(out))]):
         score = target_scores(model, x.detach().requires_grad_(True), target)
-    finally:
-        handle.remove()
     if not acts:
         raise XaiCoreError(f"gradcam: layer {name!r} is not called in the model's forward pass")
     a = acts[-1]  # a module called several times: its last call, the one closest to the output
@@ -130,9 +128,9 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
     return (alpha * a).sum(1, keepdim=True).clamp_min(0)  # eq. 2
 
 
-@register("gradcam", family="attribution", layer=None,
+@register("gradcam", family="attribution",
           reference="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
-def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None) -> torch.Tensor:
+def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM on ``layer`` (default: the last Conv2d), upsampled bilinearly (``align_corners=False``) to the
     input's H×W and broadcast over the input channels, so every channel of a pixel carries the pixel's value."""
     if x.ndim != 4:

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xaicore.engine import eval_mode, hooks
 from xaicore.errors import XaiCoreError
 from xaicore.explain.lrp.canonizers import merge_batch_norm
 
@@ -130,17 +131,15 @@ def collect_moments(model: nn.Module, data: torch.Tensor | Iterable[torch.Tensor
                     ) -> tuple[dict[str, Moments], dict[str, torch.Tensor]]:
     """Moments of every Linear/Conv2d layer of the BatchNorm-merged ``model`` over ``data`` (one pass, batched),
     and each layer's merged weight (out, in) in float64."""
-    flags = [(mod, mod.training) for mod in model.modules()]
-    model.eval()
     moments: dict[str, Moments] = {}
     weights: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
+    with eval_mode(model):
         batches = _batches(data, batch_size)
         first = next(batches, None)
         if first is None or first.shape[0] == 0:
             raise XaiCoreError("patterns: no data to fit the signal estimators on")
         with merge_batch_norm(model, first[:1]), torch.no_grad():
+            pairs = []
             for name, mod in model.named_modules():
                 if isinstance(mod, PATTERN_LAYERS + (nn.Conv1d, nn.Conv3d)):
                     check_layer(name, mod)
@@ -153,19 +152,15 @@ def collect_moments(model: nn.Module, data: torch.Tensor | Iterable[torch.Tensor
                         else:
                             moments[name] = mom
 
-                    handles.append(mod.register_forward_hook(hook))
+                    pairs.append((mod, hook))
             if not weights:
                 raise XaiCoreError("patterns: the model has no Linear or Conv2d layer")
-            bar = tqdm(desc=desc, unit="sample", disable=not progress)
-            for batch in itertools.chain([first], batches):
-                model(batch)
-                bar.update(batch.shape[0])
-            bar.close()
-    finally:
-        for h in handles:
-            h.remove()
-        for mod, flag in flags:
-            mod.training = flag
+            with hooks(pairs):
+                bar = tqdm(desc=desc, unit="sample", disable=not progress)
+                for batch in itertools.chain([first], batches):
+                    model(batch)
+                    bar.update(batch.shape[0])
+                bar.close()
     return moments, weights
 
 

@@ -6,7 +6,7 @@
 in their experiments), so a heatmap depends neither on the other samples of its batch nor on the data's scaling.
 With ``squared=True`` the squared gradients are averaged (SmoothGrad², 1/n Σ (∂f_c/∂x)², the variant ROAR found
 best; Hooker et al. 2019). The noise of each sample is drawn from a generator keyed by (seed, sample content), and
-the copies are summed in order: batched results equal per-sample results, whatever ``internal_batch_size``.
+the copies are summed in order: batched results equal per-sample results, whatever ``forward_batch``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from xaicore._rng import iter_per_sample_normal
+from xaicore.engine import FORWARD_BATCH, check_forward_batch, copies_per_pass
 from xaicore.errors import XaiCoreError
 from xaicore.explain.gradient import target_gradient
 from xaicore.explain.registry import register
@@ -57,21 +58,20 @@ def smoothgrad_from_noise(model: nn.Module, x: torch.Tensor, target: torch.Tenso
 
 @register("smoothgrad", family="function",
           reference="Smilkov et al. 2017, eq. (3): mean gradient over noisy inputs; squared: SmoothGrad² "
-                    "(Hooker et al. 2019)",
-          n_samples=50, noise_level=0.15, squared=False, seed=0, internal_batch_size=256)
-def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_samples: int, noise_level: float,
-               squared: bool, seed: int, internal_batch_size: int) -> torch.Tensor:
+                    "(Hooker et al. 2019)")
+def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_samples: int = 50,
+               noise_level: float = 0.15, squared: bool = False, seed: int = 0,
+               forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
     """SmoothGrad over ``n_samples`` copies with σ = ``noise_level`` · (max(x) − min(x)) per sample, in passes of at
-    most ``internal_batch_size`` inputs (at least one copy of every sample per pass; 256 is CPU-cache sized, raise
+    most ``forward_batch`` inputs (at least one copy of every sample per pass; 256 is CPU-cache sized, raise
     it on a GPU)."""
     if int(n_samples) < 1:
         raise XaiCoreError(f"smoothgrad: n_samples={n_samples} must be at least 1")
     if not float(noise_level) >= 0:
         raise XaiCoreError(f"smoothgrad: noise_level={noise_level} must be a number >= 0")
-    if int(internal_batch_size) < 1:
-        raise XaiCoreError(f"smoothgrad: internal_batch_size={internal_batch_size} must be at least 1")
+    check_forward_batch(forward_batch, "smoothgrad")
     sigma = noise_scale(x, noise_level).unsqueeze(1)  # (B, 1, 1, ...) against blocks (B, k, ...)
-    per_pass = max(1, int(internal_batch_size) // x.shape[0])
+    per_pass = copies_per_pass(x, forward_batch, int(n_samples), max_bytes=None)  # no byte cap: same draws as before
     blocks = (eps.to(x.dtype) * sigma for eps in iter_per_sample_normal(x, int(seed), _STREAM, int(n_samples),
                                                                          per_pass))
     return smoothgrad_from_noise(model, x, target, blocks, squared=bool(squared))

@@ -4,11 +4,12 @@ Regions of ``region``×``region`` pixels are ranked by summed relevance. Step k 
 x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) for MoRF, r_{L+1−k} for LeRF. The curve holds f(x⁽ᵏ⁾) for k = 0..L and
 AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set figure is its mean).
 
-Each step changes one region, so the perturbed batch is updated in place (a numba or torch kernel) and fed
-to the model as it is; when the batch is small, several steps are packed into one forward pass as lanes
-that each move on by several regions per pass (no whole-image copies). The recursive ``blur`` is run once,
-all L steps in order, before the passes: its last image x⁽ᴸ⁾ holds every region's step-k value (a region is
-written at its step and never again), so each step copies its region from there.
+The K = L+1 perturbed copies of each sample are fed to the forward-pass engine
+(:func:`xaicore.engine.perturbed_scores`) as keep-masks over the regions (:class:`xaicore.features.Regions`)
+with the perturbation's values as fill; several steps are packed into one forward pass (``forward_batch``).
+The recursive ``blur`` is run once, all L steps in order, before the passes: its last image x⁽ᴸ⁾ holds every
+region's step-k value (a region is written at its step and never again), so each step copies its region from
+there (:func:`~xaicore.metrics.perturbation.fill_values`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from xaicore.engine import FORWARD_BATCH, SCORES, perturbed_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.registry import check_inputs
+from xaicore.features import Regions
 from xaicore.kernels import get_backend
-from xaicore.metrics.perturbation import copies_per_pass, make_disabler
+from xaicore.metrics.perturbation import fill_values
 
 ORDERS = ("morf", "lerf")
-SCORES = ("logit", "probability")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +44,6 @@ class AOPCResult:
         return self.curve[:, :1] - self.curve
 
 
-def _score(model: nn.Module, x: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    out = model(x)
-    if kind == "probability":
-        out = out.softmax(1)
-    return out.gather(1, target[:, None])[:, 0]
-
-
 def check_relevance(x: torch.Tensor, relevance: torch.Tensor) -> None:
     if not isinstance(relevance, torch.Tensor) or relevance.shape != x.shape:
         raise XaiCoreError(f"relevance shape {tuple(getattr(relevance, 'shape', ()))} differs from x "
@@ -61,14 +56,14 @@ def check_relevance(x: torch.Tensor, relevance: torch.Tensor) -> None:
 def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,
          order: str = "morf", perturbation: str = "uniform", region: int = 4, score: str = "logit",
          seed: int = 0, reference: torch.Tensor | None = None, backend: str = "auto",
-         forward_batch: int = 256) -> AOPCResult:
+         forward_batch: int = FORWARD_BATCH) -> AOPCResult:
     """AOPC of ``relevance`` for ``model`` on the image batch ``x`` (B, C, H, W); see the module docstring.
 
     ``perturbation``: ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples; without it, of the batch)
     or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.metrics.perturbation`.
-    ``score``: ``logit`` (the target logit) or ``probability`` (its softmax). ``forward_batch``: up to
-    this many perturbed inputs go through the model at once (several steps are packed when B is smaller; on
-    the CPU no more than ``PACK_BYTES`` of input, see :func:`~xaicore.metrics.perturbation.copies_per_pass`).
+    ``score``: ``logit`` (the target logit), ``probability`` (its softmax) or ``log_probability``.
+    ``forward_batch``: up to this many perturbed inputs go through the model at once (several steps are packed
+    when B is smaller; on the CPU no more than ``PACK_BYTES`` of input, see :func:`xaicore.engine.copies_per_pass`).
     """
     target = check_inputs(x, target)
     if x.ndim != 4:
@@ -77,42 +72,18 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     if order not in ORDERS:
         raise XaiCoreError(f"unknown order {order!r}; expected morf or lerf")
     if score not in SCORES:
-        raise XaiCoreError(f"unknown score {score!r}; expected logit or probability")
-    kern = get_backend(backend, x.device)
-    b = x.shape[0]
-    disable = make_disabler(x, perturbation, kern, region, seed=seed, reference=reference)
-    n_regions = disable.grid.shape[0]
-    ranking = kern.region_order(relevance, region).to(x.device)
+        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    features = Regions(x, region)
+    ranking = get_backend(backend, x.device).region_order(relevance, region).to(x.device)
     if order == "lerf":
         ranking = ranking.flip(1)
-    if disable.replacement is None:  # blur: the recursion run once, all L steps in order
-        # x^(L) holds each region's step-k value: a region is written at its step and never again, so from
-        # here on every step is a copy of its region from x^(L), as for the replacement perturbations
-        final = x.detach().clone()
-        disable(final, ranking)
-        disable = dataclasses.replace(disable, replacement=final)
-    # `lanes` copies of the batch go through the model at once, lane j holding step k + j; each round moves
-    # every lane on by `lanes` steps, which writes lanes² regions per sample instead of copying whole images
-    lanes = copies_per_pass(x, forward_batch, n_regions + 1)
-    buf = x.detach().repeat(lanes, 1, 1, 1)  # a copy even for one lane: x is never written
-    for j in range(1, lanes):  # lane j starts at step j: ranked region j is disabled in lanes j, j+1, ...
-        disable(buf[j * b:], ranking[:, j - 1].repeat(lanes - j))
-    tgt = target.repeat(lanes)
-    lane = torch.arange(lanes, device=x.device)
-    shift = lane[:, None] + lane[None, :]  # (lane j, q): lane j disables ranked region k + j + q next
-    flags = [(m, m.training) for m in model.modules()]  # per module: a model may mix train and eval parts
-    model.eval()
-    try:
-        curve = torch.empty(b, n_regions + 1, dtype=torch.float32, device=x.device)
-        for k in range(0, n_regions + 1, lanes):
-            n = min(lanes, n_regions + 1 - k)
-            curve[:, k:k + n] = _score(model, buf[:n * b], tgt[:n * b], score).view(n, b).T
-            n_next = min(lanes, n_regions + 1 - k - lanes)
-            if n_next > 0:
-                regions = ranking[:, k + shift[:n_next]].transpose(0, 1).reshape(n_next * b, lanes)
-                disable(buf[:n_next * b], regions)
-    finally:
-        for m, flag in flags:
-            m.training = flag
-    curve = curve.float()
+    fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, ranking=ranking,
+                       backend=backend)
+    n_regions = features.n_features
+    # step k keeps the regions ranked k or later: keep[i, k, r] = rank of r in sample i >= k
+    rank = torch.empty_like(ranking)
+    rank.scatter_(1, ranking, torch.arange(n_regions, device=x.device).expand_as(ranking))
+    keep = torch.arange(n_regions + 1, device=x.device)[None, :, None] <= rank[:, None, :]
+    curve = perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
+                             forward_batch=forward_batch).float()
     return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, order == "morf")

@@ -21,7 +21,6 @@ Noise is drawn per sample from (seed, sample content), so scores do not depend o
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -30,25 +29,13 @@ from scipy.ndimage import gaussian_filter1d
 
 from xaicore._rng import per_sample_exponential, per_sample_uniform
 from xaicore.errors import XaiCoreError
-from xaicore.kernels import Backend, region_grid
+from xaicore.kernels import get_backend
 from xaicore.kernels.numba_kernels import scale_by_region_max
 
 PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
 BLUR_SIGMA = 3.0
 _STREAM = 2
 _STREAM_DIRICHLET = 3
-#: on the CPU a packed forward batch stops growing at this many bytes of input: past the caches a larger
-#: pass costs more per input (case (b) of benchmarks/metrics.py: 1.18× the bare passes at 6 MB, 1.39× at 12 MB)
-PACK_BYTES = 4 << 20
-
-
-def copies_per_pass(x: torch.Tensor, forward_batch: int, limit: int) -> int:
-    """How many perturbed copies of the batch ``x`` one forward pass takes: enough to reach ``forward_batch``
-    inputs, at most ``limit``, on the CPU at most :data:`PACK_BYTES` of input; at least one."""
-    n = forward_batch // x.shape[0]
-    if x.device.type == "cpu":
-        n = min(n, PACK_BYTES // max(1, x.numel() * x.element_size()))
-    return max(1, min(n, limit))
 
 
 @lru_cache(maxsize=32)
@@ -86,7 +73,7 @@ def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: fl
 
     ``region`` is needed by ``dirichlet`` (it draws per region); ``reference`` (N, *x.shape[1:]) samples, or
     one mean image of x.shape[1:], is used by ``mean``. ``blur`` returns the blurred original (exact for one
-    disabled region; AOPC blurs recursively instead, see :class:`Disabler`).
+    disabled region; AOPC blurs recursively instead, see :func:`fill_values`).
     """
     if perturbation == "uniform":
         return per_sample_uniform(x, seed, _STREAM, low, high).to(x.dtype)
@@ -111,35 +98,22 @@ def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: fl
     raise XaiCoreError(f"unknown perturbation {perturbation!r}; available: {', '.join(PERTURBATIONS)}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Disabler:
-    """g(·, r) applied in place to a stack of copies of a batch: ``disabler(buf, regions)`` disables, for row i
-    of ``buf`` (N, C, H, W), the ranked ``regions[i]`` (N,) or (N, K) in order (row i is sample i % B).
+def fill_values(x: torch.Tensor, perturbation: str, *, region: int, seed: int,
+                reference: torch.Tensor | None = None, ranking: torch.Tensor | None = None,
+                backend: str = "auto") -> torch.Tensor:
+    """What each pixel of ``x`` becomes once its region is disabled, of ``x``'s shape: the fill of
+    :func:`xaicore.engine.perturbed_scores`.
 
-    Replacement perturbations copy the region from ``replacement`` (B, C, H, W); ``blur`` filters the
-    current image (exact recursion). Picklable: no closures."""
-
-    kernel: Backend
-    region: int
-    grid: torch.Tensor
-    replacement: torch.Tensor | None = None
-    gy: torch.Tensor | None = None
-    gx: torch.Tensor | None = None
-
-    def __call__(self, buf: torch.Tensor, regions: torch.Tensor) -> None:
-        if self.replacement is not None:
-            self.kernel.perturb_regions(buf, self.replacement, regions, self.grid)
-        else:
-            self.kernel.blur_regions(buf, regions, self.gy, self.gx, self.region)
-
-
-def make_disabler(x: torch.Tensor, perturbation: str, kernel: Backend, region: int, *, seed: int,
-                  reference: torch.Tensor | None = None, recursive: bool = True) -> Disabler:
-    """The :class:`Disabler` of ``perturbation`` for the batch ``x``. ``recursive=False`` (one region disabled
-    per input, as in faithfulness) makes ``blur`` a copy from the blurred original, which is then exact."""
-    grid = region_grid(x.shape[2], x.shape[3], region, x.device)
-    if perturbation == "blur" and recursive:
+    With ``ranking`` (B, L), ``blur`` is the exact recursion x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) run once over all L regions in
+    that order (a numba or torch kernel): its last image x⁽ᴸ⁾ holds every region's step-k value, since a region
+    is written at its step and never again. Without it (one region disabled at a time, as in faithfulness),
+    ``blur`` is the blurred original."""
+    if perturbation == "blur" and ranking is not None:
+        if x.ndim != 4:
+            raise XaiCoreError(f"blur filters images: x must be (B, C, H, W), got {tuple(x.shape)}")
         h, w = x.shape[2:]
-        return Disabler(kernel, region, grid, gy=blur_matrix(h, device=x.device), gx=blur_matrix(w, device=x.device))
-    rep = replacement_values(x, perturbation, seed=seed, region=region, reference=reference)
-    return Disabler(kernel, region, grid, replacement=rep.contiguous())
+        final = x.detach().clone()
+        get_backend(backend, x.device).blur_regions(final, ranking, blur_matrix(h, device=x.device),
+                                                    blur_matrix(w, device=x.device), region)
+        return final
+    return replacement_values(x, perturbation, seed=seed, region=region, reference=reference).contiguous()

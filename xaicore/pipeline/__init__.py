@@ -4,8 +4,8 @@ Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 """
 
 from xaicore.pipeline.explain_step import generate_heatmaps
+from xaicore.pipeline.fit_step import fit_states, load_states
 from xaicore.pipeline.paths import Paths
-from xaicore.pipeline.pattern_step import fit_signal_estimators, load_signal_estimators
 from xaicore.pipeline.roar_step import run_roar
 from xaicore.pipeline.score_step import score_heatmaps
 from xaicore.pipeline.steps import build_controls, preflight, prepare_data, train_models
@@ -13,9 +13,9 @@ from xaicore.pipeline.steps import build_controls, preflight, prepare_data, trai
 __all__ = [
     "Paths",
     "build_controls",
-    "fit_signal_estimators",
+    "fit_states",
     "generate_heatmaps",
-    "load_signal_estimators",
+    "load_states",
     "preflight",
     "prepare_data",
     "run_roar",

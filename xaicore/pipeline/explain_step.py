@@ -1,10 +1,17 @@
-"""Heatmaps of every survey model and method into the Zarr archive, one chunk of samples at a time."""
+"""Heatmaps of every survey model and method into the Zarr archive, chunk-parallel on Dask.
+
+One job is one (model, method, chunk of samples); jobs run on Dask workers of one torch thread each (or in this
+process when ``explain.workers`` is 0) and return their block, which this process writes. Each job computes the
+same batches in the same order whatever runs it, so a parallel run equals a serial one bit for bit.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,11 +20,13 @@ from tqdm.auto import tqdm
 from xaicore.config import Config
 from xaicore.data import load_saved
 from xaicore.errors import NotApplicable
-from xaicore.explain import explain, get_explainer
+from xaicore.explain import get_explainer
+from xaicore.explain.registry import explanation
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
+from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.paths import Paths
-from xaicore.pipeline.pattern_step import load_signal_estimators
 from xaicore.pipeline.steps import survey_models
 from xaicore.store import HeatmapArchiveWriter
 
@@ -39,24 +48,73 @@ def explained_samples(cfg: Config, paths: Paths) -> tuple[torch.Tensor, torch.Te
 
 
 def method_params(cfg: Config, method: str) -> dict:
-    return dict(cfg.explain.method_params.get(method, {}))
+    return explain_kwargs(cfg, method)
+
+
+@functools.lru_cache(maxsize=8)
+def _model(path: str) -> torch.nn.Module:
+    return load_model(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _state(out: str, method: str, model: str) -> Any:
+    return load_states(Paths(Path(out)), method, [model])[model]
+
+
+@functools.lru_cache(maxsize=2)
+def _images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test images, the training set's mean image (1, C, H, W)): the ``mean`` fill's reference, as AOPC's."""
+    ds, _ = load_saved(dataset)
+    return ds.x_test, ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
+
+
+def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, method: str, params: dict[str, Any],
+                  start: int, stop: int, target: np.ndarray, score: np.ndarray, batch_size: int,
+                  single_thread: bool) -> dict[str, Any]:
+    """Heatmaps, axiom figures and extras of test samples ``start:stop`` for one (model, method), in batches of
+    ``batch_size``; ``{"not_applicable": reason}`` when the method cannot explain the model."""
+    threads = torch.get_num_threads()
+    if single_thread:
+        one_thread()
+    try:
+        model = _model(model_path)
+        x_test, mean_image = _images(dataset)
+        x = x_test[start:stop]
+        t = torch.from_numpy(target)
+        kw = dict(params)
+        ex = get_explainer(method)
+        if ex.fit is not None:
+            kw["state"] = _state(out, method, model_name)
+        if "reference" in ex.defaults:  # a `mean` fill replaces by the training set's mean, not the batch's
+            kw.setdefault("reference", mean_image)
+        parts = [explanation(model, x[i:i + batch_size], t[i:i + batch_size], method=method, **kw)
+                 for i in range(0, x.shape[0], batch_size)]
+    except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer
+        return {"not_applicable": str(e)}
+    finally:
+        torch.set_num_threads(threads)
+    rel = torch.cat([p.relevance for p in parts])
+    return {"relevance": rel.numpy(),
+            "conservation_error": conservation_error(rel, torch.from_numpy(score)).numpy(),
+            "positive_fraction": positive_fraction(rel).numpy(),
+            "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in parts[0].extras}}
 
 
 def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Explain the label class of each sample for every model × method; writes ``paths.heatmaps``.
 
-    Relevance is computed in batches of ``explain.batch_size`` and written chunk by chunk, so memory holds one
-    chunk whatever the data set's size. The per-heatmap conservation error (against the target logit f(x))
-    and positive fraction are stored beside it.
+    Jobs of ``explain.chunk`` samples (computed in batches of ``explain.batch_size``) run on ``explain.workers``
+    Dask workers and are written chunk by chunk as they finish. The per-heatmap conservation error (against the
+    target logit f(x)), positive fraction and the methods' extras (LIME's surrogate R², ...) are stored beside.
     """
     x, label, sample = explained_samples(cfg, paths)
     target = label.clone()
     models = survey_models(paths)
     methods = list(cfg.explain.methods)
-    loaded = {name: load_model(path) for name, path in models.items()}
-    fitted = {m: get_explainer(m).fitted for m in methods if get_explainer(m).fitted}
-    patterns = load_signal_estimators(paths, list(models)) if "patterns" in fitted.values() else {}
-    logits = {name: predict_logits(model, x) for name, model in loaded.items()}
+    for m in methods:  # a missing fit fails here, before any work
+        if get_explainer(m).fit is not None:
+            load_states(paths, m, list(models))
+    logits = {name: predict_logits(load_model(path), x) for name, path in models.items()}
     prediction = np.stack([logits[n].argmax(1).numpy() for n in models])
     score = np.stack([logits[n].gather(1, target[:, None])[:, 0].numpy() for n in models])
     attrs = {
@@ -67,31 +125,44 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
         "target": "label",
         "git_revision": git_revision(),
     }
+    extras = sorted({k for m in methods for k in get_explainer(m).extras})
     chunk = cfg.explain.chunk
     writer = HeatmapArchiveWriter(paths.heatmaps, models=list(models), explainers=methods, sample=sample,
                                   label=label.numpy(), target=target.numpy(), prediction=prediction, score=score,
-                                  image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs)
-    jobs = [(mi, name, ei, meth) for mi, name in enumerate(models) for ei, meth in enumerate(methods)]
-    bar = tqdm(total=len(jobs) * x.shape[0], desc="heatmaps", unit="map", disable=not progress)
-    for mi, name, ei, meth in jobs:
-        model, kw = loaded[name], method_params(cfg, meth)
-        if fitted.get(meth) == "patterns":
-            kw["patterns"] = patterns[name]
-        for start in range(0, x.shape[0], chunk):
-            stop = min(start + chunk, x.shape[0])
-            try:
-                parts = [explain(model, x[i:min(i + cfg.explain.batch_size, stop)],
-                                 target[i:min(i + cfg.explain.batch_size, stop)], method=meth, **kw)
-                         for i in range(start, stop, cfg.explain.batch_size)]
-            except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer
-                writer.mark_not_applicable(mi, ei, str(e))
-                bar.update(x.shape[0] - start)
-                break
-            rel = torch.cat(parts)
-            writer.write_block(mi, ei, start, rel.numpy(),
-                               conservation_error(rel, torch.from_numpy(score[mi, start:stop])).numpy(),
-                               positive_fraction(rel).numpy())
-            bar.update(stop - start)
-            bar.set_postfix(model=name, method=meth)
+                                  image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs, extras=extras)
+    names = list(models)
+    jobs = [(mi, ei, start, min(start + chunk, x.shape[0])) for mi in range(len(names))
+            for ei in range(len(methods)) for start in range(0, x.shape[0], chunk)]
+    skip: set[tuple[int, int]] = set()
+    bar = tqdm(total=len(jobs) * chunk, desc="heatmaps", unit="map", disable=not progress)
+
+    def args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
+        mi, ei, a, b = job
+        return (str(paths.root), str(paths.dataset), names[mi], str(models[names[mi]]), methods[ei],
+                method_params(cfg, methods[ei]), a, b, target[a:b].numpy(), score[mi, a:b],
+                cfg.explain.batch_size, single_thread)
+
+    def write(job: tuple[int, int, int, int], res: dict[str, Any]) -> None:
+        mi, ei, a, b = job
+        if "not_applicable" in res:
+            if (mi, ei) not in skip:
+                skip.add((mi, ei))
+                writer.mark_not_applicable(mi, ei, res["not_applicable"])
+        elif (mi, ei) not in skip:
+            writer.write_block(mi, ei, a, res["relevance"], res["conservation_error"], res["positive_fraction"],
+                               res["extras"])
+        bar.update(b - a)
+        bar.set_postfix(model=names[mi], method=methods[ei])
+
+    with dask_client(cfg.explain.workers, cfg.score.scheduler) as client:
+        if client is None:
+            for job in jobs:
+                write(job, explain_chunk(*args(job, True)))
+        else:
+            from distributed import as_completed
+
+            futures = {client.submit(explain_chunk, *args(job, True), pure=False): job for job in jobs}
+            for fut in as_completed(futures):
+                write(futures[fut], fut.result())
     bar.close()
     return writer.finalize()

@@ -23,8 +23,8 @@ class Paths:
         return self.root / "controls"
 
     @property
-    def patterns(self) -> Path:
-        return self.root / "patterns"
+    def fitted(self) -> Path:
+        return self.root / "fitted"
 
     @property
     def pattern_quality(self) -> Path:

@@ -15,8 +15,8 @@ from xaicore.data import load_saved
 from xaicore.explain import explain
 from xaicore.metrics import Trainer, roar_kar
 from xaicore.models import accuracy, load_model
+from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
-from xaicore.pipeline.pattern_step import fitted_params
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
 
@@ -39,8 +39,7 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     acc = np.empty((len(r.modes), len(r.methods), len(r.fractions), r.n_repeats), dtype=np.float32)
     bar = tqdm(total=acc.shape[0] * acc.shape[1], desc="ROAR/KAR retraining", disable=not progress)
     for ei, method in enumerate(r.methods):
-        kw = {**cfg.explain.method_params.get(method, {}),
-              **fitted_params(method, model, ds.x_train, cfg.patterns.batch_size)}
+        kw = {**explain_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
         rel_train = batched_explain(model, ds.x_train, ds.y_train, method, cfg.explain.batch_size, **kw)
         rel_test = batched_explain(model, ds.x_test, ds.y_test, method, cfg.explain.batch_size, **kw)
         for mi, mode in enumerate(r.modes):

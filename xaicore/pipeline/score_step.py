@@ -3,10 +3,8 @@ and input invariance over the heatmap archive; the perturbation scoring runs one
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,14 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from xaicore._malloc import keep_freed_memory
 from xaicore.config import Config, ScoreConfig
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
-from xaicore.explain import fit_patterns, get_explainer
+from xaicore.explain import get_explainer
 from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network, similarity
 from xaicore.models import load_model
+from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, not_applicable, open_archive, write_dataset
@@ -42,21 +41,11 @@ def _images(dataset: str) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     return ds.x_test, ds.idx_test.numpy(), ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
 
 
-def _one_thread() -> None:
-    """One thread for torch *and* numba in a Dask worker: the workers already fill the cores, and numba's parallel
-    kernels would otherwise start a thread per core in every worker (measured: 5 s of system time per 6 chunks)."""
-    import numba
-
-    keep_freed_memory()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-
-
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
                 target: np.ndarray, score_cfg: ScoreConfig, seed: int, single_thread: bool) -> dict[str, np.ndarray]:
     """AOPC curves (each perturbation and order) and faithfulness (each perturbation) of one archive chunk."""
     if single_thread:
-        _one_thread()
+        one_thread()
     group = zarr.open_group(heatmaps, mode="r")
     sample = np.asarray(group["sample"][start:stop])
     x_test, idx_test, mean_image = _images(dataset)
@@ -79,7 +68,7 @@ def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], si
     """(model, measure, sample) similarity of every model's heatmaps of explainer ``ei`` to the trained model's
     (Adebayo et al.); NaN where a method could not explain a model."""
     if single_thread:
-        _one_thread()
+        one_thread()
     rel = zarr.open_group(heatmaps, mode="r")["relevance"]
     n_models, n = rel.shape[0], rel.shape[2]
     out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
@@ -108,16 +97,15 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
     model = load_model(models[cfg.invariance.model])
     out = np.full((heatmaps.sizes["explainer"], x.shape[0]), np.nan, dtype=np.float32)
     for ei, name in enumerate(str(e) for e in heatmaps.explainer.values):
-        params = dict(cfg.explain.method_params.get(name, {}))
         if name in not_applicable(heatmaps).get(cfg.invariance.model, {}):
             continue
         try:
-            if get_explainer(name).fitted == "patterns":  # fitted once per network, not per batch
-                params["patterns"] = fit_patterns(model, ds.x_train, batch_size=cfg.patterns.batch_size)
-                params2 = {**params, "patterns": fit_patterns(shifted_network(model, shift, tuple(x.shape[1:])),
-                                                             ds.x_train + shift, batch_size=cfg.patterns.batch_size)}
-            else:
-                params2 = params
+            params = explain_kwargs(cfg, name)
+            params2 = params
+            if get_explainer(name).fit is not None:  # fitted once per network on its own data, not per batch
+                params = {**params, **fitted_state(cfg, name, model, ds.x_train)}
+                net2 = shifted_network(model, shift, tuple(x.shape[1:]))
+                params2 = {**params2, **fitted_state(cfg, name, net2, ds.x_train + shift)}
             out[ei] = np.concatenate([input_invariance(model, x[i:i + cfg.explain.batch_size],
                                                        target[i:i + cfg.explain.batch_size], name, shift,
                                                        params2=params2, **params).numpy()
@@ -125,27 +113,6 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
         except XaiCoreError as e:
             log.warning("input invariance of %s left out: %s", name, e)
     return out
-
-
-@contextlib.contextmanager
-def dask_client(score_cfg: ScoreConfig) -> Iterator[Any]:
-    """A ``distributed.Client`` on the configured scheduler, or on a local cluster of process workers;
-    ``None`` (run in this process) when ``score.workers`` is 0 and no scheduler is named."""
-    if score_cfg.scheduler is None and score_cfg.workers == 0:
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    for name in ["distributed", *logging.root.manager.loggerDict]:  # Prefect may have set child levels
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    if score_cfg.scheduler is not None:
-        with Client(score_cfg.scheduler) as client:
-            yield client
-        return
-    with LocalCluster(n_workers=score_cfg.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        yield client
 
 
 def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
@@ -162,7 +129,7 @@ def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]]
         return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
 
     bar = tqdm(total=len(jobs) + n_explainers, desc="scoring tasks", disable=not progress)
-    with dask_client(cfg.score) as client:
+    with dask_client(cfg.score.workers, cfg.score.scheduler) as client:
         if client is None:
             for job in jobs:
                 results[job[:3]] = score_chunk(*chunk_args(job, False))

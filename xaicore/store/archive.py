@@ -48,12 +48,14 @@ class HeatmapArchiveWriter:
     """Writes ``relevance`` (model, explainer, sample, channel, y, x) one chunk-aligned block at a time.
 
     Coordinates and the per-(model, sample) ``prediction``/``score`` are written when the store is created;
-    the per-heatmap axiom figures are kept (they are small) and written by :meth:`finalize`.
+    the per-heatmap axiom figures and the methods' ``extras`` (one (model, explainer, sample) variable each,
+    NaN where a method does not return it) are kept (they are small) and written by :meth:`finalize`.
     """
 
     def __init__(self, path: str | Path, *, models: Sequence[str], explainers: Sequence[str],
                  sample: np.ndarray, label: np.ndarray, target: np.ndarray, prediction: np.ndarray,
-                 score: np.ndarray, image_shape: tuple[int, int, int], chunk: int, attrs: dict[str, Any]) -> None:
+                 score: np.ndarray, image_shape: tuple[int, int, int], chunk: int, attrs: dict[str, Any],
+                 extras: Sequence[str] = ()) -> None:
         self.path = Path(path)
         self.tmp = _partial(self.path)
         _clean(self.tmp)
@@ -69,7 +71,8 @@ class HeatmapArchiveWriter:
         ds = xr.Dataset(
             {"relevance": (per_map + ("channel", "y", "x"), rel),
              "conservation_error": (per_map, da.zeros((m, e, s), dtype=np.float32, chunks=-1)),
-             "positive_fraction": (per_map, da.zeros((m, e, s), dtype=np.float32, chunks=-1))},
+             "positive_fraction": (per_map, da.zeros((m, e, s), dtype=np.float32, chunks=-1)),
+             **{k: (per_map, da.zeros((m, e, s), dtype=np.float32, chunks=-1)) for k in extras}},
             coords={
                 "model": _str_coord(models),
                 "explainer": _str_coord(explainers),
@@ -88,11 +91,13 @@ class HeatmapArchiveWriter:
         self._rel = self._group["relevance"]
         self.conservation_error = np.full((m, e, s), np.nan, dtype=np.float32)
         self.positive_fraction = np.full((m, e, s), np.nan, dtype=np.float32)
+        self.extras = {k: np.full((m, e, s), np.nan, dtype=np.float32) for k in extras}
         self._written = np.zeros((m, e, s), dtype=bool)
         self.not_applicable: dict[str, dict[str, str]] = {}
 
     def write_block(self, model: int, explainer: int, start: int, relevance: np.ndarray,
-                    conservation_error: np.ndarray, positive_fraction: np.ndarray) -> None:
+                    conservation_error: np.ndarray, positive_fraction: np.ndarray,
+                    extras: dict[str, np.ndarray] | None = None) -> None:
         """Write heatmaps of samples ``start:start+len(relevance)``; ``start`` must begin a chunk."""
         if start % self.chunk:
             raise XaiCoreError(f"block start {start} is not aligned to the archive chunk {self.chunk}")
@@ -100,6 +105,10 @@ class HeatmapArchiveWriter:
         self._rel[model, explainer, start:start + n] = relevance.astype(np.float32, copy=False)
         self.conservation_error[model, explainer, start:start + n] = conservation_error
         self.positive_fraction[model, explainer, start:start + n] = positive_fraction
+        for k, v in (extras or {}).items():
+            if k not in self.extras:
+                raise XaiCoreError(f"archive {self.path}: extra {k!r} was not declared when the store was created")
+            self.extras[k][model, explainer, start:start + n] = v
         self._written[model, explainer, start:start + n] = True
 
     def mark_not_applicable(self, model: int, explainer: int, reason: str) -> None:
@@ -116,6 +125,8 @@ class HeatmapArchiveWriter:
         self._group.attrs["not_applicable"] = json.dumps(self.not_applicable, sort_keys=True)
         self._group["conservation_error"][...] = self.conservation_error
         self._group["positive_fraction"][...] = self.positive_fraction
+        for k, v in self.extras.items():
+            self._group[k][...] = v
         _finalize(self.tmp, self.path)
         return self.path
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
+from xaicore.engine import hooks
 from xaicore.explain.lrp.core import LINEAR_TYPES
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -48,18 +49,11 @@ def find_batch_norm_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[n
         if id(inputs[0]) in produced:
             fed[m] = produced[id(inputs[0])]
 
-    handles = []
-    try:
-        for m in model.modules():
-            if isinstance(m, LINEAR_TYPES):
-                handles.append(m.register_forward_hook(after_layer))
-            elif isinstance(m, BatchNorm) and m.running_mean is not None and not m.training:
-                handles.append(m.register_forward_pre_hook(before_bn))
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
+    layers = [(m, after_layer) for m in model.modules() if isinstance(m, LINEAR_TYPES)]
+    bns = [(m, before_bn) for m in model.modules()
+           if isinstance(m, BatchNorm) and m.running_mean is not None and not m.training]
+    with hooks(layers), hooks(bns, kind="forward_pre"), torch.no_grad():
+        model(probe)
     return [(layer, bn) for bn, layer in fed.items() if calls[bn] == 1 and calls[layer] == 1]
 
 

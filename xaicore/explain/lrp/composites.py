@@ -14,9 +14,9 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from xaicore.engine import target_scores
 from xaicore.explain.lrp.canonizers import merge_batch_norm
 from xaicore.explain.lrp.core import Rule, assign_rules, attach
-from xaicore.explain.registry import target_scores
 
 
 @dataclasses.dataclass(frozen=True)

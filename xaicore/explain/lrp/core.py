@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xaicore.engine import hooks
 from xaicore.errors import XaiCoreError
 
 Modifier = Callable[[torch.Tensor], torch.Tensor]
@@ -272,11 +273,5 @@ def assign_rules(model: nn.Module, rule_map: RuleMap) -> dict[nn.Module, Rule]:
 @contextlib.contextmanager
 def attach(model: nn.Module, rules: dict[nn.Module, Rule], input_ref: list[torch.Tensor]) -> Iterator[None]:
     """Register the rules' hooks for the duration of the block; every hook is removed in ``finally``."""
-    handles = []
-    try:
-        for m, rule in rules.items():
-            handles.append(m.register_forward_hook(RuleHook(rule, input_ref)))
+    with hooks((m, RuleHook(rule, input_ref)) for m, rule in rules.items()):
         yield
-    finally:
-        for h in handles:
-            h.remove()

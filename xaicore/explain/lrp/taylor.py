@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from xaicore.engine import target_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.gradient import target_gradient
-from xaicore.explain.registry import register, target_scores
+from xaicore.explain.registry import register
 
 _EXPANSIONS = 11
 
@@ -77,9 +78,9 @@ def taylor_root(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, dire
 
 
 @register("taylor", family="attribution", conservative=False,
-          reference="Bach et al. 2015 Taylor decomposition (survey eq. 10): grad f(x0) * (x - x0), f(x0) ~ 0",
-          direction="gradient", n_steps=50)
-def taylor(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, direction: str, n_steps: int) -> torch.Tensor:
+          reference="Bach et al. 2015 Taylor decomposition (survey eq. 10): grad f(x0) * (x - x0), f(x0) ~ 0")
+def taylor(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, direction: str = "gradient",
+           n_steps: int = 50) -> torch.Tensor:
     x0, _ = taylor_root(model, x, target, direction=direction, n_steps=n_steps)
     grad, _ = target_gradient(model, x0, target)
     return grad * (x - x0)

@@ -1,0 +1,7 @@
+"""DVC stage `fit`: `python -m flows.fit`."""
+
+from flows._cli import main
+from flows.stages import fit_flow
+
+if __name__ == "__main__":
+    main(fit_flow, __doc__)

@@ -1,0 +1,119 @@
+"""The ``fit`` stage: the state of every fitted method (``xaicore.fit``) for every survey model.
+
+Methods declare a ``fit`` hook (PatternNet/PatternAttribution's signal estimators, PDA's patch Gaussians); this
+step runs it once per (fit, parameters) and model on the training set and saves each state with its own
+``save`` under ``outputs/fitted/`` with an ``index.json`` (method → model → file); the explain stage loads them,
+DVC tracks the folder. The quality ρ(S) of PatternNet's estimators per layer (v fitted on the training set, its
+correlation measured on the test set; controls excepted) goes to ``outputs/pattern_quality.json``, a separate
+output, so that a change of ``patterns.ridge`` does not make the explain stage rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from xaicore.config import Config
+from xaicore.data import load_saved
+from xaicore.errors import XaiCoreError
+from xaicore.explain import Patterns, get_explainer, pattern_quality
+from xaicore.explain.registry import fit, fit_params
+from xaicore.models import load_model
+from xaicore.pipeline.paths import Paths, model_file
+from xaicore.pipeline.steps import survey_models
+
+
+def is_control(name: str) -> bool:
+    return name.startswith(("cascade:", "independent:"))
+
+
+def fitted_methods(methods: list[str]) -> list[str]:
+    return [m for m in methods if get_explainer(m).fit is not None]
+
+
+def fit_kwargs(cfg: Config, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keywords of ``method``'s fit: those of its explain parameters it takes, and ``patterns.batch_size``
+    as the batch of its statistics pass when it has one."""
+    params = dict(cfg.explain.method_params.get(method, {})) if params is None else params
+    kw = fit_params(method, params)
+    if "batch_size" in get_explainer(method).fit_defaults:
+        kw.setdefault("batch_size", cfg.patterns.batch_size)
+    return kw
+
+
+def fitted_state(cfg: Config, method: str, model: torch.nn.Module, x_fit: torch.Tensor) -> dict[str, Any]:
+    """``{"state": ...}`` fitted now on ``x_fit`` for a fitted method, ``{}`` for the others (ROAR and the
+    invariance check fit each network on its own data)."""
+    if get_explainer(method).fit is None:
+        return {}
+    return {"state": fit(model, x_fit, method, **fit_kwargs(cfg, method))}
+
+
+def explain_kwargs(cfg: Config, method: str) -> dict[str, Any]:
+    """``explain.method_params`` of ``method`` less those only its fit takes."""
+    ex = get_explainer(method)
+    return {k: v for k, v in cfg.explain.method_params.get(method, {}).items()
+            if k in ex.defaults or k not in ex.fit_defaults}
+
+
+def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
+    """Fit the state of every fitted method of ``explain.methods`` for every survey model on the training set,
+    written to ``paths.fitted`` (a ``.partial`` folder renamed when complete). Methods with the same fit and
+    parameters (PatternNet, PatternAttribution) share one state. ρ(S) of the trained, random-label and zoo
+    models' signal estimators goes to ``paths.pattern_quality``."""
+    ds, _ = load_saved(paths.dataset)
+    models = survey_models(paths)
+    methods = fitted_methods(list(cfg.explain.methods))
+    tmp = paths.fitted.with_name(paths.fitted.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    index: dict[str, dict[str, str]] = {m: {} for m in methods}
+    quality: dict[str, dict[str, dict[str, float]]] = {}
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        ex = get_explainer(m)
+        key = f"{ex.fit.__module__}.{ex.fit.__qualname__}:{json.dumps(fit_kwargs(cfg, m), sort_keys=True)}"
+        groups.setdefault(key, []).append(m)
+    bar = tqdm(total=len(groups) * len(models), desc="fit", unit="state", disable=not progress)
+    for gi, group in enumerate(groups.values()):
+        for name, path in models.items():
+            model = load_model(path)
+            state = fit(model, ds.x_train, group[0], **fit_kwargs(cfg, group[0]))
+            if isinstance(state, Patterns) and not is_control(name):
+                quality[name] = pattern_quality(model, state, ds.x_test, fit_data=ds.x_train,
+                                                batch_size=cfg.patterns.batch_size, ridge=cfg.patterns.ridge)
+            file = f"{gi}_{model_file(name)}.pt"
+            state.save(tmp / file)
+            for m in group:
+                index[m][name] = file
+            bar.update()
+            bar.set_postfix(method=group[0], model=name)
+    bar.close()
+    (tmp / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
+    paths.pattern_quality.unlink(missing_ok=True)
+    shutil.rmtree(paths.fitted, ignore_errors=True)
+    tmp.rename(paths.fitted)
+    part = paths.pattern_quality.with_name(paths.pattern_quality.name + ".partial")
+    part.write_text(json.dumps(quality, indent=1, sort_keys=True))
+    part.replace(paths.pattern_quality)
+    return paths.fitted
+
+
+def load_states(paths: Paths, method: str, names: list[str]) -> dict[str, Any]:
+    """The fitted states of ``method`` for the models ``names`` (one clear error when the fit stage has not
+    run or did not fit them)."""
+    index_path = paths.fitted / "index.json"
+    if not index_path.is_file():
+        raise XaiCoreError(f"{index_path} is missing; run the fit stage first (python -m flows.fit)")
+    index = json.loads(index_path.read_text())
+    missing = [n for n in names if n not in index.get(method, {})]
+    if missing:
+        raise XaiCoreError(f"{paths.fitted} has no fitted state of {method!r} for {', '.join(missing)}; rerun "
+                           "the fit stage (its explain.methods or models changed)")
+    state_type = get_explainer(method).state_type
+    return {n: state_type.load(paths.fitted / index[method][n]) for n in names}  # type: ignore[union-attr]
