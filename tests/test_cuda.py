@@ -13,6 +13,8 @@ from xaicore.metrics import aopc, replacement_values
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
+FAST = {"integrated_gradients": {"n_steps": 8}, "lime": {"n_samples": 64, "features": "grid", "cell": 7},
+        "pda": {"stride": 4, "n_samples": 3}, "occlusion": {"stride": 2}}
 NUMBA = get_backend("numba")
 TORCH = get_backend("torch")
 
@@ -45,7 +47,7 @@ def test_explain_on_cuda_equals_cpu(method, helpers, digit_batch):
     model = helpers.seeded_model("cnn", seed=4, dtype=torch.float64)
     x, target = digit_batch
     x = x.double()
-    kw = {"n_steps": 8} if method == "integrated_gradients" else {}
+    kw = dict(FAST.get(method, {}))
     kw.update(fitted_params(method, model, x))
     cpu = xaicore.explain(model, x, target, method=method, **kw)
     gpu_model = helpers.seeded_model("cnn", seed=4, dtype=torch.float64).cuda()

@@ -69,6 +69,43 @@ def tomsett(doc: dict[str, Any]) -> dict[str, Any]:
             "rule": f"alpha < {LOW_ALPHA} for every AOPC/faithfulness variant"}
 
 
+def perturbation_methods(doc: dict[str, Any], sc: xr.Dataset, families: dict[str, str]) -> list[dict[str, Any]]:
+    """How each perturbation method of §6 ranks among all methods on the trained model: by MoRF AOPC per
+    perturbation (rank 1 = the highest AOPC, i.e. best; ``beats_random``: above the ``random`` baseline), and on
+    the cascading randomization check (mean SSIM / |Spearman| to the trained model's heatmap at the fully
+    randomized model; rank 1 = the least similar, i.e. the most model-dependent)."""
+    trained = _rows(doc, "trained")
+    names = [n for n in trained if families.get(n) == "perturbation"]
+    if not names:
+        return []
+    perts = [str(p) for p in sc.perturbation.values]
+    cascade = [str(m) for m in sc.model.values if str(m).startswith("cascade:")]
+    full = _rows(doc, cascade[-1]) if cascade else {}
+    out = []
+    for name in names:
+        row: dict[str, Any] = {"explainer": name}
+        for p in perts:
+            key = f"aopc_morf_{p}"
+            vals = {e: r.get(key) for e, r in trained.items() if r.get(key) is not None}
+            if name in vals:
+                order = sorted(vals, key=lambda e: -vals[e])
+                row[f"{key}"] = vals[name]
+                row[f"rank_{p}"] = f"{order.index(name) + 1}/{len(order)}"
+                row[f"beats_random_{p}"] = None if "random" not in vals else bool(vals[name] > vals["random"])
+        for q in ("ssim", "spearman_abs"):
+            key = f"similarity_{q}"
+            vals = {e: r.get(key) for e, r in full.items() if r.get(key) is not None}
+            if name in vals:
+                order = sorted(vals, key=lambda e: vals[e])
+                row[f"cascade_{q}"] = vals[name]
+                row[f"cascade_rank_{q}"] = f"{order.index(name) + 1}/{len(order)}"
+        r2 = doc.get("extras", {}).get(name, {}).get("surrogate_r2")
+        if r2 is not None:
+            row["surrogate_r2"] = r2
+        out.append(row)
+    return out
+
+
 def findings(doc: dict[str, Any], sc: xr.Dataset) -> list[dict[str, Any]]:
     return [adebayo(doc, sc), kindermans(doc, sc), tomsett(doc)]
 
@@ -98,6 +135,15 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
     lines += ["## Sanity checks for metrics (Tomsett et al.)", ""]
     lines += _table(doc["reliability"], ["metric", "raters", "n_raters", "n_methods", "inter_rater_alpha",
                                          "inter_method_rho"])
+    if doc.get("perturbation_methods"):
+        pm = doc["perturbation_methods"]
+        lines += ["## Perturbation methods (§6): rank among all methods", "",
+                  "AOPC MoRF on the trained model per perturbation (rank 1 = highest AOPC = best; beats_random: "
+                  "above the uniform-noise baseline), and the cascading randomization check at the fully randomized "
+                  "model (mean similarity to the trained model's heatmap; rank 1 = least similar = most "
+                  "model-dependent). surrogate_r2: LIME's weighted fidelity on its neighbourhood.", ""]
+        keys = list(dict.fromkeys(k for r in pm for k in r))
+        lines += _table(pm, keys) + [""]
     ic = doc["internal_consistency"]
     lines += ["", f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): "
               f"{ic['mean']}", ""]

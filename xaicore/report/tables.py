@@ -15,7 +15,7 @@ import numpy as np
 from xaicore.metrics import inter_method_reliability, inter_rater_reliability, internal_consistency
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, read_index
-from xaicore.report.findings import findings, write_report
+from xaicore.report.findings import findings, perturbation_methods, write_report
 from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, open_archive
 
 DIRECTIONS = {
@@ -141,7 +141,17 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         doc["pattern_quality"] = json.loads(paths.pattern_quality.read_text())
     if roar is not None:
         doc["roar_trained_test_accuracy"] = _num(roar.attrs.get("trained_test_accuracy", float("nan")))
+    extras = [k for k in hm.data_vars if hm[k].dims == ("model", "explainer", "sample")
+              and k not in ("conservation_error", "positive_fraction")]
+    doc["extras"] = {str(e): {k: _num(_nanmean(hm[k].sel(model=TRAINED, explainer=e).values)) for k in extras
+                              if np.isfinite(hm[k].sel(model=TRAINED, explainer=e).values).any()}
+                     for e in hm.explainer.values}
+    doc["extras"] = {e: v for e, v in doc["extras"].items() if v}
+    from xaicore.explain import get_explainer, methods
+
+    families = {m: get_explainer(m).family for m in methods()}
     doc["findings"] = findings(doc, sc)
+    doc["perturbation_methods"] = perturbation_methods(doc, sc, families)
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(doc, indent=1))
     _csv(paths.metrics.with_suffix(".csv"), rows)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from xaicore._rng import sample_generators
 from xaicore.engine import FORWARD_BATCH, check_forward_batch, packed_scores, target_scores
-from xaicore.errors import XaiCoreError
+from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.registry import register
 from xaicore.features import Windows
 
@@ -84,7 +84,9 @@ def fit_patch_gaussian(model: nn.Module, x_train: torch.Tensor, *, window: int =
     float64, ``batch_size`` images at a time), the data range, and up to ``n_marginal`` training images (a seeded
     choice) for marginal sampling. The model is not used."""
     if x_train.ndim != 4:
-        raise XaiCoreError(f"pda is fitted on images (N, C, H, W), got {tuple(x_train.shape)}")
+        kind = "tabular (B, F)" if x_train.ndim == 2 else f"{x_train.ndim}-d"
+        raise NotApplicable(f"pda is fitted on images (N, C, H, W); {kind} input {tuple(x_train.shape)} is not "
+                            "supported")
     n, c, h, w = x_train.shape
     _check_geometry(window, padding, h, w)
     if not isinstance(n_marginal, int) or n_marginal < 1:
@@ -247,6 +249,11 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
     if tuple(state.marginal.shape[1:]) != tuple(x.shape[1:]):
         raise XaiCoreError(f"pda: the state was fitted on images {tuple(state.marginal.shape[1:])}, x has "
                            f"{tuple(x.shape[1:])}")
+    d = x.shape[1] * (window + 2 * padding) ** 2
+    if tuple(state.mean.shape) != (d,) or tuple(state.cov.shape) != (d, d):
+        raise XaiCoreError(f"pda: the state's Gaussian has mean {tuple(state.mean.shape)} and covariance "
+                           f"{tuple(state.cov.shape)}; {x.shape[1]}-channel patches of side {window + 2 * padding} "
+                           f"need ({d},) and ({d}, {d})")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise XaiCoreError(f"pda: n_samples={n_samples!r} must be a positive number of draws per window")
     check_forward_batch(forward_batch, "pda")
