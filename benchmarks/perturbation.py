@@ -8,7 +8,10 @@ best settings. The small zoo CNN (``cnn``, seeded, untrained) on embedded digits
 (default 1: see ../shared/PEERS.md on two threads under load); the load average is printed with the figures.
 Each repeat times bare passes, xaicore and the peer back to back; the table shows medians over repeats.
 
-    .venv/bin/python benchmarks/perturbation.py [--batch 32] [--repeats 3] [--threads 1]
+    .venv/bin/python benchmarks/perturbation.py [--batch 32] [--repeats 3] [--threads 1] [--device cuda]
+
+On ``--device cuda`` the model and data live on the GPU, timings synchronize, and the ``lime`` package (CPU
+only) is left out.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ BATCHES = (256, 1024)
 
 
 def timed(fn: Callable[[], object]) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -67,14 +73,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lime-samples", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--forward-batches", type=int, nargs="+", default=list(BATCHES))
     args = parser.parse_args()
+    batches = tuple(args.forward_batches)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     data = load_digits28()
     torch.manual_seed(SEED)
     model = build_model("cnn", (1, 28, 28), 10).eval()
-    x, t = data.x_test[:args.batch].contiguous(), data.y_test[:args.batch].contiguous()
     state = xaicore.fit(model, data.x_train, method="pda", window=4, padding=2)
+    model = model.to(args.device)
+    x = data.x_test[:args.batch].contiguous().to(args.device)
+    t = data.y_test[:args.batch].contiguous().to(args.device)
     n_lime = args.lime_samples
     occ = dict(window=4, stride=2)
     pda = dict(window=4, padding=2, stride=2, n_samples=4)
@@ -83,7 +94,9 @@ def main() -> None:
     segments = Superpixels(x, "slic", n_segments=40)
 
     from captum.attr import Lime, Occlusion
-    from lime import lime_image
+
+    if args.device == "cpu":
+        from lime import lime_image
 
     def captum_occlusion(ppe: int) -> Callable[[], object]:
         return lambda: Occlusion(model).attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2),
@@ -95,16 +108,16 @@ def main() -> None:
         return Lime(model).attribute(x, target=t, feature_mask=labels, n_samples=n_lime,
                                      perturbations_per_eval=min(n_lime, 256 // 1))
 
-    seg_np = segments.labels.view(-1, 28, 28).numpy()
+    seg_np = segments.labels.view(-1, 28, 28).cpu().numpy()
 
     def lime_package() -> object:
         def classify(images: np.ndarray) -> np.ndarray:  # lime hands grey images over as RGB
             with torch.no_grad():
-                batch = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float()
-                return model(batch).softmax(1).numpy()
+                batch = torch.from_numpy(images[..., :1]).permute(0, 3, 1, 2).float().to(args.device)
+                return model(batch).softmax(1).cpu().numpy()
         for i in range(x.shape[0]):
             explainer = lime_image.LimeImageExplainer(random_state=SEED)
-            explainer.explain_instance(x[i, 0].double().numpy(), classify, labels=(int(t[i]),), top_labels=None,
+            explainer.explain_instance(x[i, 0].double().cpu().numpy(), classify, labels=(int(t[i]),), top_labels=None,
                                        hide_color=None, num_samples=n_lime, batch_size=256,
                                        segmentation_fn=lambda img, s=seg_np[i]: s, progress_bar=False)
 
@@ -115,6 +128,7 @@ def main() -> None:
                            "captum Occlusion ppe=16": captum_occlusion(16)}),
         f"lime slic {n_lime}": (n_lime, lambda fb: (lambda: xaicore.explain(model, x, t, "lime", n_samples=n_lime,
                                                                              n_segments=40, forward_batch=fb)),
+                                {"captum Lime": captum_lime} if args.device != "cpu" else
                                 {"lime package": lime_package, "captum Lime": captum_lime}),
         "pda 4/2 cond. n=4": (n_pda, lambda fb: (lambda: xaicore.explain(model, x, t, "pda", state=state,
                                                                           forward_batch=fb, **pda)), {}),
@@ -124,10 +138,10 @@ def main() -> None:
           f"{os.cpu_count()} cores, load average before {os.getloadavg()[0]:.2f}")
     print(f"{'method':<22}{'copies':>7}{'batch':>7}{'xaicore s':>11}{'bare s':>9}{'/bare':>7}   peers (s, /bare)")
     for name, (n, ours, peers) in cases.items():
-        for fn in [ours(fb) for fb in BATCHES] + list(peers.values()):  # warm-up
+        for fn in [ours(fb) for fb in batches] + list(peers.values()):  # warm-up
             fn()
         best = None
-        for fb in BATCHES:
+        for fb in batches:
             rows = []
             for _ in range(args.repeats):
                 b = timed(bare(model, x, n, fb))

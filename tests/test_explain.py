@@ -278,3 +278,50 @@ def test_non_finite_relevance_is_refused(cnn, digit_batch):
     x[2, 0, 5, 5] = float("nan")
     with pytest.raises(XaiCoreError, match=r"non-finite relevance.*for 1 of 8 samples"):
         xaicore.explain(cnn, x, target, method="gradient_x_input")
+
+
+# --- the method spec: defaults from the kernel, the fit hook, extras ---------------------------------------
+
+def test_defaults_are_read_from_the_kernel_signature():
+    import inspect
+
+    for name in ALL_METHODS:
+        ex = get_explainer(name)
+        sig = inspect.signature(ex.fn).parameters
+        assert dict(ex.defaults) == {k: p.default for k, p in list(sig.items())[3:] if k != "state"}, name
+    assert get_explainer("occlusion").defaults["window"] == 4
+    assert dict(get_explainer("pda").fit_defaults) == {"window": 4, "padding": 2, "n_marginal": 1000, "seed": 0,
+                                                       "batch_size": 256}
+    assert {n for n in ALL_METHODS if get_explainer(n).fit is not None} == {"patternnet", "patternattribution", "pda"}
+
+
+def test_explanation_extras_and_state_errors(helpers, digit_batch):
+    model = helpers.seeded_model("cnn", seed=2)
+    x, t = digit_batch
+    x, t = x[:3], t[:3]
+    e = xaicore.explanation(model, x, t, method="lime", n_samples=60, features="grid", cell=7)
+    assert set(e.extras) == {"surrogate_r2"} and e.extras["surrogate_r2"].shape == (3,)
+    assert torch.equal(e.relevance, xaicore.explain(model, x, t, method="lime", n_samples=60, features="grid", cell=7))
+    assert dict(xaicore.explanation(model, x, t, method="gradient").extras) == {}
+    with pytest.raises(XaiCoreError, match="'gradient' is not fitted on data: it takes no state"):
+        xaicore.explain(model, x, t, method="gradient", state=object())
+    with pytest.raises(XaiCoreError, match="takes state=PatchGaussian"):
+        xaicore.explain(model, x, t, method="pda", state=object())
+    with pytest.raises(XaiCoreError, match="fit of method 'pda' has no parameter 'stride'"):
+        xaicore.fit(model, x, method="pda", stride=2)
+    with pytest.raises(XaiCoreError, match="pda needs its fitted patch statistics"):
+        xaicore.explain(model, x, t, method="pda")
+
+
+def test_config_splits_fit_and_explain_parameters():
+    from xaicore.config import config_from_dict
+    from xaicore.pipeline.fit_step import explain_kwargs, fit_kwargs
+
+    cfg = config_from_dict({"explain": {"methods": ["pda", "patternnet"], "method_params": {
+        "pda": {"window": 3, "padding": 1, "stride": 2, "n_marginal": 50}}}})
+    assert explain_kwargs(cfg, "pda") == {"window": 3, "padding": 1, "stride": 2}
+    assert fit_kwargs(cfg, "pda") == {"window": 3, "padding": 1, "n_marginal": 50,
+                                      "batch_size": cfg.patterns.batch_size}
+    assert fit_kwargs(cfg, "patternnet") == {"batch_size": cfg.patterns.batch_size}
+    with pytest.raises(XaiCoreError, match="explain.method_params.pda.*'nope'"):
+        config_from_dict({"explain": {"methods": ["pda"], "method_params": {"pda": {"nope": 1}}}})
