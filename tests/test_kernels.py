@@ -82,35 +82,6 @@ def test_region_order_float64_near_ties_agree():
         assert torch.equal(NUMBA.region_order(r, 4), TORCH.region_order(r, 4))
 
 
-@pytest.mark.parametrize("shape,side", [((4, 1, 28, 28), 4), ((3, 3, 10, 7), 3), ((2, 2, 28, 28), 9)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_perturb_regions_numba_equals_torch_equals_numpy(shape, side, dtype):
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(shape, generator=g, dtype=dtype)
-    rep = torch.rand(shape, generator=g, dtype=dtype)
-    b, c, h, w = shape
-    grid = region_grid(h, w, side)
-    ranking = torch.stack([torch.randperm(grid.shape[0], generator=g) for _ in range(b)])
-    buf_n, buf_t = x.clone(), x.clone()
-    ref = x.numpy().reshape(b, c, h * w).copy()
-    rep_np = rep.numpy().reshape(b, c, h * w)
-    for k in range(grid.shape[0]):
-        regions = ranking[:, k].contiguous()
-        NUMBA.perturb_regions(buf_n, rep, regions, grid)
-        TORCH.perturb_regions(buf_t, rep, regions, grid)
-        for i in range(b):
-            pix = np.unique(grid[int(regions[i])].numpy())
-            ref[i][:, pix] = rep_np[i][:, pix]
-        assert torch.equal(buf_n, buf_t)
-        np.testing.assert_array_equal(buf_n.numpy().reshape(b, c, h * w), ref)
-        # after k+1 steps exactly the pixels of the first k+1 regions are replaced
-        changed = (buf_n != x).reshape(b, c, h * w).any(1)
-        for i in range(b):
-            done = set(np.unique(grid[ranking[i, :k + 1]].numpy()).tolist())
-            assert set(np.nonzero(changed[i].numpy())[0].tolist()) <= done
-    assert torch.equal(buf_n, rep)  # every region replaced: the whole image is the replacement
-
-
 def test_backend_dispatch():
     assert get_backend("auto", "cpu").name == "numba"
     assert get_backend("torch", "cpu").name == "torch"
@@ -122,27 +93,3 @@ def test_backend_dispatch():
         region_grid(28, 28, 0)
 
 
-@pytest.mark.parametrize("k_regions", [1, 3])
-def test_perturb_regions_stacked_copies_and_several_regions_per_sample(k_regions):
-    """``buf`` may stack N / R copies of a batch of R samples (row i takes replacement[i % R]) and ``regions``
-    may be (N, K): both twins write exactly the listed regions' pixels."""
-    g = torch.Generator().manual_seed(4)
-    r, copies, c, h, w, side = 3, 4, 2, 10, 10, 3
-    n = r * copies
-    grid = region_grid(h, w, side)
-    x = torch.rand(n, c, h, w, generator=g)
-    rep = torch.rand(r, c, h, w, generator=g)
-    regions = torch.randint(0, grid.shape[0], (n, k_regions), generator=g)
-    if k_regions == 1:
-        regions = regions[:, 0].contiguous()
-    buf_n, buf_t = x.clone(), x.clone()
-    NUMBA.perturb_regions(buf_n, rep, regions, grid)
-    TORCH.perturb_regions(buf_t, rep, regions, grid)
-    ref = x.clone().view(n, c, -1)
-    for i in range(n):
-        for reg in regions.view(n, -1)[i].tolist():
-            pix = grid[reg]
-            ref[i][:, pix] = rep[i % r].view(c, -1)[:, pix]
-    assert torch.equal(buf_n, buf_t)
-    assert torch.equal(buf_n, ref.view_as(x))
-    assert not torch.equal(buf_n, x)

@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import eval_mode
-from xaicore.engine import target_scores as _target_scores
 from xaicore.errors import XaiCoreError
 
 Kernel = Callable[..., Any]
@@ -185,8 +184,3 @@ def fit_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Those of a method's explain ``params`` that its ``fit`` also takes (e.g. PDA's window and padding)."""
     ex = get_explainer(method)
     return {k: v for k, v in params.items() if k in ex.fit_defaults}
-
-
-def target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The target logit f(x) per sample (B,); raises when a target is out of the model's range."""
-    return _target_scores(model, x, target)

@@ -17,13 +17,6 @@ class Backend(Protocol):
     def region_order(self, relevance: torch.Tensor, region: int) -> torch.Tensor:
         """(B, L) region indices by decreasing summed relevance (stable: ties keep index order)."""
 
-    def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
-                        grid: torch.Tensor) -> None:
-        """In place: ``buf[i, :, pixels of regions[i]] = replacement[i % R, :, same pixels]``.
-
-        ``buf`` (N, C, H, W) may stack N / R copies of a batch of R samples; ``regions`` is (N,) or (N, K)
-        (K regions per sample). A pixel listed twice is written twice with the same value."""
-
     def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
                      region: int) -> None:
         """In place, for each sample and each of its K ``regions`` in order: the square is replaced by the

@@ -29,20 +29,6 @@ def _order(sums: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True)
-def _perturb(buf: np.ndarray, rep: np.ndarray, regions: np.ndarray, grid: np.ndarray) -> None:
-    n, c, _ = buf.shape
-    n_rep = rep.shape[0]
-    p = grid.shape[1]
-    for i in numba.prange(n):  # each sample writes only its own row: parallel-safe
-        s = i % n_rep  # buf may stack several copies of the batch (packed steps)
-        for j in range(regions.shape[1]):
-            g = grid[regions[i, j]]
-            for ch in range(c):
-                for k in range(p):
-                    buf[i, ch, g[k]] = rep[s, ch, g[k]]
-
-
-@numba.njit(cache=True, parallel=True)
 def scale_by_region_max(e: np.ndarray, region: int, low: float, high: float, out: np.ndarray) -> None:
     """out = low + (high − low)·e / max(e over e's region) for (B, C, H, W) ``e``, regions ``region``-sided squares
     from the top left (edge squares smaller); float64 arithmetic, cast to ``out``'s dtype (the Dirichlet draw)."""
@@ -226,13 +212,6 @@ class NumbaBackend:
         sums = _region_sums(r, region, -(-h // region), -(-w // region))
         # the sort itself: a stable sort by decreasing sum, as the torch twin
         return torch.from_numpy(_order(sums))
-
-    def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
-                        grid: torch.Tensor) -> None:
-        n, c = buf.shape[:2]
-        view = buf.view(n, c, -1).numpy()  # shares memory with buf
-        rep = replacement.reshape(replacement.shape[0], c, -1).numpy()
-        _perturb(view, rep, regions.reshape(n, -1).numpy(), grid.numpy())
 
     def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
                      region: int) -> None:

@@ -34,18 +34,6 @@ class TorchBackend:
     def region_order(self, relevance: torch.Tensor, region: int) -> torch.Tensor:
         return torch.sort(region_sums(relevance, region), dim=1, descending=True, stable=True).indices
 
-    def perturb_regions(self, buf: torch.Tensor, replacement: torch.Tensor, regions: torch.Tensor,
-                        grid: torch.Tensor) -> None:
-        n, c = buf.shape[:2]
-        n_rep = replacement.shape[0]
-        hw = buf[0, 0].numel()
-        pix = grid[regions.reshape(n, -1)].reshape(n, -1)  # (N, K·P)
-        idx = (pix[:, None, :] + torch.arange(c, device=buf.device).view(1, c, 1) * hw).reshape(n, -1)
-        # sample i takes replacement[i % n_rep]: buf may stack several copies of the batch (packed steps)
-        rep = replacement.reshape(1, n_rep, -1).expand(n // n_rep, n_rep, -1)
-        values = rep.gather(2, idx.view(n // n_rep, n_rep, -1)).view(n, -1)
-        buf.view(n, -1).scatter_(1, idx, values)
-
     def blur_regions(self, buf: torch.Tensor, regions: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
                      region: int) -> None:
         """In place, region after region: ``buf[i, :, region] = (Gy @ buf[i, c] @ Gxᵀ)[region]``, each region
