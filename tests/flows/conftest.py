@@ -30,6 +30,10 @@ def tiny_params() -> dict:
     raw["model"].update(epochs=3, random_labels_epochs=3, zoo=["mlp"])  # the BN/residual zoo: tests/test_zoo_contract
     raw["explain"].update(chunk=16, batch_size=16, workers=0)
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
+    mp = raw["explain"]["method_params"]  # the perturbation methods at a tenth of their passes per sample
+    mp["occlusion"] = {**mp.get("occlusion", {}), "stride": 4}
+    mp["lime"] = {**mp.get("lime", {}), "n_segments": 16, "n_samples": 48}
+    mp["pda"] = {**mp.get("pda", {}), "n_samples": 1}
     raw["score"].update(workers=0, region=7)
     raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1)
     return raw
