@@ -40,6 +40,7 @@ from xaicore.features import Windows
 MEASURES = ("weight_of_evidence", "info_diff", "prob_diff")
 SAMPLINGS = ("conditional", "marginal")
 _STREAM = 5
+_READ_AHEAD = 64  # copies of draws per generator call
 
 
 def _check_geometry(window: Any, padding: Any, h: int, w: int) -> None:
@@ -147,6 +148,7 @@ class _Sampler:
         wy, wx = torch.arange(k)[None, :, None], torch.arange(k)[None, None, :]
         self.win_idx = torch.stack([(ch + (oy + wy) * w + (ox + wx)).reshape(-1) for oy, ox in offs.tolist()])
         self.gens = sample_generators(x, seed, _STREAM)
+        self._drawn: tuple[int, torch.Tensor | None] = (0, None)  # (first copy held, draws read ahead)
         self.low, self.high = state.low, state.high
         if sampling == "marginal":
             self.marginal = state.marginal.to(x.device, x.dtype).reshape(state.marginal.shape[0], -1)
@@ -190,18 +192,31 @@ class _Sampler:
             if self.exact:
                 pick = (torch.arange(q0, q1) % self.n_samples).clamp_max(m - 1)[:, None].expand(n, b)
             else:
-                pick = torch.from_numpy(np.stack([g.integers(0, m, size=n) for g in self.gens], axis=1))
+                pick = self._draws(q0, q1, lambda g, k: g.integers(0, m, size=k))
             idx = self.win_idx[wins].to(self.x.device)  # (k, d1)
             rows = self.marginal[pick.to(self.x.device)]  # (k, B, CHW)
             return rows.gather(2, idx[:, None, :].expand(n, b, d1))
-        eps = torch.from_numpy(np.stack([g.standard_normal(size=(n, d1)) for g in self.gens], axis=1)).to(
-            self.x.device, self.x.dtype)  # (k, B, d1), read in copy order per sample
+        eps = self._draws(q0, q1, lambda g, k: g.standard_normal(size=(k, d1)))  # (k, B, d1)
         uw, inv = wins.unique_consecutive(return_inverse=True)  # the windows of these copies, in order
         v = self.variant_id[uw]
         x2 = self.flat[:, self.frame[uw.to(self.x.device)]]  # (B, u, d2): each window's frame in each sample
         mu = torch.einsum("buj,uij->bui", x2, self.a[v]) + self.shift[v]  # (B, u, d1)
         noise = torch.einsum("kbj,kij->kbi", eps, self.root[v[inv]])  # (k, B, d1)
         return (mu.transpose(0, 1)[inv.to(self.x.device)] + noise).clamp(self.low, self.high)
+
+    def _draws(self, q0: int, q1: int, draw: Any) -> torch.Tensor:
+        """The draws of copies q0..q1-1, (k, B, ...), copies asked for in order: each sample's generator is read in
+        copy order, in blocks of at least :data:`_READ_AHEAD` copies (fewer calls; the values do not depend on the
+        blocks)."""
+        start, block = self._drawn
+        end = start + (0 if block is None else block.shape[0])
+        if q1 > end:
+            new = torch.from_numpy(np.stack([draw(g, max(q1 - end, _READ_AHEAD)) for g in self.gens], axis=1))
+            new = new.to(self.x.device, self.x.dtype if new.is_floating_point() else new.dtype)
+            block = new if block is None else torch.cat([block[q0 - start:], new])
+            start = end if self._drawn[1] is None else q0
+            self._drawn = (start, block)
+        return block[q0 - start:q1 - start]  # type: ignore[index]
 
     def build(self, q0: int, q1: int) -> torch.Tensor:
         b = self.x.shape[0]
