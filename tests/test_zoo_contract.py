@@ -107,13 +107,18 @@ def test_every_method_on_every_zoo_model(arch, method, mode, batch, helpers):
     assert not out.requires_grad and bool(torch.isfinite(out).all())
     single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(x.shape[0])])
     scale = max(float(single.abs().max()), 1e-30)
+    tol = RTOL
     if get_explainer(method).family == "perturbation":
         # relevance is a difference of two forward passes: their float32 rounding, which depends on how many
         # inputs share a pass, is relative to the scores, not to their (small) difference
         with torch.no_grad():
             scale = max(scale, float(model.eval()(x).abs().max()))
         model.train(mode == "train")
-    torch.testing.assert_close(out, single, rtol=RTOL, atol=RTOL * scale)
+    elif method == "taylor":
+        # 50 bisection steps on f in float32 end where f's rounding (batch-size dependent) decides the sign: the
+        # root point moves by ~1e-7 relative, the gradient there by more (measured: 5e-5 of the largest value)
+        tol = 1e-4
+    torch.testing.assert_close(out, single, rtol=tol, atol=tol * scale)
     assert_unchanged(model, before, helpers)
     if mode == "train":  # the heatmap is that of the model in eval mode
         torch.testing.assert_close(out, run(model.eval(), x, target, method), rtol=0, atol=0)
