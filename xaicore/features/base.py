@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from xaicore.errors import XaiCoreError
 
 
-class Features:
+class Features(abc.ABC):
     """Interface of a features adapter bound to one batch ``x`` (see :mod:`xaicore.features`)."""
 
     x: torch.Tensor
     n_features: int
     counts: torch.Tensor
 
-    def apply(self, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply(self, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """(k, B or 1, F) keep-mask and x-shaped fill → the (k·B, …) model input."""
 
-    def spread(self, values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, F) values per feature → x's shape."""
 
     def _check_keep(self, keep: torch.Tensor) -> torch.Tensor:
         if keep.ndim != 3 or keep.shape[1] not in (1, self.x.shape[0]) or keep.shape[2] != self.n_features:
