@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 survey: install
 	mkdir -p data/mnist
-	dvc repro
+	$(BIN)/python flows/server.py dvc repro  # one local Prefect server for all stages (~15 s a stage less)
 	@echo ""
 	@echo "Survey outputs:"
 	@echo "  heatmaps  $(CURDIR)/outputs/heatmaps.zarr   (xaicore.store.open_archive / xarray.open_zarr)"

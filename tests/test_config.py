@@ -63,6 +63,7 @@ def test_defaults_and_empty_document():
     ("score.order", "morf", r"params\.yaml: score\.order is not a known key \(known: .*orders"),
     ("data.sizes", 28, r"data\.sizes is not a known key"),
     ("explain.method_params.lrp.nope", 1, r"explain\.method_params\.lrp is not a registered method"),
+    ("explain.batch_sizes.occlusions", 8, r"explain\.batch_sizes\.occlusions is not a registered method"),
 ])
 def test_unknown_key(raw, dotted, value, message):
     with pytest.raises(XaiCoreError, match=message):
@@ -79,6 +80,7 @@ def test_unknown_key(raw, dotted, value, message):
     ("explain.methods", "gradient", r"explain\.methods is 'gradient'; expected a list"),
     ("score.orders", ["morf", 3], r"score\.orders\[1\] is 3; expected a string"),
     ("explain.method_params", [1], r"explain\.method_params is \[1\]; expected a mapping"),
+    ("explain.batch_sizes.lime", "32", r"explain\.batch_sizes\.lime is '32'; expected an integer"),
     ("data", [1, 2], r"data must be a mapping"),
 ])
 def test_wrong_type(raw, dotted, value, message):
@@ -109,6 +111,7 @@ def test_wrong_type(raw, dotted, value, message):
     ("explain.methods", [], r"explain\.methods is empty"),
     ("explain.methods", ["gradient", "gradient"], r"explain\.methods lists a method twice"),
     ("explain.chunk", 0, r"explain\.chunk is 0"),
+    ("explain.batch_sizes.pda", 0, r"explain\.batch_sizes\.pda is 0"),
     ("sanity.measures", ["ssim9"], r"sanity\.measures is 'ssim9'"),
 ])
 def test_impossible_value(raw, dotted, value, message):

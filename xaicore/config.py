@@ -99,6 +99,12 @@ class ExplainConfig:
     chunk: int = 128
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     workers: int = 2  # Dask workers (a local cluster, or score.scheduler); 0 = run in this process
+    # samples per explain call of a method instead of batch_size; below `chunk` a chunk becomes several jobs
+    batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def batch_of(self, method: str) -> int:
+        """Samples per explain call (and per explain-stage job, at most ``chunk``) of ``method``."""
+        return self.batch_sizes.get(method, self.batch_size)
 
     def validate(self) -> None:
         from xaicore.explain import get_explainer
@@ -124,6 +130,10 @@ class ExplainConfig:
                 raise _fail(f"explain.method_params.{name}", f"has unknown parameter {', '.join(map(repr, unknown))}"
                             f"; {name} takes: {', '.join(allowed) or 'none'}")
         _positive("explain.batch_size", self.batch_size)
+        for name, size in self.batch_sizes.items():
+            if name not in known:
+                raise _fail(f"explain.batch_sizes.{name}", f"is not a registered method ({', '.join(known)})")
+            _positive(f"explain.batch_sizes.{name}", size)
         _positive("explain.chunk", self.chunk)
         _positive("explain.workers", self.workers, allow_zero=True)
 
@@ -203,6 +213,7 @@ class RoarConfig:
     repeats: int = 1
     full: bool = False  # true: Hooker et al.'s five retrained models per method and fraction
     epochs: int = 6
+    workers: int = 2  # Dask workers, one retraining each (score.scheduler, if set, is used instead); 0 = in process
 
     @property
     def n_repeats(self) -> int:
@@ -223,6 +234,7 @@ class RoarConfig:
                 raise _fail("roar.fractions", f"holds {t}; expected fractions in (0, 1)")
         _positive("roar.repeats", self.repeats)
         _positive("roar.epochs", self.epochs)
+        _positive("roar.workers", self.workers, allow_zero=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +300,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise _fail(key, f"is {value!r}; expected a mapping")
+        (_, value_tp) = typing.get_args(tp)
+        if value_tp in (int, float, str, bool):
+            return {k: _coerce(f"{key}.{k}", v, value_tp) for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):

@@ -35,7 +35,7 @@ def tiny_params() -> dict:
     mp["lime"] = {**mp.get("lime", {}), "n_segments": 16, "n_samples": 48}
     mp["pda"] = {**mp.get("pda", {}), "n_samples": 1}
     raw["score"].update(workers=0, region=7)
-    raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1)
+    raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1, workers=0)
     return raw
 
 

@@ -15,7 +15,7 @@ from xaicore.metrics.reliability import (
     inter_rater_reliability,
     internal_consistency,
 )
-from xaicore.metrics.roar import RoarResult, Trainer, degrade, roar_kar
+from xaicore.metrics.roar import RoarResult, Trainer, degrade, roar_cell, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
 #: which way is better, for reports: +1 higher is better, -1 lower is better. Sanity similarities are
@@ -50,6 +50,7 @@ __all__ = [
     "positive_fraction",
     "region_drops",
     "replacement_values",
+    "roar_cell",
     "roar_kar",
     "shifted_network",
     "similarity",

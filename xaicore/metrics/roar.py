@@ -100,8 +100,20 @@ def roar_kar(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     fill = channel_mean(train_x)
     acc = torch.empty(len(fractions), repeats, dtype=torch.float64)
     for i, t in enumerate(fractions):  # each cell is a training run: no loop to vectorise here
-        xtr = degrade(train_x, train_rel, t, mode, fill)
-        xte = degrade(test_x, test_rel, t, mode, fill)
         for r in range(repeats):
-            acc[i, r] = accuracy(train_fn(xtr, train_y, seed + r), xte, test_y)
+            acc[i, r] = roar_cell(train_x, train_y, test_x, test_y, train_rel, test_rel, fraction=t, mode=mode,
+                                  seed=seed + r, train_fn=train_fn, fill=fill)
     return RoarResult(mode, tuple(float(t) for t in fractions), acc)
+
+
+def roar_cell(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+              train_rel: torch.Tensor, test_rel: torch.Tensor, *, fraction: float, mode: str, seed: int,
+              train_fn: Callable[[torch.Tensor, torch.Tensor, int], nn.Module],
+              fill: torch.Tensor | float | None = None) -> float:
+    """One cell of :func:`roar_kar`: degrade both sets at ``fraction`` (``fill`` default: the training set's
+    per-channel mean), train a model with ``seed`` and return its accuracy on the degraded test set. Cells are
+    independent, so a pipeline may run them side by side."""
+    fill = channel_mean(train_x) if fill is None else fill
+    xtr = degrade(train_x, train_rel, fraction, mode, fill)
+    xte = degrade(test_x, test_rel, fraction, mode, fill)
+    return accuracy(train_fn(xtr, train_y, seed), xte, test_y)

@@ -41,21 +41,42 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def similarity(reference: torch.Tensor, other: torch.Tensor, measure: str = "spearman") -> torch.Tensor:
     """(B,) similarity of each heatmap in ``other`` to the one of the same input in ``reference``."""
-    if reference.shape != other.shape:
-        raise XaiCoreError(f"heatmap shapes differ: {tuple(reference.shape)} vs {tuple(other.shape)}")
-    if measure in ("ssim", "hog"):
-        if reference.ndim not in (3, 4):
-            raise XaiCoreError(f"{measure} compares images: heatmaps must be (B, C, H, W) or (B, H, W), got "
-                               f"{tuple(reference.shape)}")
-        a2, b2 = normalised_maps(reference), normalised_maps(other)
-        return ssim_pairs(a2, b2) if measure == "ssim" else hog_pairs(a2, b2)
-    a = reference.detach().flatten(1).cpu().double().numpy()
-    b = other.detach().flatten(1).cpu().double().numpy()
-    if measure == "spearman":
-        return torch.from_numpy(spearman_rows(a, b)).float()
-    if measure == "spearman_abs":
-        return torch.from_numpy(spearman_rows(np.abs(a), np.abs(b))).float()
-    raise XaiCoreError(f"unknown similarity measure {measure!r}; available: {', '.join(SIMILARITY_MEASURES)}")
+    return Reference(reference)(other, measure)
+
+
+class Reference:
+    """Heatmaps that many others are compared with (the trained model's, against every randomized model's in
+    Adebayo et al.'s cascade): their normalised maps and HOG descriptors are computed once, on first use.
+    ``Reference(r)(other, measure)`` equals ``similarity(r, other, measure)``."""
+
+    def __init__(self, reference: torch.Tensor) -> None:
+        self.heatmaps = reference
+        self._maps: torch.Tensor | None = None
+        self._hog: np.ndarray | None = None
+
+    def __call__(self, other: torch.Tensor, measure: str = "spearman") -> torch.Tensor:
+        reference = self.heatmaps
+        if reference.shape != other.shape:
+            raise XaiCoreError(f"heatmap shapes differ: {tuple(reference.shape)} vs {tuple(other.shape)}")
+        if measure in ("ssim", "hog"):
+            if reference.ndim not in (3, 4):
+                raise XaiCoreError(f"{measure} compares images: heatmaps must be (B, C, H, W) or (B, H, W), got "
+                                   f"{tuple(reference.shape)}")
+            if self._maps is None:
+                self._maps = normalised_maps(reference)
+            b2 = normalised_maps(other)
+            if measure == "ssim":
+                return ssim_pairs(self._maps, b2)
+            if self._hog is None:
+                self._hog = hog_descriptors(self._maps)
+            return torch.from_numpy(pearson_rows(self._hog, hog_descriptors(b2))).float()
+        a = reference.detach().flatten(1).cpu().double().numpy()
+        b = other.detach().flatten(1).cpu().double().numpy()
+        if measure == "spearman":
+            return torch.from_numpy(spearman_rows(a, b)).float()
+        if measure == "spearman_abs":
+            return torch.from_numpy(spearman_rows(np.abs(a), np.abs(b))).float()
+        raise XaiCoreError(f"unknown similarity measure {measure!r}; available: {', '.join(SIMILARITY_MEASURES)}")
 
 
 def normalised_maps(relevance: torch.Tensor) -> torch.Tensor:
@@ -85,12 +106,20 @@ def ssim_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.flatten(1).mean(1).float()
 
 
+def hog_descriptors(maps: torch.Tensor) -> np.ndarray:
+    """(B, D) ``skimage.feature.hog`` descriptors (``HOG_PARAMS``) of (B, H, W) maps; skimage has no batched HOG."""
+    return np.stack([hog(m, **HOG_PARAMS) for m in maps.numpy()])
+
+
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson ρ of two (B, D) arrays; NaN where a row is constant."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def hog_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,) Pearson ρ of the HOG descriptors (Dalal & Triggs 2005) of (B, H, W) pairs; NaN if one is constant."""
-    da = np.stack([hog(m, **HOG_PARAMS) for m in a.numpy()])  # skimage has no batched HOG
-    db = np.stack([hog(m, **HOG_PARAMS) for m in b.numpy()])
-    da -= da.mean(1, keepdims=True)
-    db -= db.mean(1, keepdims=True)
-    den = np.sqrt((da * da).sum(1) * (db * db).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return torch.from_numpy(np.where(den > 0, (da * db).sum(1) / np.where(den > 0, den, 1.0), np.nan)).float()
+    return torch.from_numpy(pearson_rows(hog_descriptors(a), hog_descriptors(b))).float()

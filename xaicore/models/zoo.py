@@ -28,7 +28,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from torchvision.models.resnet import BasicBlock
 
 from xaicore.errors import XaiCoreError
 
@@ -84,6 +83,8 @@ def resnet(input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
     1×1-conv + BN shortcut ``block1.downsample``), a plain ``BasicBlock``, average pooling to 2×2, ``fc``.
 
     The last block does not downsample, so the last Conv2d (Grad-CAM's default layer) is ``block2.conv2``."""
+    from torchvision.models.resnet import BasicBlock  # here: importing torchvision costs every process ~3 s
+
     c = input_shape[0]
     _min_size("resnet", input_shape, 2)
     shortcut = nn.Sequential(OrderedDict([("conv", nn.Conv2d(16, 32, 1, stride=2, bias=False)),

@@ -101,11 +101,26 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
             "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in parts[0].extras}}
 
 
+def explain_jobs(cfg: Config, n: int, n_models: int) -> list[tuple[int, int, int, int]]:
+    """(model, method, start, stop) of every explain-stage job: one archive chunk of ``explain.chunk`` samples,
+    or one batch of the method's ``explain.batch_sizes`` entry where that is smaller (a chunk then becomes
+    several jobs, so that costly methods spread over the workers in pieces)."""
+    chunk = cfg.explain.chunk
+    jobs = []
+    for mi in range(n_models):
+        for ei, method in enumerate(cfg.explain.methods):
+            step = min(chunk, cfg.explain.batch_of(method))
+            jobs += [(mi, ei, a, min(a + step, c + chunk, n)) for c in range(0, n, chunk)
+                     for a in range(c, min(c + chunk, n), step)]
+    return jobs
+
+
 def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Explain the label class of each sample for every model × method; writes ``paths.heatmaps``.
 
-    Jobs of ``explain.chunk`` samples (computed in batches of ``explain.batch_size``) run on ``explain.workers``
-    Dask workers and are written chunk by chunk as they finish. The per-heatmap conservation error (against the
+    Jobs of ``explain.chunk`` samples (computed in batches of ``explain.batch_size``), or of a method's smaller
+    ``explain.batch_sizes`` entry, run on ``explain.workers`` Dask workers; each chunk is written once its jobs
+    have finished. The per-heatmap conservation error (against the
     target logit f(x)), positive fraction and the methods' extras (LIME's surrogate R², ...) are stored beside.
     """
     x, label, sample = explained_samples(cfg, paths)
@@ -136,32 +151,43 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
                                   label=label.numpy(), target=target.numpy(), prediction=prediction, score=score,
                                   image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs, extras=extras)
     names = list(models)
-    jobs = [(mi, ei, start, min(start + chunk, x.shape[0])) for mi in range(len(names))
-            for ei in range(len(methods)) for start in range(0, x.shape[0], chunk)]
+    jobs = explain_jobs(cfg, x.shape[0], len(names))
     # the longest jobs first, so that the workers finish together: a perturbation method costs 10²-10³ passes,
     # a gradient method a few; a model costs what its forward pass took above (the order changes no number)
     weight = {m: (100.0 if get_explainer(m).family == "perturbation" else 1.0) for m in methods}
-    jobs.sort(key=lambda j: -weight[methods[j[1]]] * pass_s[names[j[0]]])
+    jobs.sort(key=lambda j: -weight[methods[j[1]]] * pass_s[names[j[0]]] * (j[3] - j[2]))
     skip: set[tuple[int, int]] = set()
-    bar = tqdm(total=len(jobs) * chunk, desc="heatmaps", unit="map", disable=not progress)
+    pending: dict[tuple[int, int, int], list[tuple[int, dict[str, Any]]]] = {}
+    bar = tqdm(total=len(x) * len(names) * len(methods), desc="heatmaps", unit="map", disable=not progress)
 
     def args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
         return (str(paths.root), str(paths.dataset), names[mi], str(models[names[mi]]), methods[ei],
                 method_params(cfg, methods[ei]), a, b, target[a:b].numpy(), score[mi, a:b],
-                cfg.explain.batch_size, single_thread)
+                cfg.explain.batch_of(methods[ei]), single_thread)
 
     def write(job: tuple[int, int, int, int], res: dict[str, Any]) -> None:
+        """Write a job's block once every job of its archive chunk has returned."""
         mi, ei, a, b = job
+        bar.update(b - a)
+        bar.set_postfix(model=names[mi], method=methods[ei])
         if "not_applicable" in res:
             if (mi, ei) not in skip:
                 skip.add((mi, ei))
                 writer.mark_not_applicable(mi, ei, res["not_applicable"])
-        elif (mi, ei) not in skip:
-            writer.write_block(mi, ei, a, res["relevance"], res["conservation_error"], res["positive_fraction"],
-                               res["extras"])
-        bar.update(b - a)
-        bar.set_postfix(model=names[mi], method=methods[ei])
+            return
+        if (mi, ei) in skip:
+            return
+        c = a - a % chunk
+        parts = pending.setdefault((mi, ei, c), [])
+        parts.append((a, res))
+        if sum(p["relevance"].shape[0] for _, p in parts) < min(c + chunk, x.shape[0]) - c:
+            return
+        del pending[(mi, ei, c)]
+        block = [p for _, p in sorted(parts, key=lambda ap: ap[0])]
+        writer.write_block(mi, ei, c, *(np.concatenate([p[k] for p in block])
+                                        for k in ("relevance", "conservation_error", "positive_fraction")),
+                           {k: np.concatenate([p["extras"][k] for p in block]) for k in block[0]["extras"]})
 
     with dask_client(cfg.explain.workers, cfg.score.scheduler) as client:
         if client is None:

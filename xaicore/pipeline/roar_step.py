@@ -3,7 +3,9 @@ retrained models. The expensive step, so it is its own DVC stage writing ``outpu
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,10 +13,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from xaicore.config import Config
-from xaicore.data import load_saved
+from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
-from xaicore.metrics import Trainer, roar_kar
+from xaicore.metrics import Trainer, roar_cell
+from xaicore.metrics.roar import channel_mean
 from xaicore.models import accuracy, load_model
+from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
@@ -29,32 +33,87 @@ def batched_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
                       for i in range(0, x.shape[0], batch_size)])
 
 
+@functools.lru_cache(maxsize=1)
+def _dataset(path: str) -> Dataset:
+    return load_saved(path)[0]
+
+
+def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str,
+                  single_thread: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training set, test set) heatmaps of ``method`` for the trained model, whose degraded data ROAR/KAR
+    retrain on (a fitted method is fitted on the training set first)."""
+    if single_thread:
+        one_thread()
+    ds = _dataset(dataset)
+    model = load_model(model_path)
+    kw = {**explain_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
+    bs = cfg.explain.batch_of(method)
+    return (batched_explain(model, ds.x_train, ds.y_train, method, bs, **kw),
+            batched_explain(model, ds.x_test, ds.y_test, method, bs, **kw))
+
+
+def roar_retrain(dataset: str, heatmaps: tuple[torch.Tensor, torch.Tensor], mode: str, fraction: float,
+                 seed: int, trainer: Trainer, single_thread: bool) -> float:
+    """Test accuracy of one model retrained at ``fraction`` (:func:`~xaicore.metrics.roar_cell`)."""
+    if single_thread:
+        one_thread()
+    ds = _dataset(dataset)
+    return roar_cell(ds.x_train, ds.y_train, ds.x_test, ds.y_test, *heatmaps, fraction=fraction, mode=mode,
+                     seed=seed, train_fn=trainer, fill=channel_mean(ds.x_train))
+
+
 def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """For each method of ``roar.methods`` and each mode: test accuracy of models retrained on data whose most
-    (ROAR) or least (KAR) relevant pixels were replaced by the training set's per-channel mean."""
-    ds, _ = load_saved(paths.dataset)
-    model = load_model(survey_models(paths)[TRAINED])
+    (ROAR) or least (KAR) relevant pixels were replaced by the training set's per-channel mean.
+
+    Every retraining is one job on ``roar.workers`` Dask workers of one torch thread (in this process, also on
+    one thread, when it is 0), after its method's heatmaps (one job per method): the figures do not depend on
+    the number of workers."""
+    ds = _dataset(str(paths.dataset))
+    model_path = str(survey_models(paths)[TRAINED])
     r, m = cfg.roar, cfg.model
     trainer = Trainer(arch=m.arch, n_classes=ds.n_classes, epochs=r.epochs, batch_size=m.batch_size, lr=m.lr)
     acc = np.empty((len(r.modes), len(r.methods), len(r.fractions), r.n_repeats), dtype=np.float32)
-    bar = tqdm(total=acc.shape[0] * acc.shape[1], desc="ROAR/KAR retraining", disable=not progress)
-    for ei, method in enumerate(r.methods):
-        kw = {**explain_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
-        rel_train = batched_explain(model, ds.x_train, ds.y_train, method, cfg.explain.batch_size, **kw)
-        rel_test = batched_explain(model, ds.x_test, ds.y_test, method, cfg.explain.batch_size, **kw)
-        for mi, mode in enumerate(r.modes):
-            res = roar_kar(ds.x_train, ds.y_train, ds.x_test, ds.y_test, rel_train, rel_test, mode=mode,
-                           fractions=r.fractions, repeats=r.n_repeats, train_fn=trainer, seed=cfg.seed)
-            acc[mi, ei] = res.accuracy.numpy()
-            bar.update()
-            bar.set_postfix(method=method, mode=mode)
+    cells = [(mi, ei, fi, k) for ei in range(len(r.methods)) for mi in range(len(r.modes))
+             for fi in range(len(r.fractions)) for k in range(r.n_repeats)]
+    bar = tqdm(total=len(cells), desc="ROAR/KAR retraining", unit="model", disable=not progress)
+
+    def cell_args(cell: tuple[int, int, int, int]) -> tuple[Any, ...]:
+        mi, ei, fi, k = cell
+        return r.modes[mi], r.fractions[fi], cfg.seed + k, trainer, True
+
+    def done(cell: tuple[int, int, int, int], value: float) -> None:
+        acc[cell] = value
+        bar.update()
+        bar.set_postfix(method=r.methods[cell[1]], mode=r.modes[cell[0]])
+
+    threads = torch.get_num_threads()
+    try:
+        with dask_client(r.workers, cfg.score.scheduler) as client:
+            if client is None:
+                for ei, method in enumerate(r.methods):
+                    heat = roar_heatmaps(cfg, str(paths.dataset), model_path, method, True)
+                    for cell in (c for c in cells if c[1] == ei):
+                        done(cell, roar_retrain(str(paths.dataset), heat, *cell_args(cell)))
+            else:
+                from distributed import as_completed
+
+                heat = [client.submit(roar_heatmaps, cfg, str(paths.dataset), model_path, method, True, pure=False)
+                        for method in r.methods]
+                futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[1]], *cell_args(cell),
+                                         pure=False): cell for cell in cells}
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
+    trained = load_model(model_path)
     out = xr.Dataset(
         {"roar_accuracy": (("mode", "explainer", "fraction", "repeat"), acc)},
         coords={"mode": np.asarray(list(r.modes), dtype=object), "explainer": np.asarray(list(r.methods), dtype=object),
                 "fraction": np.asarray(r.fractions, dtype=np.float64), "repeat": np.arange(r.n_repeats)},
         attrs={"params": cfg.section_json("seed", "model", "roar"),
-               "trained_test_accuracy": accuracy(model, ds.x_test, ds.y_test),
+               "trained_test_accuracy": accuracy(trained, ds.x_test, ds.y_test),
                "directions": '{"roar": "lower is better", "kar": "higher is better"}'},
     )
     return write_dataset(out, paths.roar, schema=ROAR_SCHEMA)

@@ -18,7 +18,8 @@ from xaicore.config import Config, ScoreConfig
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain import get_explainer
-from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network, similarity
+from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network
+from xaicore.metrics.sanity import Reference
 from xaicore.models import load_model
 from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
@@ -72,13 +73,15 @@ def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], si
     rel = zarr.open_group(heatmaps, mode="r")["relevance"]
     n_models, n = rel.shape[0], rel.shape[2]
     out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
-    reference = torch.from_numpy(np.asarray(rel[0, ei]))
+    reference = Reference(torch.from_numpy(np.asarray(rel[0, ei])))  # its HOG once, not once per model
+    if torch.isnan(reference.heatmaps).any():
+        return out
     for mi in range(n_models):
-        other = reference if mi == 0 else torch.from_numpy(np.asarray(rel[mi, ei]))
-        if torch.isnan(reference).any() or torch.isnan(other).any():
+        other = reference.heatmaps if mi == 0 else torch.from_numpy(np.asarray(rel[mi, ei]))
+        if torch.isnan(other).any():
             continue
         for qi, q in enumerate(measures):
-            out[mi, qi] = similarity(reference, other, q).numpy()
+            out[mi, qi] = reference(other, q).numpy()
     return out
 
 
@@ -106,10 +109,10 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
                 params = {**params, **fitted_state(cfg, name, model, ds.x_train)}
                 net2 = shifted_network(model, shift, tuple(x.shape[1:]))
                 params2 = {**params2, **fitted_state(cfg, name, net2, ds.x_train + shift)}
-            out[ei] = np.concatenate([input_invariance(model, x[i:i + cfg.explain.batch_size],
-                                                       target[i:i + cfg.explain.batch_size], name, shift,
+            bs = cfg.explain.batch_of(name)
+            out[ei] = np.concatenate([input_invariance(model, x[i:i + bs], target[i:i + bs], name, shift,
                                                        params2=params2, **params).numpy()
-                                      for i in range(0, x.shape[0], cfg.explain.batch_size)])
+                                      for i in range(0, x.shape[0], bs)])
         except XaiCoreError as e:
             log.warning("input invariance of %s left out: %s", name, e)
     return out
