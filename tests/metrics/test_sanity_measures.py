@@ -11,7 +11,7 @@ from skimage.metrics import structural_similarity
 
 from xaicore import XaiCoreError
 from xaicore.metrics import SIMILARITY_MEASURES, similarity
-from xaicore.metrics.sanity import HOG_PARAMS, normalised_maps
+from xaicore.metrics.sanity import HOG_PARAMS, Reference, hog_descriptors, normalised_maps
 
 
 def _pair(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +62,41 @@ def test_hog_equals_skimage(shape):
     assert float(similarity(a, b, "hog").max()) < 0.99
 
 
+@pytest.mark.parametrize("size", [(28, 28), (30, 27), (8, 8)])
+def test_hog_descriptors_equal_skimage_bitwise(size):
+    """The batched HOG equals ``skimage.feature.hog`` bit for bit, on maps where its float32 cell sums and its
+    bin bounds matter: orientations exactly on a bin edge (quantised maps), flat and all-zero maps, one-signed
+    maps, and sizes that leave pixels outside the last cell."""
+    g = np.random.default_rng(3)
+    x = g.normal(size=(24, *size))
+    x[:4] = 0.0
+    x[4:10] = np.round(x[4:10])  # gradients of 0, ±1, ±2: orientations of 0°, 45°, 90°, 135°, arctan(1/2)
+    x[10:14] = np.clip(x[10:14], 0, None)
+    x[14] = 1.0
+    maps = normalised_maps(torch.from_numpy(x))
+    ours = hog_descriptors(maps)
+    ref = np.stack([hog(m, **HOG_PARAMS) for m in maps.numpy()])
+    assert ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_reference_equals_pairwise_similarity():
+    """A :class:`Reference` (normalised maps and HOG of the reference computed once) gives ``similarity``'s
+    figures for every measure and every compared heatmap."""
+    a, b = _pair((6, 1, 16, 16), seed=4)
+    ref = Reference(a)
+    for other in (b, -a, 2 * b + a):
+        for q in SIMILARITY_MEASURES:
+            np.testing.assert_array_equal(ref(other, q).numpy(), similarity(a, other, q).numpy(), err_msg=q)
+
+
 def test_bad_input():
     with pytest.raises(XaiCoreError, match="ssim compares images"):
         similarity(torch.zeros(2, 10), torch.zeros(2, 10), "ssim")
     with pytest.raises(XaiCoreError, match="at least 3x3"):
         similarity(torch.zeros(2, 1, 2, 5), torch.zeros(2, 1, 2, 5), "ssim")
+    with pytest.raises(XaiCoreError, match="hog needs heatmaps of at least 8x8"):
+        similarity(torch.ones(2, 1, 7, 12), torch.ones(2, 1, 7, 12), "hog")
 
 
 def test_randomization_similarities_closed_form_on_a_linear_model():
