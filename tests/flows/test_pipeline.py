@@ -215,7 +215,8 @@ def test_reports(tiny_survey, tiny_cfg):
     assert rows[("cascade:fc2", "gradient")]["aopc_morf"] is None
     assert json.loads(tiny_survey.metrics.read_text())["rows"][0]["model"] == "trained"
     assert tiny_survey.metrics.with_suffix(".csv").read_text().startswith("model,explainer,")
-    assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett"}
+    assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett", "Samek"}
+    assert all(f["verdict"] in ("holds", "does not hold", "undetermined") and f["reason"] for f in doc["findings"])
     kind = next(f for f in doc["findings"] if f["source"].startswith("Kindermans"))
     assert kind["holds"] is True
     metrics = {r["metric"] for r in doc["reliability"]}

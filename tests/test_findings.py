@@ -1,0 +1,81 @@
+"""The published findings' verdicts on synthetic metrics where each holds and where it fails (Samek et al.'s
+AOPC ranking so far; the others are checked on the tiny survey in tests/flows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from xaicore.report.findings import LRP_COMPOSITES, findings, samek, write_report
+
+PERTS = ("uniform", "blur")
+
+
+def scores() -> xr.Dataset:
+    return xr.Dataset(coords={"perturbation": np.asarray(PERTS, dtype=object),
+                              "model": np.asarray(["trained"], dtype=object),
+                              "explainer": np.asarray(["gradient"], dtype=object)})
+
+
+def doc(aopc: dict[str, dict[str, float]]) -> dict:
+    """metrics.json rows of the trained model: ``aopc[method][perturbation]`` as aopc_morf_<perturbation>."""
+    return {"rows": [{"model": "trained", "explainer": m, **{f"aopc_morf_{p}": v for p, v in per.items()}}
+                     for m, per in aopc.items()], "reliability": []}
+
+
+def test_samek_holds_when_lrp_beats_deconvnet_beats_gradient_everywhere():
+    aopc = {"lrp.epsilon_plus": {"uniform": 9.0, "blur": 10.0},
+            "lrp.epsilon_plus_flat": {"uniform": 11.0, "blur": 12.0}, "deconvnet": {"uniform": 8.0, "blur": 8.3},
+            "gradient": {"uniform": 7.0, "blur": 8.2},
+            "random": {"uniform": 5.0, "blur": 5.6}}
+    f = samek(doc(aopc), scores())
+    assert f["holds"] is True
+    per = f["evidence"]["per_perturbation"]
+    assert per["uniform"]["aopc_morf"]["LRP"] == 10.0 and per["blur"]["aopc_morf"]["LRP"] == 11.0
+    assert per["blur"]["ranking"] == ["LRP", "deconvnet", "gradient"]
+    assert per["uniform"]["beats_random"] == {"LRP": True, "deconvnet": True, "gradient": True}
+    assert f["evidence"]["lrp_composites"] == ["lrp.epsilon_plus", "lrp.epsilon_plus_flat"]
+    assert "divergence" not in f
+
+
+def test_samek_fails_per_perturbation_and_says_where():
+    """The default run's uniform MoRF: the gradient (4.2) below random (8.4) and above DeConvNet: fails there."""
+    aopc = {"lrp.epsilon_gamma_box": {"uniform": 9.0, "blur": 10.5}, "deconvnet": {"uniform": 3.0, "blur": 8.33},
+            "gradient": {"uniform": 4.2, "blur": 8.32}, "random": {"uniform": 8.4, "blur": 5.6}}
+    f = samek(doc(aopc), scores())
+    assert f["holds"] is False
+    assert f["reason"] == "the order fails for uniform (holds for blur)"
+    per = f["evidence"]["per_perturbation"]
+    assert per["uniform"]["holds"] is False and per["blur"]["holds"] is True
+    assert per["uniform"]["ranking"] == ["LRP", "gradient", "deconvnet"]
+    assert per["uniform"]["beats_random"] == {"LRP": True, "deconvnet": False, "gradient": False}
+    assert "noise" in f["divergence"]
+
+
+def test_samek_ties_do_not_hold():
+    aopc = {c: {"uniform": 5.0, "blur": 5.0} for c in LRP_COMPOSITES}
+    aopc.update(deconvnet={"uniform": 5.0, "blur": 4.0}, gradient={"uniform": 1.0, "blur": 1.0})
+    f = samek(doc(aopc), scores())
+    assert f["holds"] is False and f["evidence"]["per_perturbation"]["blur"]["holds"] is True
+    assert f["evidence"]["per_perturbation"]["blur"]["beats_random"] is None  # no random baseline in the run
+
+
+def test_samek_undetermined_without_its_methods_or_scores():
+    f = samek(doc({"gradient": {"uniform": 1.0}, "deconvnet": {"uniform": 2.0}}), scores())
+    assert f["holds"] is None and f["reason"] == "explain.methods lacks an LRP composite"
+    f = samek(doc({"lrp.epsilon_plus": {}, "deconvnet": {}, "gradient": {}}), scores())
+    assert f["holds"] is None and "no perturbation was scored" in f["reason"]
+
+
+def test_every_finding_has_a_verdict_and_the_report_shows_it(tmp_path):
+    aopc = {"lrp.epsilon_plus": {"uniform": 3.0, "blur": 3.0}, "deconvnet": {"uniform": 2.0, "blur": 2.0},
+            "gradient": {"uniform": 1.0, "blur": 4.0}}
+    d = {**doc(aopc), "dataset": "digits", "n_samples": 4, "internal_consistency": {"mean": 0.1}}
+    d["findings"] = findings(d, scores())
+    by_source = {f["source"].split(" ")[0]: f for f in d["findings"]}
+    assert set(by_source) == {"Adebayo", "Kindermans", "Tomsett", "Samek"}
+    assert by_source["Samek"]["verdict"] == "does not hold"
+    assert by_source["Adebayo"]["verdict"] == "undetermined"  # no cascading controls in these scores
+    text = write_report(d, tmp_path / "report.md").read_text()
+    assert "**does not hold**" in text and "Why: the order fails for blur (holds for uniform)." in text
+    assert "What could explain it:" in text
