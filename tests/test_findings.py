@@ -1,12 +1,14 @@
 """The published findings' verdicts on synthetic metrics where each holds and where it fails (Samek et al.'s
-AOPC ranking so far; the others are checked on the tiny survey in tests/flows)."""
+AOPC ranking, Tomsett et al.'s reliability per method set; the others are checked on the tiny survey in
+tests/flows), and the detection of numerically identical methods."""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-from xaicore.report.findings import LRP_COMPOSITES, findings, samek, write_report
+from xaicore.report.findings import LRP_COMPOSITES, findings, samek, tomsett, write_report
+from xaicore.report.tables import duplicate_methods
 
 PERTS = ("uniform", "blur")
 
@@ -79,3 +81,40 @@ def test_every_finding_has_a_verdict_and_the_report_shows_it(tmp_path):
     text = write_report(d, tmp_path / "report.md").read_text()
     assert "**does not hold**" in text and "Why: the order fails for blur (holds for uniform)." in text
     assert "What could explain it:" in text
+
+
+def reliability_rows(alphas: dict[str, dict[str, float]]) -> list[dict]:
+    return [{"metric": m, "set": s, "inter_rater_alpha": a} for s, per in alphas.items() for m, a in per.items()]
+
+
+def test_tomsett_is_judged_per_method_set():
+    """Low alpha on the Tomsett-like set holds even where duplicated raters inflate the full set's alpha."""
+    d = {"rows": [], "reliability": reliability_rows({
+        "full": {"aopc_morf_uniform": 0.7, "faithfulness_uniform": 0.6},
+        "deduplicated": {"aopc_morf_uniform": 0.55, "faithfulness_uniform": 0.45},
+        "tomsett_like": {"aopc_morf_uniform": 0.2, "faithfulness_uniform": 0.3}}),
+        "reliability_sets": {"full": ["a", "b", "c"], "deduplicated": ["a", "b"], "tomsett_like": ["a", "b"],
+                             "duplicates_dropped": {"c": "a"}}}
+    f = tomsett(d)
+    assert f["holds"] is True
+    assert f["evidence"]["verdict per set"] == {"full": "does not hold", "deduplicated": "does not hold",
+                                                "tomsett_like": "holds"}
+    assert f["reason"].startswith("judged on the tomsett_like set")
+    assert f["evidence"]["duplicates dropped"] == {"c": "a"}
+    d["reliability"] = reliability_rows({"full": {"aopc_morf_uniform": 0.1},
+                                         "tomsett_like": {"aopc_morf_uniform": 0.1, "faithfulness_blur": 0.8}})
+    f = tomsett(d)
+    assert f["holds"] is False and "faithfulness_blur" in f["divergence"]
+    assert tomsett({"rows": [], "reliability": []})["holds"] is None
+    old = {"rows": [], "reliability": [{"metric": "aopc_morf_uniform", "inter_rater_alpha": 0.2}]}  # no set column
+    assert tomsett(old)["holds"] is True
+
+
+def test_duplicate_methods_are_found_to_the_tolerance():
+    g = np.random.default_rng(0)
+    a = g.normal(size=(5, 1, 4, 4)).astype(np.float32)
+    rel = np.stack([a, a * (1 + 1e-8), g.normal(size=a.shape), a + 1e-3, np.full_like(a, np.nan), a])
+    names = ["gradient_x_input", "lrp.z", "gradient", "close", "gradcam", "copy"]
+    assert duplicate_methods(rel.astype(np.float32), names) == {"lrp.z": "gradient_x_input", "copy": "gradient_x_input"}
+    assert duplicate_methods(rel, names, tol=1e-2) == {"lrp.z": "gradient_x_input", "close": "gradient_x_input",
+                                                        "copy": "gradient_x_input"}

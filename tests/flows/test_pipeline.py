@@ -223,6 +223,15 @@ def test_reports(tiny_survey, tiny_cfg):
     assert {"aopc_morf_uniform", "faithfulness_blur", "roar_accuracy", "kar_accuracy"} <= metrics
     alpha = next(r for r in doc["reliability"] if r["metric"] == "aopc_morf_uniform")["inter_rater_alpha"]
     assert -1.0 <= alpha <= 1.0
+    # lrp.z equals Gradient×Input on these ReLU nets: the de-duplicated set drops it, and every set is judged
+    sets = doc["reliability_sets"]
+    assert sets["duplicates_dropped"].get("lrp.z") == "gradient_x_input"
+    assert "lrp.z" in sets["full"] and "lrp.z" not in sets["deduplicated"]
+    assert sets["tomsett_like"] == ["gradient", "gradient_x_input", "integrated_gradients", "guided_backprop",
+                                    "lrp.epsilon", "deeplift", "random"]
+    assert {r["set"] for r in doc["reliability"]} == {"full", "deduplicated", "tomsett_like"}
+    toms = next(f for f in doc["findings"] if f["source"].startswith("Tomsett"))
+    assert set(toms["evidence"]["verdict per set"]) == {"full", "deduplicated", "tomsett_like"}
     assert (tiny_survey.root / "report.md").read_text().startswith("# xaicore survey report")
     assert "ρ(S)" in (tiny_survey.root / "report.md").read_text()
     assert set(doc["pattern_quality"]) == {"trained", "random_labels", "zoo:mlp"}

@@ -79,11 +79,49 @@ def _rows(hm, sc, roar, accuracy: dict[str, float]) -> list[dict[str, Any]]:
     return rows
 
 
-def reliability(sc, roar) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+#: distinct method families, as in Tomsett et al.'s comparison (those of explain.methods that ran)
+TOMSETT_LIKE = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "lrp.epsilon",
+                "deeplift", "random")
+DUPLICATE_TOL = 1e-6
+
+
+def duplicate_methods(relevance: np.ndarray, names: list[str], tol: float = DUPLICATE_TOL) -> dict[str, str]:
+    """``{method: the earlier method whose heatmaps it equals}`` for ``relevance`` (explainer, sample, ...): equal
+    means max |a − b| ≤ tol · max(|a|, |b|) over all samples (e.g. ``lrp.z`` and Gradient×Input on ReLU nets).
+    Methods with NaN heatmaps (not applicable) never match; the first of equal methods, in ``names`` order, stays."""
+    dropped: dict[str, str] = {}
+    kept: list[int] = []
+    for j, name in enumerate(names):
+        a = relevance[j]
+        if np.isfinite(a).all():
+            for i in kept:
+                b = relevance[i]
+                scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+                if float(np.abs(a.astype(np.float64) - b).max()) <= tol * scale:
+                    dropped[name] = names[i]
+                    break
+        if name not in dropped:
+            kept.append(j)
+    return dropped
+
+
+def method_sets(hm, explainers: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The method sets the reliability is judged on: ``full`` (every method), ``deduplicated`` (without methods
+    whose trained-model heatmaps equal an earlier one's) and ``tomsett_like`` (distinct families); and the
+    dropped duplicates."""
+    rel = hm["relevance"].sel(model=TRAINED, explainer=explainers).values
+    dropped = duplicate_methods(rel, explainers)
+    return {"full": list(explainers), "deduplicated": [e for e in explainers if e not in dropped],
+            "tomsett_like": [e for e in TOMSETT_LIKE if e in explainers]}, dropped
+
+
+def reliability(sc, roar, sets: dict[str, list[str]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Tomsett et al.'s inter-rater (Krippendorff α) and inter-method (Spearman ρ) reliability of each metric
-    on the trained model, plus the internal consistency between metrics. For ROAR/KAR the "raters" are the
-    retrained models (fraction × repeat), which each rank the methods by accuracy."""
+    on the trained model, for each method set of ``sets`` (default: every method as ``full``; the ``set`` column),
+    plus the internal consistency between metrics (every method). For ROAR/KAR (``full`` only) the "raters" are
+    the retrained models (fraction × repeat), which each rank the methods by accuracy."""
     explainers = [str(e) for e in sc.explainer.values]
+    sets = sets or {"full": explainers}
     per_sample: dict[str, np.ndarray] = {}
     for p in (str(p) for p in sc.perturbation.values):
         for o in (str(o) for o in sc.order.values):
@@ -91,19 +129,24 @@ def reliability(sc, roar) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if "faithfulness" in sc:
             per_sample[f"faithfulness_{p}"] = sc["faithfulness"].sel(model=TRAINED, perturbation=p).values.T
     usable = [j for j, e in enumerate(explainers) if all(np.isfinite(a[:, j]).any() for a in per_sample.values())]
-    per_sample = {k: v[:, usable] for k, v in per_sample.items()}
     rows = []
-    for name, scores in per_sample.items():
-        rows.append({"metric": name, "raters": "samples", "n_raters": int(scores.shape[0]),
-                     "n_methods": int(scores.shape[1]),
-                     "inter_rater_alpha": _num(inter_rater_reliability(scores)),
-                     "inter_method_rho": _num(inter_method_reliability(scores).mean)})
+    for set_name, members in sets.items():
+        cols = [j for j in usable if explainers[j] in members]
+        if len(cols) < 2:
+            continue
+        for name, scores in per_sample.items():
+            rows.append({"metric": name, "set": set_name, "raters": "samples", "n_raters": int(scores.shape[0]),
+                         "n_methods": len(cols),
+                         "inter_rater_alpha": _num(inter_rater_reliability(scores[:, cols])),
+                         "inter_method_rho": _num(inter_method_reliability(scores[:, cols]).mean)})
+    per_sample = {k: v[:, usable] for k, v in per_sample.items()}
     if roar is not None:
         for mode in (str(m) for m in roar.mode.values):
             acc = roar["roar_accuracy"].sel(mode=mode).values  # explainer, fraction, repeat
             cells = acc.reshape(acc.shape[0], -1).T  # (fraction x repeat, explainer)
             if cells.shape[0] >= 2:
-                rows.append({"metric": f"{mode}_accuracy", "raters": "retrained models (fraction x repeat)",
+                rows.append({"metric": f"{mode}_accuracy", "set": "full",
+                             "raters": "retrained models (fraction x repeat)",
                              "n_raters": int(cells.shape[0]), "n_methods": int(cells.shape[1]),
                              "inter_rater_alpha": _num(inter_rater_reliability(cells)),
                              "inter_method_rho": _num(inter_method_reliability(cells).mean)})
@@ -124,7 +167,8 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     accuracy = {**{k: v["test_accuracy"] for k, v in read_index(paths.models).items()},
                 **{k: v["test_accuracy"] for k, v in read_index(paths.controls).items()}}
     rows = _rows(hm, sc, roar, accuracy)
-    rel_rows, consistency = reliability(sc, roar)
+    sets, dropped = method_sets(hm, [str(e) for e in sc.explainer.values])
+    rel_rows, consistency = reliability(sc, roar, sets)
     doc = {
         "dataset": hm.attrs.get("dataset"),
         "n_samples": int(hm.sizes["sample"]),
@@ -135,6 +179,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                 "are those of the first perturbation; null: not computed (score.models) or not applicable",
         "rows": rows,
         "reliability": rel_rows,
+        "reliability_sets": {**sets, "duplicates_dropped": dropped, "duplicate_tolerance": DUPLICATE_TOL},
         "internal_consistency": consistency,
     }
     if paths.pattern_quality.is_file():  # ρ(S) of PatternNet's signal estimators, per model, estimator and layer
@@ -188,5 +233,6 @@ def flat_metrics(path: str | Path) -> dict[str, float]:
     for row in doc.get("reliability", []):
         for k in ("inter_rater_alpha", "inter_method_rho"):
             if isinstance(row.get(k), int | float):
-                out[f"reliability/{row['metric']}/{k}"] = float(row[k])
+                where = row["metric"] if row.get("set", "full") == "full" else f"{row['set']}/{row['metric']}"
+                out[f"reliability/{where}/{k}"] = float(row[k])
     return out
