@@ -3,6 +3,8 @@ noise, closed forms, the per-sample noise scale, seeding and batching."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn as nn
@@ -20,14 +22,10 @@ def our_noise(x: torch.Tensor, n: int, noise_level: float, seed: int) -> torch.T
     return per_sample_normal(x, seed, _STREAM, n).to(x.dtype) * noise_scale(x, noise_level).unsqueeze(1)
 
 
-@pytest.mark.parametrize("squared", [False, True])
-@pytest.mark.parametrize("batch_size", [None, 3])
-def test_equals_captum_noise_tunnel_with_the_same_noise(squared, batch_size, conv_model, batch64, monkeypatch):
-    """Captum draws its own noise in ``NoiseTunnel._add_noise_to_input``; it is handed ours, block by block."""
-    x, target = batch64
-    n, level, seed = 7, 0.2, 5
-    noise = our_noise(x, n, level, seed)
-    blocks = iter(torch.split(noise, batch_size or n, dim=1))
+def hand_captum_our_noise(monkeypatch: pytest.MonkeyPatch, noise: torch.Tensor, per_batch: int) -> Iterator:
+    """Make ``NoiseTunnel._add_noise_to_input`` add ``noise`` (B, n, ...) block by block instead of its own draws;
+    returns the iterator of blocks (exhausted once Captum has used every copy)."""
+    blocks = iter(torch.split(noise, per_batch, dim=1))
 
     def add_our_noise(inp: torch.Tensor, stdev: float, k: int) -> torch.Tensor:
         eps = next(blocks)
@@ -35,6 +33,16 @@ def test_equals_captum_noise_tunnel_with_the_same_noise(squared, batch_size, con
         return inp.repeat_interleave(k, dim=0) + eps.reshape(-1, *inp.shape[1:])
 
     monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(add_our_noise))
+    return blocks
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_equals_captum_noise_tunnel_with_the_same_noise(squared, batch_size, conv_model, batch64, monkeypatch):
+    """Captum draws its own noise in ``NoiseTunnel._add_noise_to_input``; it is handed ours, block by block."""
+    x, target = batch64
+    n, level, seed = 7, 0.2, 5
+    blocks = hand_captum_our_noise(monkeypatch, our_noise(x, n, level, seed), batch_size or n)
     ref = NoiseTunnel(Saliency(conv_model)).attribute(
         x.clone().requires_grad_(True), nt_type="smoothgrad_sq" if squared else "smoothgrad", nt_samples=n,
         nt_samples_batch_size=batch_size, stdevs=1.0, target=target, abs=False)

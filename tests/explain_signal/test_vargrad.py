@@ -11,7 +11,7 @@ from captum.attr import NoiseTunnel, Saliency
 
 import xaicore
 from tests.explain_signal.conftest import assert_close
-from tests.explain_signal.test_smoothgrad import our_noise
+from tests.explain_signal.test_smoothgrad import hand_captum_our_noise, our_noise
 from xaicore import XaiCoreError
 
 
@@ -20,14 +20,7 @@ def test_equals_captum_noise_tunnel_vargrad_with_the_same_noise(batch_size, conv
     """Captum's ``nt_type="vargrad"`` is E[g²] − E[g]² over its noisy copies; it is handed our noise."""
     x, target = batch64
     n, level, seed = 7, 0.2, 5
-    blocks = iter(torch.split(our_noise(x, n, level, seed), batch_size or n, dim=1))
-
-    def add_our_noise(inp: torch.Tensor, stdev: float, k: int) -> torch.Tensor:
-        eps = next(blocks)
-        assert eps.shape[1] == k
-        return inp.repeat_interleave(k, dim=0) + eps.reshape(-1, *inp.shape[1:])
-
-    monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(add_our_noise))
+    blocks = hand_captum_our_noise(monkeypatch, our_noise(x, n, level, seed), batch_size or n)
     ref = NoiseTunnel(Saliency(conv_model)).attribute(
         x.clone().requires_grad_(True), nt_type="vargrad", nt_samples=n, nt_samples_batch_size=batch_size,
         stdevs=1.0, target=target, abs=False)

@@ -16,7 +16,6 @@ from xaicore.config import Config
 from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
 from xaicore.metrics import Trainer, roar_cell
-from xaicore.metrics.roar import channel_mean
 from xaicore.models import accuracy, load_model
 from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
@@ -59,7 +58,7 @@ def roar_retrain(dataset: str, heatmaps: tuple[torch.Tensor, torch.Tensor], mode
         one_thread()
     ds = _dataset(dataset)
     return roar_cell(ds.x_train, ds.y_train, ds.x_test, ds.y_test, *heatmaps, fraction=fraction, mode=mode,
-                     seed=seed, train_fn=trainer, fill=channel_mean(ds.x_train))
+                     seed=seed, train_fn=trainer)  # fill: the training set's per-channel mean
 
 
 def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
