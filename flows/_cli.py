@@ -1,4 +1,4 @@
-"""Running a flow from the command line: ``python -m flows.<stage> [--params params.yaml] [--out outputs]``.
+"""Running a flow from the command line: ``python -m flows <stage> [--params params.yaml] [--out outputs]``.
 
 The configuration and the data it names are checked before Prefect starts, so bad input ends with one line
 naming the problem and exit status 2. SIGTERM becomes a clean exit, so the ephemeral Prefect server is not

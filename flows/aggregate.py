@@ -1,4 +1,4 @@
-"""DVC stage `aggregate`: `python -m flows.aggregate`."""
+"""DVC stage `aggregate`: `python -m flows aggregate` (`python -m flows.aggregate` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import aggregate_flow

@@ -1,4 +1,4 @@
-"""DVC stage `controls`: `python -m flows.controls`."""
+"""DVC stage `controls`: `python -m flows controls` (`python -m flows.controls` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import controls_flow

@@ -1,4 +1,4 @@
-"""DVC stage `data`: `python -m flows.data`."""
+"""DVC stage `data`: `python -m flows data` (`python -m flows.data` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import data_flow

@@ -1,4 +1,4 @@
-"""DVC stage `fit`: `python -m flows.fit`."""
+"""DVC stage `fit`: `python -m flows fit` (`python -m flows.fit` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import fit_flow

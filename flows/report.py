@@ -1,4 +1,4 @@
-"""DVC stage `report`: `python -m flows.report`."""
+"""DVC stage `report`: `python -m flows report` (`python -m flows.report` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import report_flow

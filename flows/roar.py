@@ -1,4 +1,4 @@
-"""DVC stage `roar`: `python -m flows.roar`."""
+"""DVC stage `roar`: `python -m flows roar` (`python -m flows.roar` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import roar_flow

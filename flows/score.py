@@ -1,4 +1,4 @@
-"""DVC stage `score`: `python -m flows.score`."""
+"""DVC stage `score`: `python -m flows score` (`python -m flows.score` works too, see flows/__main__.py)."""
 
 from flows._cli import main
 from flows.stages import score_flow

@@ -1,6 +1,6 @@
-"""The whole survey in one flow, for scheduled runs: ``python -m flows.survey``.
+"""The whole survey in one flow, for scheduled runs: ``python -m flows survey``.
 
-``python -m flows.survey --serve "0 3 * * 1"`` serves it as a deployment on that cron schedule (against a
+``python -m flows survey --serve "0 3 * * 1"`` serves it as a deployment on that cron schedule (against a
 Prefect server: ``prefect server start`` and ``PREFECT_API_URL``).
 """
 

@@ -1,13 +1,14 @@
 """The published findings' verdicts on synthetic metrics where each holds and where it fails (Samek et al.'s
-AOPC ranking, Tomsett et al.'s reliability per method set; the others are checked on the tiny survey in
-tests/flows), and the detection of numerically identical methods."""
+AOPC ranking, Tomsett et al.'s reliability per method set, Adebayo et al.'s cascading randomization, Kindermans et
+al.'s input invariance; each is also checked on the tiny survey in tests/flows), and the detection of
+numerically identical methods."""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-from xaicore.report.findings import LRP_COMPOSITES, findings, samek, tomsett, write_report
+from xaicore.report.findings import LRP_COMPOSITES, adebayo, findings, kindermans, samek, tomsett, write_report
 from xaicore.report.tables import duplicate_methods
 
 PERTS = ("uniform", "blur")
@@ -118,3 +119,43 @@ def test_duplicate_methods_are_found_to_the_tolerance():
     assert duplicate_methods(rel.astype(np.float32), names) == {"lrp.z": "gradient_x_input", "copy": "gradient_x_input"}
     assert duplicate_methods(rel, names, tol=1e-2) == {"lrp.z": "gradient_x_input", "close": "gradient_x_input",
                                                         "copy": "gradient_x_input"}
+
+
+def cascade_scores(similarity: dict[str, dict[str, tuple[float, float]]]) -> xr.Dataset:
+    """Sanity similarities (model, explainer, measure, sample): ``similarity[model][method]`` = (ssim,
+    spearman_abs) for every sample of that model."""
+    models, methods = list(similarity), ["guided_backprop", "gradient"]
+    values = np.array([[[[similarity[m][e][q]] * 3 for q in range(2)] for e in methods] for m in models])
+    return xr.Dataset({"sanity_similarity": (("model", "explainer", "measure", "sample"), values)},
+                      coords={"model": np.asarray(models, dtype=object),
+                              "explainer": np.asarray(methods, dtype=object),
+                              "measure": np.asarray(["ssim", "spearman_abs"], dtype=object)})
+
+
+def test_adebayo_is_judged_at_the_fully_randomized_model():
+    """Guided BP must stay more similar than the gradient, by more than 0.1 SSIM, where every layer is randomized
+    (the last cascade model); what happens at the first cascade step does not count."""
+    holds = cascade_scores({"cascade:fc2": {"guided_backprop": (0.1, 0.1), "gradient": (0.9, 0.9)},
+                            "cascade:conv1": {"guided_backprop": (0.7, 0.8), "gradient": (0.2, 0.3)}})
+    result = adebayo({}, holds)
+    assert result["holds"] is True and result["evidence"]["model"] == "cascade:conv1"
+    assert result["evidence"]["mean similarity"]["guided_backprop"]["ssim"] == 0.7
+    fails = cascade_scores({"cascade:fc2": {"guided_backprop": (0.9, 0.9), "gradient": (0.1, 0.1)},
+                            "cascade:conv1": {"guided_backprop": (0.35, 0.8), "gradient": (0.3, 0.3)}})
+    assert adebayo({}, fails)["holds"] is False  # 0.05 above the gradient: within the 0.1 margin
+    no_cascade = cascade_scores({"trained": {"guided_backprop": (1.0, 1.0), "gradient": (1.0, 1.0)}})
+    assert adebayo({}, no_cascade)["holds"] is None
+
+
+def invariance_scores(errors: dict[str, float]) -> xr.Dataset:
+    return xr.Dataset({"invariance": (("explainer", "sample"), np.array([[v, v] for v in errors.values()]))},
+                      coords={"explainer": np.asarray(list(errors), dtype=object)})
+
+
+def test_kindermans_holds_only_when_the_gradient_alone_is_invariant():
+    base = {"gradient": 0.0, "gradient_x_input": 0.6, "integrated_gradients": 0.4, "random": 1.3}
+    assert kindermans({}, invariance_scores(base))["holds"] is True
+    assert kindermans({}, invariance_scores({**base, "integrated_gradients": 0.05}))["holds"] is False
+    assert kindermans({}, invariance_scores({**base, "gradient": 0.01}))["holds"] is False
+    assert kindermans({}, invariance_scores({"gradient": 0.0, "gradient_x_input": 0.6}))["holds"] is None
+    assert kindermans({}, xr.Dataset())["holds"] is None  # invariance.enabled false: nothing to judge

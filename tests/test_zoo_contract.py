@@ -154,6 +154,41 @@ def test_zoo_shapes_and_layer_names(arch, shape):
     assert all(isinstance(m, nn.ReLU) for name, m in model.named_modules() if "relu" in name.rsplit(".", 1)[-1])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_resnet_block_is_torchvisions_basic_block(stride):
+    """The zoo's BasicBlock (kept out of torchvision for its 3 s import) has torchvision's state-dict keys, calls
+    its modules in torchvision's order and gives the same numbers, bit for bit, in eval and in train mode."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    from xaicore.models.zoo import BasicBlock
+
+    def down() -> nn.Module | None:
+        return None if stride == 1 else nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+
+    planes = 4 if stride == 1 else 8
+    torch.manual_seed(0)
+    ours, theirs = BasicBlock(4, planes, stride, down()), TorchvisionBlock(4, planes, stride, down())
+    for m in ours.modules():  # non-trivial BatchNorm statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 4, 9, 9)
+    for train in (False, True):
+        order: dict[str, list[str]] = {"ours": [], "theirs": []}
+        for key, block in (("ours", ours), ("theirs", theirs)):
+            block.train(train)
+            hooks = [m.register_forward_hook(lambda m, i, o, n=n, seen=order[key]: seen.append(n))
+                     for n, m in block.named_modules() if n]
+            out = block(x.clone())
+            for h in hooks:
+                h.remove()
+            order[key + "_out"] = out  # type: ignore[assignment]
+        assert torch.equal(order["ours_out"], order["theirs_out"])  # type: ignore[arg-type]
+        assert order["ours"] == order["theirs"]
+
+
 @pytest.mark.parametrize("arch", ["vgg_bn", "resnet", "densenet"])
 def test_too_small_images_are_refused(arch):
     with pytest.raises(XaiCoreError, match=f"{arch} needs images of at least"):

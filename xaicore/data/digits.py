@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from xaicore.data.core import Dataset
 
@@ -14,6 +12,9 @@ from xaicore.data.core import Dataset
 def load_digits28(*, size: int = 28, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Digits (8x8, 0..16) scaled to [0, 1], resized bilinearly to 20/28 of ``size`` and centred on an empty
     border as MNIST is; a stratified split fixed by ``seed``. Ships with scikit-learn: no download."""
+    from sklearn.datasets import load_digits  # here, not at the top: scikit-learn takes 1 s to import
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
     inner = max(1, round(size * 20 / 28))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import krippendorff
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from xaicore.errors import XaiCoreError
+
+# scipy.stats and krippendorff are imported where they are used: together 1.3 s, which every process importing
+# xaicore (each Dask worker among them) would otherwise pay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,8 @@ def _scores(scores: np.ndarray | torch.Tensor, what: str = "scores") -> np.ndarr
 
 def method_ranks(scores: np.ndarray | torch.Tensor) -> np.ndarray:
     """(n_samples, n_methods) rank of each method within its sample (1 = lowest score; ties averaged)."""
+    from scipy.stats import rankdata
+
     return rankdata(_scores(scores), axis=1, method="average", nan_policy="omit")
 
 
@@ -52,12 +55,16 @@ def inter_rater_reliability(scores: np.ndarray | torch.Tensor) -> float:
     """Krippendorff's α (ordinal) of the per-sample rankings of methods (Tomsett et al. 2020, §3.1):
     raters = samples, units = methods."""
     ranks = method_ranks(scores)
+    import krippendorff
+
     return float(krippendorff.alpha(reliability_data=ranks, level_of_measurement="ordinal"))
 
 
 def spearman_matrix(columns: np.ndarray) -> np.ndarray:
     """(k, k) Spearman ρ between the columns of (n, k), rows with a NaN dropped; constant columns give NaN."""
     columns = columns[~np.isnan(columns).any(1)]
+    from scipy.stats import rankdata
+
     r = rankdata(columns, axis=0, method="average")
     r -= r.mean(0)
     norm = np.sqrt((r * r).sum(0))

@@ -19,7 +19,6 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from xaicore.errors import XaiCoreError
 
@@ -31,6 +30,8 @@ HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (4, 4), "cells_per_block": (
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise Spearman ρ of two (B, N) arrays (average ranks for ties, as scipy.stats.spearmanr).
     A constant row has no ranking: its ρ is NaN."""
+    from scipy.stats import rankdata  # here: scipy.stats takes 1 s to import, see metrics/reliability.py
+
     ra = rankdata(a, axis=1, method="average")
     rb = rankdata(b, axis=1, method="average")
     ra -= ra.mean(1, keepdims=True)

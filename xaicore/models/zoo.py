@@ -3,8 +3,9 @@ the randomized controls and the archive's ``model`` coordinate use.
 
 * ``cnn``, ``mlp``: the survey's small models.
 * ``vgg_bn``: VGG-style blocks (Simonyan & Zisserman 2015) with BatchNorm (Ioffe & Szegedy 2015).
-* ``resnet``: torchvision's ``BasicBlock`` (He et al. 2016): a skip connection ``out += identity``, a 1×1-conv
-  shortcut where the block downsamples, and one ``nn.ReLU`` module called twice per block.
+* ``resnet``: basic residual blocks (He et al. 2016) as torchvision's ``BasicBlock`` (same layers, names and
+  forward): a skip connection ``out += identity``, a 1×1-conv shortcut where the block downsamples, and one
+  in-place ``nn.ReLU`` module called twice per block.
 * ``densenet``: DenseNet-style layers (Huang et al. 2017) whose outputs are concatenated (``torch.cat``) to their
   input along the channels, a 1×1-conv transition.
 
@@ -78,13 +79,37 @@ def vgg_bn(input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
+class BasicBlock(nn.Module):
+    """He et al. 2016's basic residual block, relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with 3×3
+    bias-free convolutions. Its layers, their names and its forward are those of torchvision's ``BasicBlock``
+    (the test suite checks both give the same numbers from the same weights), so the state dicts match; it lives
+    here because importing torchvision costs every process, each Dask worker included, about 3 s."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torchvision's order of module calls (the shortcut after the main branch), which hooks observe
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
 def resnet(input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
     """A small ResNet: conv-BN-ReLU stem (16 channels), a downsampling ``BasicBlock`` (stride 2, 32 channels,
     1×1-conv + BN shortcut ``block1.downsample``), a plain ``BasicBlock``, average pooling to 2×2, ``fc``.
 
     The last block does not downsample, so the last Conv2d (Grad-CAM's default layer) is ``block2.conv2``."""
-    from torchvision.models.resnet import BasicBlock  # here: importing torchvision costs every process ~3 s
-
     c = input_shape[0]
     _min_size("resnet", input_shape, 2)
     shortcut = nn.Sequential(OrderedDict([("conv", nn.Conv2d(16, 32, 1, stride=2, bias=False)),

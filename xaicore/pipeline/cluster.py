@@ -1,15 +1,35 @@
-"""The Dask cluster the chunk-parallel stages (explain, score) run on, and the thread setup of its workers."""
+"""The Dask cluster the chunk-parallel stages (explain, score, roar) run on, and the thread setup of its workers."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from xaicore._malloc import keep_freed_memory
+
+# Dask's settings for a local cluster of one-thread workers running long numeric jobs, each measured on the explain
+# stage's perturbation methods on 2 cores (benchmarks/dask_explain.py, docs/benchmarks.md):
+# * the statistical profiler samples the running job's stack every 10 ms and takes the GIL to do it (nn.Module call
+#   stacks are deep): off;
+# * numba starts its thread pool at NUMBA_NUM_THREADS (= the cores) threads, and a pool thread kept spinning beside
+#   the job (3 s per worker per minute) although the job asks numba for one thread: one pool thread per worker;
+# * work stealing balances per-worker queues every 100 ms, while the scheduler queues these independent jobs
+#   itself: off; the system and memory monitors poll less often.
+# A cluster named by ``score.scheduler`` keeps its own settings.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": 1,
+    "distributed.scheduler.work-stealing": False,
+    "distributed.admin.system-monitor.interval": "1s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
 
 
 def one_thread() -> None:
@@ -29,15 +49,37 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     if scheduler is None and workers == 0:
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     for name in ["distributed", *logging.root.manager.loggerDict]:  # Prefect may have set child levels
         if name.startswith("distributed"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    # not ``with Client(...)``: that sets a context variable, and dask_client_starting enters this in one thread
+    # and leaves it in another
     if scheduler is not None:
-        with Client(scheduler) as client:
+        with contextlib.closing(Client(scheduler, set_as_default=False)) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, \
+            contextlib.closing(Client(cluster, set_as_default=False)) as client:
         yield client
+
+
+@contextlib.contextmanager
+def dask_client_starting(workers: int, scheduler: str | None) -> Iterator[Future]:
+    """:func:`dask_client`, started in a background thread: yields a future of the client (``None`` for no
+    cluster), so that this process prepares its jobs while the workers start (a local cluster of 2 takes 6-8 s
+    on 2 cores). ``future.result()`` waits for it and raises what the start raised. Leaving the block waits for
+    a start still under way, then closes the cluster."""
+    stack = contextlib.ExitStack()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="xaicore-dask-start")
+    future = pool.submit(stack.enter_context, dask_client(workers, scheduler))
+    pool.shutdown(wait=False)
+    try:
+        yield future
+    finally:
+        if future.exception() is None:  # waits for a start still under way
+            stack.close()

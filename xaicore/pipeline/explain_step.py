@@ -25,7 +25,7 @@ from xaicore.explain import get_explainer
 from xaicore.explain.registry import explanation
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
-from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.cluster import dask_client_starting, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import survey_models
@@ -130,6 +130,14 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     for m in methods:  # a missing fit fails here, before any work
         if get_explainer(m).fit is not None:
             load_states(paths, m, list(models))
+    # the workers start while this process computes the logits and creates the archive
+    with dask_client_starting(cfg.explain.workers, cfg.score.scheduler) as starting:
+        return _generate(cfg, paths, x, label, target, sample, models, methods, starting, progress)
+
+
+def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
+              sample: np.ndarray, models: dict[str, Path], methods: list[str], starting: Any,
+              progress: bool) -> Path:
     logits, pass_s = {}, {}
     for name, path in models.items():
         start = time.perf_counter()
@@ -189,15 +197,15 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
                                         for k in ("relevance", "conservation_error", "positive_fraction")),
                            {k: np.concatenate([p["extras"][k] for p in block]) for k in block[0]["extras"]})
 
-    with dask_client(cfg.explain.workers, cfg.score.scheduler) as client:
-        if client is None:
-            for job in jobs:
-                write(job, explain_chunk(*args(job, True)))
-        else:
-            from distributed import as_completed
+    client = starting.result()
+    if client is None:
+        for job in jobs:
+            write(job, explain_chunk(*args(job, True)))
+    else:
+        from distributed import as_completed
 
-            futures = {client.submit(explain_chunk, *args(job, True), pure=False): job for job in jobs}
-            for fut in as_completed(futures):
-                write(futures[fut], fut.result())
+        futures = {client.submit(explain_chunk, *args(job, True), pure=False): job for job in jobs}
+        for fut in as_completed(futures, loop=client.loop):
+            write(futures[fut], fut.result())
     bar.close()
     return writer.finalize()

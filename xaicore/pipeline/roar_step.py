@@ -101,7 +101,7 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                         for method in r.methods]
                 futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[1]], *cell_args(cell),
                                          pure=False): cell for cell in cells}
-                for fut in as_completed(futures):
+                for fut in as_completed(futures, loop=client.loop):
                     done(futures[fut], fut.result())
     finally:
         torch.set_num_threads(threads)

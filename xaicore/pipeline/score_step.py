@@ -147,7 +147,7 @@ def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]]
                 client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in jobs}
             futures.update({client.submit(explainer_similarities, args[0], ei, measures, True, pure=False):
                             ("sanity", ei) for ei in range(n_explainers)})
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=client.loop):
                 kind, key = futures[fut]
                 if kind == "aopc":
                     results[key[:3]] = fut.result()

@@ -1,0 +1,62 @@
+"""The local Dask cluster of the explain, score and roar stages: started in the background while the stage
+prepares its jobs, its settings reach the workers, and a failed start is raised, not swallowed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import pytest
+
+import xaicore.pipeline.cluster as cluster
+from xaicore.pipeline.cluster import LOCAL_CLUSTER_CONFIG, dask_client_starting
+
+
+def test_background_start_gives_a_working_client_with_the_cluster_settings():
+    main = threading.get_ident()
+    with dask_client_starting(1, None) as starting:
+        client = starting.result(timeout=120)
+
+        def probe() -> tuple:
+            import dask
+            import numba
+
+            return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("NUMBA_NUM_THREADS"),
+                    numba.config.NUMBA_NUM_THREADS)
+
+        assert client.submit(probe, pure=False).result() == (False, "1", 1)
+        assert threading.get_ident() == main
+    assert client.status == "closed"
+    assert LOCAL_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
+
+
+def test_no_cluster_when_no_workers_and_no_scheduler():
+    with dask_client_starting(0, None) as starting:
+        assert starting.result() is None
+
+
+def test_a_failed_start_is_raised_by_result_and_the_block_still_exits(monkeypatch):
+    @contextlib.contextmanager
+    def broken(workers, scheduler):
+        raise RuntimeError("Nanny failed to start")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(cluster, "dask_client", broken)
+    with dask_client_starting(2, None) as starting, pytest.raises(RuntimeError, match="Nanny failed to start"):
+        starting.result(timeout=30)
+
+
+def test_an_error_while_the_cluster_starts_closes_it_once_started(monkeypatch):
+    events = []
+
+    @contextlib.contextmanager
+    def slow(workers, scheduler):
+        events.append("started")
+        yield "client"
+        events.append("closed")
+
+    monkeypatch.setattr(cluster, "dask_client", slow)
+    with pytest.raises(ValueError, match="bad job list"), dask_client_starting(2, None):
+        raise ValueError("bad job list")
+    assert events == ["started", "closed"]
