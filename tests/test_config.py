@@ -64,6 +64,12 @@ def test_defaults_and_empty_document():
     ("data.sizes", 28, r"data\.sizes is not a known key"),
     ("explain.method_params.lrp.nope", 1, r"explain\.method_params\.lrp is not a registered method"),
     ("explain.batch_sizes.occlusions", 8, r"explain\.batch_sizes\.occlusions is not a registered method"),
+    ("roar.method_params.smoothgrads", {"squared": True}, r"roar\.method_params\.smoothgrads is not a registered"),
+    ("roar.method_params.smoothgrad", {"square": True},
+     r"roar\.method_params\.smoothgrad has unknown parameter 'square'; smoothgrad takes: .*squared"),
+    ("roar.fills", ["mean", "median"], r"roar\.fills is 'median'; expected one of mean, background, noise"),
+    ("roar.fills", ["noise", "noise"], r"roar\.fills lists a fill twice"),
+    ("roar.fills", [], r"roar\.fills is empty"),
 ])
 def test_unknown_key(raw, dotted, value, message):
     with pytest.raises(XaiCoreError, match=message):

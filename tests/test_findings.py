@@ -5,10 +5,22 @@ numerically identical methods."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import xarray as xr
 
-from xaicore.report.findings import LRP_COMPOSITES, adebayo, findings, kindermans, samek, tomsett, write_report
+from xaicore.report.findings import (
+    LRP_COMPOSITES,
+    adebayo,
+    findings,
+    hooker,
+    kindermans,
+    samek,
+    tomsett,
+    write_report,
+)
 from xaicore.report.tables import duplicate_methods
 
 PERTS = ("uniform", "blur")
@@ -76,8 +88,9 @@ def test_every_finding_has_a_verdict_and_the_report_shows_it(tmp_path):
     d = {**doc(aopc), "dataset": "digits", "n_samples": 4, "internal_consistency": {"mean": 0.1}}
     d["findings"] = findings(d, scores())
     by_source = {f["source"].split(" ")[0]: f for f in d["findings"]}
-    assert set(by_source) == {"Adebayo", "Kindermans", "Tomsett", "Samek"}
+    assert set(by_source) == {"Adebayo", "Kindermans", "Tomsett", "Samek", "Hooker"}
     assert by_source["Samek"]["verdict"] == "does not hold"
+    assert by_source["Hooker"]["verdict"] == "undetermined"  # no ROAR archive given
     assert by_source["Adebayo"]["verdict"] == "undetermined"  # no cascading controls in these scores
     text = write_report(d, tmp_path / "report.md").read_text()
     assert "**does not hold**" in text and "Why: the order fails for blur (holds for uniform)." in text
@@ -159,3 +172,46 @@ def test_kindermans_holds_only_when_the_gradient_alone_is_invariant():
     assert kindermans({}, invariance_scores({**base, "gradient": 0.01}))["holds"] is False
     assert kindermans({}, invariance_scores({"gradient": 0.0, "gradient_x_input": 0.6}))["holds"] is None
     assert kindermans({}, xr.Dataset())["holds"] is None  # invariance.enabled false: nothing to judge
+
+
+def roar_archive(acc: dict[str, dict[str, list[list[float]]]], squared: bool = True) -> xr.Dataset:
+    """roar.zarr with ``roar_accuracy_by_fill``: ``acc[fill][method]`` = (fraction, repeat) accuracies."""
+    fills, methods = list(acc), list(next(iter(acc.values())))
+    values = np.array([[acc[f][m] for m in methods] for f in fills], dtype=np.float32)
+    params = {"roar": {"method_params": {"smoothgrad": {"squared": squared}}}}
+    return xr.Dataset({"roar_accuracy_by_fill": (("fill", "explainer", "fraction", "repeat"), values)},
+                      coords={"fill": np.asarray(fills, dtype=object), "explainer": np.asarray(methods, dtype=object)},
+                      attrs={"params": json.dumps(params)})
+
+
+# (fraction, repeat) curves: random stays high; "near" random within the spread; "below" it by far more
+RANDOM = [[0.90, 0.92, 0.88], [0.80, 0.82, 0.78]]
+NEAR = [[0.89, 0.91, 0.90], [0.80, 0.79, 0.81]]
+BELOW = [[0.50, 0.52, 0.48], [0.30, 0.33, 0.31]]
+
+
+def test_hooker_holds_per_fill_when_base_methods_track_random_and_ensembles_beat_it():
+    good = {"random": RANDOM, "gradient": NEAR, "integrated_gradients": NEAR, "smoothgrad": BELOW, "vargrad": BELOW}
+    bad = {**good, "gradient": BELOW}  # a base method beating random breaks the claim
+    result = hooker(roar_archive({"mean": good, "background": bad, "noise": good}))
+    assert result["holds"] is True  # judged on the mean fill, Hooker et al.'s
+    per = result["evidence"]["per_fill"]
+    assert [per[f]["verdict"] for f in ("mean", "background", "noise")] == ["holds", "does not hold", "holds"]
+    assert per["background"]["methods"]["gradient"]["beats_random"] is True
+    gap = ((0.90 - 0.50) + (0.80 - 0.94 / 3)) / 2  # random's and vargrad's means per fraction
+    assert per["mean"]["methods"]["vargrad"]["mean gap to random"] == pytest.approx(gap, abs=1e-4)
+    assert "background does not hold" in result["reason"]
+    failing = hooker(roar_archive({"mean": {**good, "vargrad": NEAR}}))
+    assert failing["holds"] is False and failing["divergence"]
+
+
+def test_hooker_is_undetermined_with_one_repeat_or_without_its_methods():
+    one = {m: [[c[0]] for c in curve] for m, curve in
+           {"random": RANDOM, "gradient": NEAR, "vargrad": BELOW}.items()}
+    result = hooker(roar_archive({"mean": one}))
+    assert result["holds"] is None and "1 repeat" in result["reason"]
+    assert result["evidence"]["per_fill"]["mean"]["methods"]["vargrad"]["beats_random"] is None
+    # plain SmoothGrad (not squared) is a base method: with no ensemble left there is nothing to judge
+    plain = hooker(roar_archive({"mean": {"random": RANDOM, "gradient": NEAR, "smoothgrad": BELOW}}, squared=False))
+    assert plain["holds"] is None and "smoothgrad with squared: true, or vargrad" in plain["reason"]
+    assert hooker(None)["holds"] is None

@@ -92,6 +92,25 @@ class ControlsConfig:
         pass
 
 
+def _check_method_params(key: str, params: dict[str, Any]) -> None:
+    """``params``: registered method -> {keyword: value} of keywords the method (or its fit) takes."""
+    from xaicore.explain import get_explainer
+    from xaicore.explain import methods as registered
+
+    known = registered()
+    for name, kw in params.items():
+        if name not in known:
+            raise _fail(f"{key}.{name}", f"is not a registered method ({', '.join(known)})")
+        if not isinstance(kw, dict):
+            raise _fail(f"{key}.{name}", "must be a mapping of keyword -> value")
+        ex = get_explainer(name)
+        allowed = {**ex.defaults, **ex.fit_defaults}
+        unknown = sorted(set(kw) - set(allowed))
+        if unknown:
+            raise _fail(f"{key}.{name}", f"has unknown parameter {', '.join(map(repr, unknown))}"
+                        f"; {name} takes: {', '.join(allowed) or 'none'}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExplainConfig:
     methods: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients", "random")
@@ -107,7 +126,6 @@ class ExplainConfig:
         return self.batch_sizes.get(method, self.batch_size)
 
     def validate(self) -> None:
-        from xaicore.explain import get_explainer
         from xaicore.explain import methods as registered
 
         known = registered()
@@ -118,17 +136,7 @@ class ExplainConfig:
                 raise _fail("explain.methods", f"names unknown method {name!r}; registered: {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise _fail("explain.methods", "lists a method twice")
-        for name, kw in self.method_params.items():
-            if name not in known:
-                raise _fail(f"explain.method_params.{name}", f"is not a registered method ({', '.join(known)})")
-            if not isinstance(kw, dict):
-                raise _fail(f"explain.method_params.{name}", "must be a mapping of keyword -> value")
-            ex = get_explainer(name)
-            allowed = {**ex.defaults, **ex.fit_defaults}
-            unknown = sorted(set(kw) - set(allowed))
-            if unknown:
-                raise _fail(f"explain.method_params.{name}", f"has unknown parameter {', '.join(map(repr, unknown))}"
-                            f"; {name} takes: {', '.join(allowed) or 'none'}")
+        _check_method_params("explain.method_params", self.method_params)
         _positive("explain.batch_size", self.batch_size)
         for name, size in self.batch_sizes.items():
             if name not in known:
@@ -214,6 +222,10 @@ class RoarConfig:
     full: bool = False  # true: Hooker et al.'s five retrained models per method and fraction
     epochs: int = 6
     workers: int = 2  # Dask workers, one retraining each (score.scheduler, if set, is used instead); 0 = in process
+    # what replaces a removed pixel (xaicore.metrics.FILLS): the `roar` mode is run with each, `kar` with the first
+    fills: tuple[str, ...] = ("mean",)
+    # per method, over explain.method_params, for ROAR's heatmaps only (e.g. smoothgrad: {squared: true})
+    method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_repeats(self) -> int:
@@ -232,6 +244,15 @@ class RoarConfig:
         for t in self.fractions:
             if not 0.0 < t < 1.0:
                 raise _fail("roar.fractions", f"holds {t}; expected fractions in (0, 1)")
+        from xaicore.metrics.roar import FILLS
+
+        if not self.fills:
+            raise _fail("roar.fills", f"is empty; name at least one of {', '.join(FILLS)}")
+        for f in self.fills:
+            _choice("roar.fills", f, FILLS)
+        if len(set(self.fills)) != len(self.fills):
+            raise _fail("roar.fills", "lists a fill twice")
+        _check_method_params("roar.method_params", self.method_params)
         _positive("roar.repeats", self.repeats)
         _positive("roar.epochs", self.epochs)
         _positive("roar.workers", self.workers, allow_zero=True)

@@ -181,8 +181,14 @@ def test_roar_archive(tiny_survey):
     roar = open_archive(tiny_survey.roar)
     acc = roar["roar_accuracy"]
     assert acc.dims == ("mode", "explainer", "fraction", "repeat")
-    assert acc.shape == (2, 4, 2, 2)
+    assert acc.shape == (2, 5, 2, 2)
     assert ((acc.values >= 0) & (acc.values <= 1)).all()
+    # the roar mode with every fill; the first fill's is roar_accuracy's roar mode, bit for bit
+    by_fill = roar["roar_accuracy_by_fill"]
+    assert by_fill.dims == ("fill", "explainer", "fraction", "repeat") and by_fill.shape == (2, 5, 2, 2)
+    assert list(by_fill.fill.values) == ["mean", "noise"] and roar.attrs["fill"] == "mean"
+    np.testing.assert_array_equal(by_fill.sel(fill="mean").values, acc.sel(mode="roar").values)
+    assert not np.array_equal(by_fill.sel(fill="noise").values, by_fill.sel(fill="mean").values)
     # retrained models learn something on mildly degraded data (10 classes: chance is 0.1)
     assert float(acc.sel(mode="kar", fraction=0.1).mean()) > 0.3
 
@@ -200,9 +206,10 @@ def test_roar_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
     roar = dataclasses.replace(tiny_cfg.roar, methods=("integrated_gradients", "random"), repeats=1, workers=2)
     run_roar(dataclasses.replace(tiny_cfg, roar=roar), paths, progress=False)
-    par = open_archive(paths.roar)["roar_accuracy"]
-    ser = open_archive(tiny_survey.roar)["roar_accuracy"].sel(explainer=list(roar.methods), repeat=[0])
-    np.testing.assert_array_equal(par.values, ser.values)
+    for var in ("roar_accuracy", "roar_accuracy_by_fill"):
+        par = open_archive(paths.roar)[var]
+        ser = open_archive(tiny_survey.roar)[var].sel(explainer=list(roar.methods), repeat=[0])
+        np.testing.assert_array_equal(par.values, ser.values)
 
 
 def test_reports(tiny_survey, tiny_cfg):
@@ -215,7 +222,11 @@ def test_reports(tiny_survey, tiny_cfg):
     assert rows[("cascade:fc2", "gradient")]["aopc_morf"] is None
     assert json.loads(tiny_survey.metrics.read_text())["rows"][0]["model"] == "trained"
     assert tiny_survey.metrics.with_suffix(".csv").read_text().startswith("model,explainer,")
-    assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett", "Samek"}
+    assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett", "Samek",
+                                                                    "Hooker"}
+    hook = next(f for f in doc["findings"] if f["source"].startswith("Hooker"))
+    assert hook["holds"] is not None and set(hook["evidence"]["per_fill"]) == {"mean", "noise"}  # 2 repeats
+    assert hook["evidence"]["ensembles"] == ["vargrad"]
     assert all(f["verdict"] in ("holds", "does not hold", "undetermined") and f["reason"] for f in doc["findings"])
     kind = next(f for f in doc["findings"] if f["source"].startswith("Kindermans"))
     assert kind["holds"] is True

@@ -15,7 +15,7 @@ from xaicore.metrics.reliability import (
     inter_rater_reliability,
     internal_consistency,
 )
-from xaicore.metrics.roar import RoarResult, Trainer, degrade, roar_cell, roar_kar
+from xaicore.metrics.roar import FILLS, Fill, RoarResult, Trainer, degrade, make_fill, roar_cell, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
 #: which way is better, for reports: +1 higher is better, -1 lower is better. Sanity similarities are
@@ -33,8 +33,10 @@ __all__ = [
     "BiasMapConv2d",
     "Correlations",
     "DIRECTIONS",
+    "FILLS",
     "PERTURBATIONS",
     "SIMILARITY_MEASURES",
+    "Fill",
     "RoarResult",
     "Trainer",
     "aopc",
@@ -46,6 +48,7 @@ __all__ = [
     "inter_method_reliability",
     "inter_rater_reliability",
     "internal_consistency",
+    "make_fill",
     "pearson_rows",
     "positive_fraction",
     "region_drops",

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from xaicore.config import Config
 from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
-from xaicore.metrics import Trainer, roar_cell
+from xaicore.metrics import Fill, Trainer, make_fill, roar_cell
 from xaicore.models import accuracy, load_model
 from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
@@ -45,25 +45,36 @@ def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str,
         one_thread()
     ds = _dataset(dataset)
     model = load_model(model_path)
-    kw = {**explain_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
+    kw = {**explain_kwargs(cfg, method), **roar_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
     bs = cfg.explain.batch_of(method)
     return (batched_explain(model, ds.x_train, ds.y_train, method, bs, **kw),
             batched_explain(model, ds.x_test, ds.y_test, method, bs, **kw))
 
 
+def roar_kwargs(cfg: Config, method: str) -> dict[str, Any]:
+    """``roar.method_params`` of ``method`` (over ``explain.method_params``) less those only its fit takes."""
+    from xaicore.explain import get_explainer
+
+    ex = get_explainer(method)
+    return {k: v for k, v in cfg.roar.method_params.get(method, {}).items()
+            if k in ex.defaults or k not in ex.fit_defaults}
+
+
 def roar_retrain(dataset: str, heatmaps: tuple[torch.Tensor, torch.Tensor], mode: str, fraction: float,
-                 seed: int, trainer: Trainer, single_thread: bool) -> float:
+                 seed: int, trainer: Trainer, fill: Fill, single_thread: bool) -> float:
     """Test accuracy of one model retrained at ``fraction`` (:func:`~xaicore.metrics.roar_cell`)."""
     if single_thread:
         one_thread()
     ds = _dataset(dataset)
     return roar_cell(ds.x_train, ds.y_train, ds.x_test, ds.y_test, *heatmaps, fraction=fraction, mode=mode,
-                     seed=seed, train_fn=trainer)  # fill: the training set's per-channel mean
+                     seed=seed, train_fn=trainer, fill=fill)
 
 
 def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """For each method of ``roar.methods`` and each mode: test accuracy of models retrained on data whose most
-    (ROAR) or least (KAR) relevant pixels were replaced by the training set's per-channel mean.
+    (ROAR) or least (KAR) relevant pixels were replaced by the first of ``roar.fills`` (the training set's
+    per-channel mean by default): ``roar_accuracy`` (mode, explainer, fraction, repeat). The ROAR mode is also run
+    with every other fill: ``roar_accuracy_by_fill`` (fill, explainer, fraction, repeat), the first fill included.
 
     Every retraining is one job on ``roar.workers`` Dask workers of one torch thread (in this process, also on
     one thread, when it is 0), after its method's heatmaps (one job per method): the figures do not depend on
@@ -72,19 +83,27 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     model_path = str(survey_models(paths)[TRAINED])
     r, m = cfg.roar, cfg.model
     trainer = Trainer(arch=m.arch, n_classes=ds.n_classes, epochs=r.epochs, batch_size=m.batch_size, lr=m.lr)
+    fills = [make_fill(kind, ds.x_train) for kind in r.fills]
     acc = np.empty((len(r.modes), len(r.methods), len(r.fractions), r.n_repeats), dtype=np.float32)
-    cells = [(mi, ei, fi, k) for ei in range(len(r.methods)) for mi in range(len(r.modes))
+    by_fill = np.full((len(r.fills), len(r.methods), len(r.fractions), r.n_repeats), np.nan, dtype=np.float32)
+    # (fill, mode, method, fraction, repeat): every mode with the first fill, the ROAR mode with the others too
+    cells = [(li, mi, ei, fi, k) for ei in range(len(r.methods)) for li in range(len(r.fills))
+             for mi in range(len(r.modes)) if li == 0 or r.modes[mi] == "roar"
              for fi in range(len(r.fractions)) for k in range(r.n_repeats)]
     bar = tqdm(total=len(cells), desc="ROAR/KAR retraining", unit="model", disable=not progress)
 
-    def cell_args(cell: tuple[int, int, int, int]) -> tuple[Any, ...]:
-        mi, ei, fi, k = cell
-        return r.modes[mi], r.fractions[fi], cfg.seed + k, trainer, True
+    def cell_args(cell: tuple[int, int, int, int, int]) -> tuple[Any, ...]:
+        li, mi, ei, fi, k = cell
+        return r.modes[mi], r.fractions[fi], cfg.seed + k, trainer, fills[li], True
 
-    def done(cell: tuple[int, int, int, int], value: float) -> None:
-        acc[cell] = value
+    def done(cell: tuple[int, int, int, int, int], value: float) -> None:
+        li, mi, ei, fi, k = cell
+        if li == 0:
+            acc[mi, ei, fi, k] = value
+        if r.modes[mi] == "roar":
+            by_fill[li, ei, fi, k] = value
         bar.update()
-        bar.set_postfix(method=r.methods[cell[1]], mode=r.modes[cell[0]])
+        bar.set_postfix(method=r.methods[ei], mode=r.modes[mi], fill=r.fills[li])
 
     threads = torch.get_num_threads()
     try:
@@ -92,14 +111,14 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
             if client is None:
                 for ei, method in enumerate(r.methods):
                     heat = roar_heatmaps(cfg, str(paths.dataset), model_path, method, True)
-                    for cell in (c for c in cells if c[1] == ei):
+                    for cell in (c for c in cells if c[2] == ei):
                         done(cell, roar_retrain(str(paths.dataset), heat, *cell_args(cell)))
             else:
                 from distributed import as_completed
 
                 heat = [client.submit(roar_heatmaps, cfg, str(paths.dataset), model_path, method, True, pure=False)
                         for method in r.methods]
-                futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[1]], *cell_args(cell),
+                futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[2]], *cell_args(cell),
                                          pure=False): cell for cell in cells}
                 for fut in as_completed(futures, loop=client.loop):
                     done(futures[fut], fut.result())
@@ -107,12 +126,18 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         torch.set_num_threads(threads)
     bar.close()
     trained = load_model(model_path)
+    explainers = np.asarray(list(r.methods), dtype=object)
+    fractions = np.asarray(r.fractions, dtype=np.float64)
+    data = {"roar_accuracy": (("mode", "explainer", "fraction", "repeat"), acc)}
+    if "roar" in r.modes:
+        data["roar_accuracy_by_fill"] = (("fill", "explainer", "fraction", "repeat"), by_fill)
     out = xr.Dataset(
-        {"roar_accuracy": (("mode", "explainer", "fraction", "repeat"), acc)},
-        coords={"mode": np.asarray(list(r.modes), dtype=object), "explainer": np.asarray(list(r.methods), dtype=object),
-                "fraction": np.asarray(r.fractions, dtype=np.float64), "repeat": np.arange(r.n_repeats)},
+        data,
+        coords={"mode": np.asarray(list(r.modes), dtype=object), "explainer": explainers, "fraction": fractions,
+                "repeat": np.arange(r.n_repeats), "fill": np.asarray(list(r.fills), dtype=object)},
         attrs={"params": cfg.section_json("seed", "model", "roar"),
                "trained_test_accuracy": accuracy(trained, ds.x_test, ds.y_test),
+               "fill": r.fills[0],
                "directions": '{"roar": "lower is better", "kar": "higher is better"}'},
     )
     return write_dataset(out, paths.roar, schema=ROAR_SCHEMA)

@@ -195,7 +195,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     from xaicore.explain import get_explainer, methods
 
     families = {m: get_explainer(m).family for m in methods()}
-    doc["findings"] = findings(doc, sc)
+    doc["findings"] = findings(doc, sc, roar)
     doc["perturbation_methods"] = perturbation_methods(doc, sc, families)
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     paths.metrics.write_text(json.dumps(doc, indent=1))
