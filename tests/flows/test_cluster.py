@@ -14,6 +14,21 @@ from xaicore.pipeline.cluster import LOCAL_CLUSTER_CONFIG, dask_client_starting
 
 
 def test_background_start_gives_a_working_client_with_the_cluster_settings():
+    """Dask's profiler is off in the workers, and numba starts one pool thread there, set in the worker's
+    environment only: this process's numba (here two threads) must not see its environment change, or it refuses
+    to compile ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched")."""
+    import numba
+    import numpy as np
+
+    @numba.njit(parallel=True)
+    def total(a):
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    assert total(np.ones(100)) == 100.0  # this process's numba pool is running
+    before = os.environ.get("NUMBA_NUM_THREADS")
     main = threading.get_ident()
     with dask_client_starting(1, None) as starting:
         client = starting.result(timeout=120)
@@ -22,12 +37,22 @@ def test_background_start_gives_a_working_client_with_the_cluster_settings():
             import dask
             import numba
 
-            return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("NUMBA_NUM_THREADS"),
-                    numba.config.NUMBA_NUM_THREADS)
+            from xaicore.pipeline.cluster import one_thread
 
-        assert client.submit(probe, pure=False).result() == (False, "1", 1)
+            one_thread()
+            return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("NUMBA_NUM_THREADS"),
+                    numba.config.NUMBA_NUM_THREADS, numba.get_num_threads())
+
+        assert client.submit(probe, pure=False).result() == (False, "1", 1, 1)
         assert threading.get_ident() == main
     assert client.status == "closed"
+    assert os.environ.get("NUMBA_NUM_THREADS") == before
+
+    @numba.njit
+    def plus_one(v):
+        return v + 1
+
+    assert plus_one(1) == 2  # compiling reads the environment again, and raises had it changed
     assert LOCAL_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
 
 

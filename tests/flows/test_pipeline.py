@@ -248,7 +248,7 @@ def test_reports(tiny_survey, tiny_cfg):
     assert set(doc["pattern_quality"]) == {"trained", "random_labels", "zoo:mlp"}
     figs = make_figures(tiny_survey)
     assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png", "input_invariance.png",
-                                      "roar_kar.png"]
+                                      "roar_kar.png", "roar_fills.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
 
 

@@ -16,14 +16,16 @@ from xaicore._malloc import keep_freed_memory
 # stage's perturbation methods on 2 cores (benchmarks/dask_explain.py, docs/benchmarks.md):
 # * the statistical profiler samples the running job's stack every 10 ms and takes the GIL to do it (nn.Module call
 #   stacks are deep): off;
-# * numba starts its thread pool at NUMBA_NUM_THREADS (= the cores) threads, and a pool thread kept spinning beside
-#   the job (3 s per worker per minute) although the job asks numba for one thread: one pool thread per worker;
+# * numba starts its thread pool (OpenMP here) at NUMBA_NUM_THREADS (= the cores) threads, and a pool thread kept
+#   spinning beside the job (3 s per worker per minute) although the job asks numba for one thread: one pool thread
+#   per worker. Set in the worker process only (``nanny.environ``): ``pre-spawn-environ`` would also set it in this
+#   process, whose numba may have started its pool already, and numba refuses to compile after such a change;
 # * work stealing balances per-worker queues every 100 ms, while the scheduler queues these independent jobs
 #   itself: off; the system and memory monitors poll less often.
 # A cluster named by ``score.scheduler`` keeps its own settings.
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
-    "distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": 1,
+    "distributed.nanny.environ.NUMBA_NUM_THREADS": 1,
     "distributed.scheduler.work-stealing": False,
     "distributed.admin.system-monitor.interval": "1s",
     "distributed.admin.system-monitor.disk": False,
@@ -37,6 +39,9 @@ def one_thread() -> None:
     kernels would otherwise start a thread per core in every worker (measured: 5 s of system time per 6 chunks)."""
     import numba
 
+    # a worker's NUMBA_NUM_THREADS (LOCAL_CLUSTER_CONFIG) is set after spawning, and numba may have been imported
+    # before it (a script's main module, re-imported by spawn): read it before the pool starts; a no-op elsewhere
+    numba.config.reload_config()
     keep_freed_memory()
     torch.set_num_threads(1)
     numba.set_num_threads(1)
