@@ -5,6 +5,7 @@ curve (Adebayo et al. 2018, Fig. 2's shape), ROAR/KAR accuracy against the fract
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -74,6 +75,15 @@ def cascading_figure(scores: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _accuracy_curves(ax: Any, frac: np.ndarray, acc: xr.DataArray) -> None:
+    """One line per explainer of ``acc`` (explainer, fraction, repeat): the mean over repeats, ±1 sd shaded."""
+    for name in (str(e) for e in acc.explainer.values):
+        values = acc.sel(explainer=name).values  # fraction, repeat
+        mean, std = values.mean(1), values.std(1)
+        ax.plot(frac, mean, marker="o", label=name, ls=_style(name), ms=3)
+        ax.fill_between(frac, mean - std, mean + std, alpha=0.15)
+
+
 def roar_figure(roar: xr.Dataset, path: Path) -> Path:
     """Test accuracy of retrained models against the fraction of pixels replaced: ROAR removes the most
     relevant, KAR the least relevant (keeping the most relevant)."""
@@ -81,11 +91,7 @@ def roar_figure(roar: xr.Dataset, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 3.8), squeeze=False, sharey=True)
     frac = roar.fraction.values * 100
     for ax, mode in zip(axes[0], modes, strict=True):
-        for name in (str(e) for e in roar.explainer.values):
-            acc = roar["roar_accuracy"].sel(mode=mode, explainer=name).values  # fraction, repeat
-            mean, std = acc.mean(1), acc.std(1)
-            ax.plot(frac, mean, marker="o", label=name, ls=_style(name), ms=3)
-            ax.fill_between(frac, mean - std, mean + std, alpha=0.15)
+        _accuracy_curves(ax, frac, roar["roar_accuracy"].sel(mode=mode))
         what = "most relevant removed" if mode == "roar" else "least relevant removed (most relevant kept)"
         ax.set_title(f"{mode.upper()}: {what}", fontsize=9)
         ax.set_xlabel(f"% of input pixels replaced ({roar.attrs.get('fill', 'mean')} fill)")
@@ -102,11 +108,7 @@ def roar_fills_figure(roar: xr.Dataset, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(fills), figsize=(4.5 * len(fills), 3.8), squeeze=False, sharey=True)
     frac = roar.fraction.values * 100
     for ax, fill in zip(axes[0], fills, strict=True):
-        for name in (str(e) for e in roar.explainer.values):
-            acc = roar["roar_accuracy_by_fill"].sel(fill=fill, explainer=name).values  # fraction, repeat
-            mean, std = acc.mean(1), acc.std(1)
-            ax.plot(frac, mean, marker="o", label=name, ls=_style(name), ms=3)
-            ax.fill_between(frac, mean - std, mean + std, alpha=0.15)
+        _accuracy_curves(ax, frac, roar["roar_accuracy_by_fill"].sel(fill=fill))
         ax.set_title(f"ROAR, {fill} fill", fontsize=9)
         ax.set_xlabel("% of the most relevant pixels replaced")
         ax.grid(alpha=0.3)
