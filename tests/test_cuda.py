@@ -13,10 +13,14 @@ from xaicore.metrics import aopc, replacement_values
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
+# CEM on untrained models (logits within ±0.1; the label is rarely the prediction, so a PN needs a margin that
+# δ = 0 does not meet): big steps, no autoencoder term
+CEM_FAST = {"c_steps": 2, "n_steps": 10, "lr": 0.05, "c_init": 100.0, "gamma": 0.0, "data_range": (0.0, 1.0)}
 FAST = {"integrated_gradients": {"n_steps": 8}, "lime": {"n_samples": 64, "features": "grid", "cell": 7},
         "pda": {"stride": 4, "n_samples": 3}, "occlusion": {"stride": 2}}
 NUMBA = get_backend("numba")
 TORCH = get_backend("torch")
+FAST.update({"cem.pp": {**CEM_FAST, "kappa": 0.0}, "cem.pn": {**CEM_FAST, "kappa": 0.1}})
 
 
 def test_torch_kernels_on_cuda_equal_numba_on_cpu():

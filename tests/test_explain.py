@@ -17,8 +17,12 @@ from xaicore.explain import get_explainer
 
 ALL_METHODS = xaicore.methods()
 # cheap but non-trivial settings, so the loop over every method stays fast
+# CEM on untrained models (logits within ±0.1; the label is rarely the prediction, so a PN needs a margin that
+# δ = 0 does not meet): big steps, no autoencoder term
+CEM_FAST = {"c_steps": 2, "n_steps": 10, "lr": 0.05, "c_init": 100.0, "gamma": 0.0, "data_range": (0.0, 1.0)}
 FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}, "lime": {"n_samples": 80, "n_segments": 20},
                "pda": {"stride": 4, "n_samples": 2}, "occlusion": {"stride": 4}}
+FAST_PARAMS.update({"cem.pp": {**CEM_FAST, "kappa": 0.0}, "cem.pn": {**CEM_FAST, "kappa": 0.1}})
 
 
 def run(model, x, target, method, **kw):
@@ -292,7 +296,8 @@ def test_defaults_are_read_from_the_kernel_signature():
     assert get_explainer("occlusion").defaults["window"] == 4
     assert dict(get_explainer("pda").fit_defaults) == {"window": 4, "padding": 2, "n_marginal": 1000, "seed": 0,
                                                        "batch_size": 256}
-    assert {n for n in ALL_METHODS if get_explainer(n).fit is not None} == {"patternnet", "patternattribution", "pda"}
+    assert {n for n in ALL_METHODS if get_explainer(n).fit is not None} == {"patternnet", "patternattribution", "pda",
+                                                                             "cem.pp", "cem.pn"}
 
 
 def test_explanation_extras_and_state_errors(helpers, digit_batch):

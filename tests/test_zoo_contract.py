@@ -34,6 +34,9 @@ from xaicore.models import (
 
 ZOO = ["cnn", "mlp", "vgg_bn", "resnet", "densenet"]
 METHODS = xaicore.methods()
+# CEM on untrained models (logits within ±0.1; the label is rarely the prediction, so a PN needs a margin that
+# δ = 0 does not meet): big steps, no autoencoder term
+CEM_FAST = {"c_steps": 2, "n_steps": 10, "lr": 0.05, "c_init": 100.0, "gamma": 0.0, "data_range": (0.0, 1.0)}
 FAST_PARAMS = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 4},
                "lime": {"n_samples": 80, "n_segments": 20}, "pda": {"stride": 4, "n_samples": 2},
                "occlusion": {"stride": 4}}
@@ -43,6 +46,7 @@ NOT_APPLICABLE = {("gradcam", "mlp")}
 CORE = {"gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deconvnet", "guided_backprop",
         "gradcam", "random"}
 RTOL = 1e-5
+FAST_PARAMS.update({"cem.pp": {**CEM_FAST, "kappa": 0.0}, "cem.pn": {**CEM_FAST, "kappa": 0.1}})
 
 
 def zoo_model(arch: str, seed: int = 0) -> nn.Module:
