@@ -84,7 +84,7 @@ def test_pn_of_an_affine_model_is_the_minimal_norm_step_past_the_boundary(kappa)
     m = b[0] - x.flatten(1) @ d
     assert (m > 0).all()
     res = cem(model, x, target, mode="pn", kappa=kappa, beta=0.0, gamma=0.0, c_init=10.0, c_steps=3,
-              n_steps=3000, lr=1e-2, data_range=(0.0, 50.0))
+              n_steps=3000, lr=2e-3, data_range=(0.0, 50.0))
     assert res.found.all() and (res.new_class == 1).all()
     closed = (m + kappa)[:, None] * d[None, :] / (d @ d)
     assert float(closed.min()) > 0

@@ -20,12 +20,14 @@ yₖ₊₁ = δₖ₊₁ + k/(k+3)·(δₖ₊₁ − δₖ), projected into the 
 
 The constant c is searched per sample (``c_steps`` runs of ``n_steps``): from ``c_init``, bisection between the
 largest c without and the smallest c with a valid iterate, times 10 while none was found. Valid: PN has
-max_{i≠t} z_i − z_t ≥ κ and argmax ≠ t, PP has z_t − max_{i≠t} z_i ≥ κ and argmax = t. The result is the valid
-iterate with the smallest β‖δ‖₁ + ‖δ‖₂² + γ‖AE(v) − v‖₂² over all runs (on valid iterates c·f_κ = −cκ, so this is
-the smallest objective; with γ = 0 it is alibi's and the authors' elastic-net rule); δ is the heatmap
-(PP: the pixels kept, PN: the pixels added), zero where none was found. Extras per sample: ``found``,
-``new_class`` (PN: the class reached, PP: t; −1 if not found), ``c`` (of the best iterate, else the last tried)
-and ``l0`` (non-zero entries of δ).
+max_{i≠t} z_i − z_t ≥ κ and argmax ≠ t, PP has z_t − max_{i≠t} z_i ≥ κ and argmax = t. The candidates are the
+points the gradient is taken at (the momentum points yₖ, inside the box, so the class condition and the objective
+come with the gradient's own forward pass: one forward and backward of model and autoencoder per step) and each
+run's last iterate. The result is the valid candidate with the smallest β‖δ‖₁ + ‖δ‖₂² + γ‖AE(v) − v‖₂² over all
+runs (on valid points c·f_κ = −cκ, so this is the smallest objective; with γ = 0 it is alibi's and the authors'
+elastic-net rule); δ is the heatmap (PP: the pixels kept, PN: the pixels added), zero where none was found.
+Extras per sample: ``found``, ``new_class`` (PN: the class reached, PP: t; −1 if not found), ``c`` (of the best
+candidate, else the last tried) and ``l0`` (non-zero entries of δ).
 
 The autoencoder term needs the fitted state (``xaicore.fit(model, x_train, method="cem.pn")``, the pipeline's
 ``autoencoder`` stage); with ``gamma=0`` no state is needed but the data range must be given.
@@ -142,52 +144,59 @@ def cem(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, mode: str, k
     lower = torch.zeros_like(c)
     upper = torch.full_like(c, _NO_BOUND)
     best = torch.zeros_like(x)
-    best_en = torch.full_like(c, math.inf)
+    best_obj = torch.full_like(c, math.inf)
     best_c = c.clone()
     best_class = torch.full((n,), -1, dtype=torch.long, device=x.device)
     c_shape = (n,) + (1,) * (x.ndim - 1)
+    def penalty(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c·f_κ + ‖δ‖₂² + γ‖AE − ·‖₂², the objective less c·f_κ, the logits) per sample at δ = ``point``."""
+        v = base + point
+        logits = model(v)
+        rest = point.pow(2).sum(dims)
+        if gamma > 0:
+            rest = rest + gamma * (state.reconstruct(v) - v).pow(2).sum(dims)  # type: ignore[union-attr]
+        margin, _ = target_margin(logits, target)
+        return c * torch.clamp(sign * margin, min=-kappa) + rest, rest, logits
+
+    def keep(point: torch.Tensor, rest: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Record ``point`` where it is valid and better than the best so far; returns the valid mask."""
+        nonlocal best, best_obj, best_c, best_class
+        margin, top = target_margin(logits, target)
+        valid = ((-margin >= kappa) & (top != target)) if mode == "pn" else ((margin >= kappa) & (top == target))
+        obj = beta * point.abs().sum(dims) + rest
+        better = valid & (obj < best_obj)
+        if better.any():
+            best = torch.where(better.view(c_shape), point, best)
+            best_obj = torch.where(better, obj, best_obj)
+            best_c = torch.where(better, c, best_c)
+            best_class = torch.where(better, top, best_class)
+        return valid
+
     for _ in range(c_steps):
         tried = c
         delta = torch.zeros_like(x)
         y = torch.zeros_like(x)
         found_now = torch.zeros(n, dtype=torch.bool, device=x.device)
         for k in range(n_steps):
-            eta = lr
             y.requires_grad_(True)
-            v = base + y
-            margin, _ = target_margin(model(v), target)
-            smooth = c * torch.clamp(sign * margin, min=-kappa) + y.pow(2).sum(dims)
-            if gamma > 0:
-                smooth = smooth + gamma * (state.reconstruct(v) - v).pow(2).sum(dims)  # type: ignore[union-attr]
+            smooth, rest, logits = penalty(y)
             (grad,) = torch.autograd.grad(smooth.sum(), y)
             with torch.no_grad():
-                new = torch.minimum(torch.maximum(soft_threshold(y - eta * grad, eta * beta), lo), hi)
+                found_now |= keep(y.detach(), rest.detach(), logits.detach())
+                new = torch.minimum(torch.maximum(soft_threshold(y - lr * grad, lr * beta), lo), hi)
                 y = torch.minimum(torch.maximum(new + (k / (k + 3)) * (new - delta), lo), hi)
                 delta = new
-                v = base + delta
-                margin, top = target_margin(model(v), target)
-                if mode == "pn":
-                    valid = (-margin >= kappa) & (top != target)
-                else:
-                    valid = (margin >= kappa) & (top == target)
-                en = beta * delta.abs().sum(dims) + delta.pow(2).sum(dims)
-                if gamma > 0:
-                    en = en + gamma * (state.reconstruct(v) - v).pow(2).sum(dims)  # type: ignore[union-attr]
-                better = valid & (en < best_en)
-                if better.any():
-                    best = torch.where(better.view(c_shape), delta, best)
-                    best_en = torch.where(better, en, best_en)
-                    best_c = torch.where(better, c, best_c)
-                    best_class = torch.where(better, top, best_class)
-                found_now |= valid
+        with torch.no_grad():  # the last iterate
+            _, rest, logits = penalty(delta)
+            found_now |= keep(delta, rest, logits)
         # the search over c, per sample
         upper = torch.where(found_now, torch.minimum(upper, c), upper)
         lower = torch.where(found_now, lower, torch.maximum(lower, c))
         bounded = upper < _NO_BOUND / 10
         c = torch.where(bounded, (lower + upper) / 2, torch.where(found_now, c, c * 10))
-    found = torch.isfinite(best_en)
+    found = torch.isfinite(best_obj)
     best_c = torch.where(found, best_c, tried)
-    return CEMResult(best, found, best_class, best_c, (best != 0).flatten(1).sum(1), best_en)
+    return CEMResult(best, found, best_class, best_c, (best != 0).flatten(1).sum(1), best_obj)
 
 
 def _explanation(result: CEMResult) -> Explanation:
