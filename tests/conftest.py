@@ -85,6 +85,16 @@ def _trained_cnn_state(digits) -> dict[str, torch.Tensor]:
     return model_state(result.model)
 
 
+@pytest.fixture(scope="session")
+def digits_autoencoder(digits):
+    """The convolutional autoencoder of CEM and the generator, fitted on the digits (10 epochs, seed 0, about
+    5 s on one thread); an :class:`~xaicore.explain.optimisation.AutoencoderState`, read-only."""
+    from xaicore.explain.optimisation import fit_autoencoder
+
+    with single_thread():
+        return fit_autoencoder(digits.x_train, epochs=10, seed=0)
+
+
 @pytest.fixture
 def trained_cnn(_trained_cnn_state) -> nn.Module:
     """A fresh copy of the briefly trained CNN (float32, eval mode); tests may change it freely."""

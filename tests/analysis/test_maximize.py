@@ -18,7 +18,7 @@ import torch.nn as nn
 from xaicore.analysis import PARAMETERIZATIONS, DatasetExamples, dataset_examples, maximize
 from xaicore.analysis.maximize import gaussian_blur, total_variation
 from xaicore.errors import XaiCoreError
-from xaicore.explain.optimisation import AutoencoderState, fit_autoencoder
+from xaicore.explain.optimisation import AutoencoderState
 
 SHAPE = (1, 28, 28)
 # Settings of test 3 (10/10 classes for seeds 0-5 when written): plain gradient ascent with Yosinski et al.'s
@@ -27,14 +27,9 @@ PIXELS = dict(lr=0.1, n_steps=300, l2=1e-3, jitter=1, blur_every=8, blur_sigma=0
 GENERATOR = dict(parameterization="generator", lr=0.05, n_steps=200, l2=1e-3)
 
 
-@pytest.fixture(scope="module")
-def ae_state(digits) -> AutoencoderState:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fit_autoencoder(digits.x_train, epochs=10, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+@pytest.fixture
+def ae_state(digits_autoencoder) -> AutoencoderState:
+    return digits_autoencoder
 
 
 def conv2_means(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
