@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("data", "train", "controls", "fit", "explain", "score", "roar", "aggregate", "report", "survey")
+STAGES = ("data", "train", "controls", "autoencoder", "fit", "explain", "score", "roar", "maximize", "aggregate",
+          "report", "survey")
 
 
 def run(argv: list[str]) -> None:

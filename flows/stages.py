@@ -25,6 +25,12 @@ def controls_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.build_controls(cfg, paths)
 
 
+@flow(name="autoencoder", log_prints=True)
+def autoencoder_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.fit_autoencoder(cfg, paths)
+
+
 @flow(name="fit", log_prints=True)
 def fit_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
@@ -47,6 +53,12 @@ def score_flow(params: str = "params.yaml", out: str = "outputs") -> None:
 def roar_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.run_roar(cfg, paths)
+
+
+@flow(name="maximize", log_prints=True)
+def maximize_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.run_maximize(cfg, paths)
 
 
 @flow(name="aggregate", log_prints=True)

@@ -34,6 +34,11 @@ def build_controls(cfg: Config, paths: Paths) -> Path:
     return pipeline.build_controls(cfg, paths)
 
 
+@task(name="fit_autoencoder", cache_policy=NO_CACHE)
+def fit_autoencoder(cfg: Config, paths: Paths) -> Path:
+    return pipeline.fit_autoencoder_state(cfg, paths)
+
+
 @task(name="fit_states", cache_policy=NO_CACHE)
 def fit_states(cfg: Config, paths: Paths) -> Path:
     return pipeline.fit_states(cfg, paths)
@@ -52,6 +57,11 @@ def score_heatmaps(cfg: Config, paths: Paths) -> Path:
 @task(name="run_roar", cache_policy=NO_CACHE)
 def run_roar(cfg: Config, paths: Paths) -> Path:
     return pipeline.run_roar(cfg, paths)
+
+
+@task(name="run_maximize", cache_policy=NO_CACHE)
+def run_maximize(cfg: Config, paths: Paths) -> Path:
+    return pipeline.run_maximize(cfg, paths)
 
 
 @task(name="aggregate_metrics", cache_policy=NO_CACHE)

@@ -70,6 +70,7 @@ class ModelConfig:
     #: further architectures trained on the true labels and explained beside the survey model (``zoo:<arch>``)
     zoo: tuple[str, ...] = ()
     zoo_epochs: int | None = None  # epochs of the zoo models (null: ``epochs``)
+    workers: int = 2  # Dask workers, one training run each (score.scheduler, if set, instead); 0 = in process
 
     def validate(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
@@ -81,6 +82,7 @@ class ModelConfig:
             _positive("model.zoo_epochs", self.zoo_epochs)
         for key in ("epochs", "batch_size", "lr", "random_labels_epochs", "random_labels_lr"):
             _positive(f"model.{key}", getattr(self, key))
+        _positive("model.workers", self.workers, allow_zero=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +158,49 @@ class PatternsConfig:
     def validate(self) -> None:
         _positive("patterns.batch_size", self.batch_size)
         _positive("patterns.ridge", self.ridge, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderConfig:
+    """The convolutional autoencoder of CEM's reconstruction term and the maximisers' generator, fitted on the
+    training set by the ``autoencoder`` stage (``xaicore.explain.optimisation.fit_autoencoder``)."""
+
+    latent: int = 16
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.002
+    code_penalty: float = 0.001  # weight of the mean ‖z‖² beside the reconstruction error
+
+    def validate(self) -> None:
+        for key in ("latent", "epochs", "batch_size", "lr"):
+            _positive(f"autoencoder.{key}", getattr(self, key))
+        _positive("autoencoder.code_penalty", self.code_penalty, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaximizeConfig:
+    """Activation maximisation of every class logit (``xaicore.analysis.maximize``), the ``maximize`` stage."""
+
+    models: tuple[str, ...] = ("trained", "random_labels", "cascade:*")  # survey models (shell patterns)
+    parameterizations: tuple[str, ...] = ("pixels", "generator")
+    pixels: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "lr": 0.1, "n_steps": 300, "l2": 1e-3, "jitter": 1, "blur_every": 8, "blur_sigma": 0.5})
+    generator: dict[str, Any] = dataclasses.field(default_factory=lambda: {"lr": 0.05, "n_steps": 200, "l2": 1e-3})
+
+    def validate(self) -> None:
+        from xaicore.analysis import PARAMETERIZATIONS
+
+        if not self.models:
+            raise _fail("maximize.models", "is empty; expected survey model names (e.g. trained)")
+        for p in self.parameterizations:
+            if p not in PARAMETERIZATIONS:
+                raise _fail("maximize.parameterizations", f"has {p!r}; expected some of {', '.join(PARAMETERIZATIONS)}")
+        known = {"n_steps", "lr", "l2", "tv", "jitter", "blur_every", "blur_sigma", "radius", "data_range"}
+        for section in ("pixels", "generator"):
+            unknown = sorted(set(getattr(self, section)) - known)
+            if unknown:
+                raise _fail(f"maximize.{section}.{unknown[0]}", f"is not a parameter of maximize (known: "
+                                                                f"{', '.join(sorted(known))})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +311,8 @@ class Config:
     controls: ControlsConfig = dataclasses.field(default_factory=ControlsConfig)
     explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
     patterns: PatternsConfig = dataclasses.field(default_factory=PatternsConfig)
+    autoencoder: AutoencoderConfig = dataclasses.field(default_factory=AutoencoderConfig)
+    maximize: MaximizeConfig = dataclasses.field(default_factory=MaximizeConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     sanity: SanityConfig = dataclasses.field(default_factory=SanityConfig)
     invariance: InvarianceConfig = dataclasses.field(default_factory=InvarianceConfig)

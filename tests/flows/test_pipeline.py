@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -127,6 +128,96 @@ def test_extras_in_the_archive(tiny_survey):
     assert np.isnan(r2.sel(explainer="gradient").values).all()
 
 
+def test_cem_in_the_pipeline(tiny_survey, tiny_cfg, tmp_path):
+    """CEM's state is the autoencoder stage's one file for every model; its heatmaps obey the sign constraints of
+    a PP (0 ≤ δ ≤ x) and a PN (δ ≥ 0, x + δ ≤ 1); its extras are (model, explainer, sample) variables; PDA's
+    model-free fit is one file for every model; a missing autoencoder names its stage."""
+    import shutil
+
+    from xaicore.explain.optimisation import AutoencoderState
+    from xaicore.pipeline import generate_heatmaps, load_states
+
+    states = load_states(tiny_survey, "cem.pn", ["trained", "random_labels"])
+    assert isinstance(states["trained"], AutoencoderState) and states["trained"] is states["random_labels"]
+    assert states["trained"].latent == tiny_cfg.autoencoder.latent
+    index = json.loads((tiny_survey.fitted / "index.json").read_text())
+    assert "cem.pn" not in index and len(set(index["pda"].values())) == 1
+    hm = open_archive(tiny_survey.heatmaps)
+    x = hm["relevance"].sel(explainer="gradient")  # shape only
+    ds = np.load(tiny_survey.dataset)
+    images = ds["x_test"][np.searchsorted(ds["idx_test"], hm.sample.values)]
+    pp = hm["relevance"].sel(explainer="cem.pp").values
+    pn = hm["relevance"].sel(explainer="cem.pn").values
+    assert pp.shape == pn.shape == x.shape
+    assert (pp >= 0).all() and (pp <= images[None] + 1e-6).all()
+    assert (pn >= 0).all() and (images[None] + pn <= 1 + 1e-6).all()
+    found = hm["found"].sel(explainer="cem.pn", model="trained").values
+    assert found.mean() >= 0.25  # 15 FISTA steps at 2 values of c on a model of 3 epochs: the quality is tested
+    #                              in tests/explain_optimisation
+    new = hm["new_class"].sel(explainer="cem.pn", model="trained").values
+    assert (new[found == 1] != hm["label"].values[found == 1]).all()
+    l0 = hm["l0"].sel(explainer="cem.pp").values
+    assert np.array_equal(l0, (pp != 0).reshape(*pp.shape[:2], -1).sum(-1))
+    assert np.isnan(hm["found"].sel(explainer="gradient").values).all()
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    for sub in ("data", "models", "controls", "fitted"):
+        shutil.copytree(tiny_survey.root / sub, paths.root / sub)
+    with pytest.raises(XaiCoreError, match=r"autoencoder.pt is missing; 'cem.pp' needs it: run the autoencoder "
+                                           r"stage first \(python -m flows autoencoder\)"):
+        generate_heatmaps(tiny_cfg, paths, progress=False)
+
+
+def test_train_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
+    """The train stage on 2 Dask workers (one training run each) writes the same weights, bit for bit, as in one
+    process: every run has one torch thread wherever it runs."""
+    import shutil
+
+    import torch
+
+    from xaicore.pipeline import train_models
+
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    shutil.copytree(tiny_survey.root / "data", paths.root / "data")
+    cfg = dataclasses.replace(tiny_cfg, model=dataclasses.replace(tiny_cfg.model, workers=2))
+    train_models(cfg, paths, progress=False)
+    index = json.loads((paths.models / "index.json").read_text())
+    assert index == json.loads((tiny_survey.models / "index.json").read_text())
+    for entry in index.values():
+        a = torch.load(paths.models / entry["file"], weights_only=True)
+        b = torch.load(tiny_survey.models / entry["file"], weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_maximize_stage(tiny_survey, tiny_cfg):
+    """The maximize archive: a maximiser per (model, parameterization, class) inside the data range, with the
+    model's own reading of it, the trained model's and the autoencoder's error; the same as a direct call; in
+    metrics.json when the aggregate step has run."""
+    import torch
+
+    from xaicore.analysis import maximize
+    from xaicore.models import load_model
+    from xaicore.pipeline.steps import survey_models
+
+    mx = open_archive(tiny_survey.maximize)
+    assert mx["maximizer"].dims == ("model", "parameterization", "unit", "channel", "y", "x")
+    assert list(mx.model.values) == ["trained", "cascade:fc2"] and list(mx.unit.values) == list(range(10))
+    assert list(mx.parameterization.values) == ["pixels", "generator"]
+    images = mx["maximizer"].values
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    model = load_model(survey_models(tiny_survey)["trained"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the stage: one thread (two sum in another order)
+    try:
+        direct = maximize(model, range(10), shape=(1, 28, 28), seed=tiny_cfg.seed, **tiny_cfg.maximize.pixels)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(images[0, 0], direct.numpy())
+    with torch.no_grad():
+        own = (model(direct).argmax(1) == torch.arange(10)).numpy()
+    np.testing.assert_array_equal(mx["own_class"].values[0, 0], own)
+    assert (mx["reconstruction_error"].values > 0).all()
+
+
 def test_explain_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
     """The explain stage on 2 Dask workers writes the same heatmaps, bit for bit, as the serial run."""
     import dataclasses
@@ -248,13 +339,13 @@ def test_reports(tiny_survey, tiny_cfg):
     assert set(doc["pattern_quality"]) == {"trained", "random_labels", "zoo:mlp"}
     figs = make_figures(tiny_survey)
     assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png", "input_invariance.png",
-                                      "roar_kar.png", "roar_fills.png"]
+                                      "roar_kar.png", "roar_fills.png", "cem.png", "maximize.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
 
 
 def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
     again = run_survey(tiny_cfg, tmp_path / "outputs")
-    for name in ("fitted", "heatmaps", "scores", "roar"):
+    for name in ("fitted", "heatmaps", "scores", "roar", "maximize"):
         first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
         assert first == second, f"{name} archives differ"
 
@@ -267,6 +358,7 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
     paths = type(tiny_survey)(tmp_path / "outputs")
     for sub in ("data", "models", "controls", "fitted"):
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
+    shutil.copy(tiny_survey.autoencoder, paths.autoencoder)
     calls = {"n": 0}
     real = step.explanation
 

@@ -50,6 +50,12 @@ class Explainer:
     state_type: type | None = None
     #: names of the per-sample extras the method returns beside the heatmap
     extras: tuple[str, ...] = ()
+    #: for a state fitted on the data alone (the model unused): the pipeline artifact holding it, fitted once for
+    #: every model by its own stage (``"autoencoder"``: CEM's); None for states fitted per model
+    shared_state: str | None = None
+    #: False when ``fit`` ignores the model (PDA's patch Gaussians, CEM's autoencoder): one state serves every
+    #: model, and the pipeline fits it once
+    fit_uses_model: bool = True
 
     @property
     def fit_defaults(self) -> Mapping[str, Any]:
@@ -74,7 +80,8 @@ def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, A
 
 def register(name: str, *, family: str, reference: str, conservative: bool = False,
              fit: Callable[..., Any] | None = None, state_type: type | None = None,
-             extras: tuple[str, ...] = ()) -> Callable[[Kernel], Kernel]:
+             extras: tuple[str, ...] = (), shared_state: str | None = None,
+             fit_uses_model: bool = True) -> Callable[[Kernel], Kernel]:
     """Decorator: register the kernel under ``name``; its keyword-only parameters are the hyper-parameters."""
 
     def deco(fn: Kernel) -> Kernel:
@@ -82,8 +89,10 @@ def register(name: str, *, family: str, reference: str, conservative: bool = Fal
             raise ValueError(f"explainer {name!r} registered twice")
         if (fit is None) != (state_type is None):
             raise ValueError(f"explainer {name!r}: fit and state_type go together")
+        if shared_state is not None and fit is None:
+            raise ValueError(f"explainer {name!r}: a shared state needs a fit")
         _REGISTRY[name] = Explainer(name, fn, family, reference, keyword_defaults(fn), conservative, fit,
-                                    state_type, tuple(extras))
+                                    state_type, tuple(extras), shared_state, fit_uses_model)
         return fn
 
     return deco

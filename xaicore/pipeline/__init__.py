@@ -4,7 +4,8 @@ Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 """
 
 from xaicore.pipeline.explain_step import generate_heatmaps
-from xaicore.pipeline.fit_step import fit_states, load_states
+from xaicore.pipeline.fit_step import fit_autoencoder_state, fit_states, load_states
+from xaicore.pipeline.maximize_step import run_maximize
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.roar_step import run_roar
 from xaicore.pipeline.score_step import score_heatmaps
@@ -13,11 +14,13 @@ from xaicore.pipeline.steps import build_controls, preflight, prepare_data, trai
 __all__ = [
     "Paths",
     "build_controls",
+    "fit_autoencoder_state",
     "fit_states",
     "generate_heatmaps",
     "load_states",
     "preflight",
     "prepare_data",
+    "run_maximize",
     "run_roar",
     "score_heatmaps",
     "train_models",

@@ -1,7 +1,9 @@
-"""The ``fit`` stage: the state of every fitted method (``xaicore.fit``) for every survey model.
+"""The ``fit`` stage: the state of every fitted method (``xaicore.fit``) for every survey model; and the
+``autoencoder`` stage: the one state fitted on the data alone that CEM and the maximisers share.
 
 Methods declare a ``fit`` hook (PatternNet/PatternAttribution's signal estimators, PDA's patch Gaussians); this
-step runs it once per (fit, parameters) and model on the training set and saves each state with its own
+step runs it once per (fit, parameters) and model on the training set (once for all models where the fit ignores
+the model: PDA's patch Gaussians) and saves each state with its own
 ``save`` under ``outputs/fitted/`` with an ``index.json`` (method → model → file); the explain stage loads them,
 DVC tracks the folder. The quality ρ(S) of PatternNet's estimators per layer (v fitted on the training set, its
 correlation measured on the test set; controls excepted) goes to ``outputs/pattern_quality.json``, a separate
@@ -22,6 +24,7 @@ from xaicore.config import Config
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain import Patterns, get_explainer, pattern_quality
+from xaicore.explain.optimisation import fit_autoencoder
 from xaicore.explain.registry import fit, fit_params
 from xaicore.models import load_model
 from xaicore.pipeline.paths import Paths, model_file
@@ -33,7 +36,33 @@ def is_control(name: str) -> bool:
 
 
 def fitted_methods(methods: list[str]) -> list[str]:
-    return [m for m in methods if get_explainer(m).fit is not None]
+    """The methods of ``methods`` whose state the fit stage fits per model (not those with a shared state)."""
+    return [m for m in methods if get_explainer(m).fit is not None and get_explainer(m).shared_state is None]
+
+
+def autoencoder_kwargs(cfg: Config) -> dict[str, Any]:
+    a = cfg.autoencoder
+    return {"latent": a.latent, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
+            "code_penalty": a.code_penalty, "seed": cfg.seed}
+
+
+def fit_autoencoder_state(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
+    """The ``autoencoder`` stage: the convolutional autoencoder (``autoencoder`` params, ``seed``) fitted on the
+    training set, written to ``paths.autoencoder`` (a ``.partial`` file renamed when complete). CEM's methods
+    (their ``shared_state``) and the maximisers' generator read it; it does not depend on any model."""
+    ds, _ = load_saved(paths.dataset)
+    state = fit_autoencoder(ds.x_train, progress=progress, **autoencoder_kwargs(cfg))
+    part = paths.autoencoder.with_name(paths.autoencoder.name + ".partial")
+    state.save(part)
+    part.replace(paths.autoencoder)
+    return paths.autoencoder
+
+
+def _shared_state_path(paths: Paths, name: str) -> Path:
+    known = {"autoencoder": paths.autoencoder}
+    if name not in known:
+        raise XaiCoreError(f"no pipeline stage fits the shared state {name!r} (known: {', '.join(known)})")
+    return known[name]
 
 
 def fit_kwargs(cfg: Config, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,9 +77,12 @@ def fit_kwargs(cfg: Config, method: str, params: dict[str, Any] | None = None) -
 
 def fitted_state(cfg: Config, method: str, model: torch.nn.Module, x_fit: torch.Tensor) -> dict[str, Any]:
     """``{"state": ...}`` fitted now on ``x_fit`` for a fitted method, ``{}`` for the others (ROAR and the
-    invariance check fit each network on its own data)."""
-    if get_explainer(method).fit is None:
+    invariance check fit each network on its own data; a shared autoencoder with the ``autoencoder`` params)."""
+    ex = get_explainer(method)
+    if ex.fit is None:
         return {}
+    if ex.shared_state == "autoencoder":
+        return {"state": fit_autoencoder(x_fit, **autoencoder_kwargs(cfg))}
     return {"state": fit(model, x_fit, method, **fit_kwargs(cfg, method))}
 
 
@@ -81,7 +113,13 @@ def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         groups.setdefault(key, []).append(m)
     bar = tqdm(total=len(groups) * len(models), desc="fit", unit="state", disable=not progress)
     for gi, group in enumerate(groups.values()):
-        for name, path in models.items():
+        once = not get_explainer(group[0]).fit_uses_model
+        for mi, (name, path) in enumerate(models.items()):
+            if once and mi > 0:  # the state does not depend on the model: the first model's file serves all
+                for m in group:
+                    index[m][name] = index[m][next(iter(models))]
+                bar.update()
+                continue
             model = load_model(path)
             state = fit(model, ds.x_train, group[0], **fit_kwargs(cfg, group[0]))
             if isinstance(state, Patterns) and not is_control(name):
@@ -106,7 +144,15 @@ def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
 
 def load_states(paths: Paths, method: str, names: list[str]) -> dict[str, Any]:
     """The fitted states of ``method`` for the models ``names`` (one clear error when the fit stage has not
-    run or did not fit them)."""
+    run or did not fit them); a shared state (CEM's autoencoder) is one object for all of them."""
+    ex = get_explainer(method)
+    if ex.shared_state is not None:
+        path = _shared_state_path(paths, ex.shared_state)
+        if not path.is_file():
+            raise XaiCoreError(f"{path} is missing; {method!r} needs it: run the {ex.shared_state} stage first "
+                               f"(python -m flows {ex.shared_state})")
+        state = ex.state_type.load(path)  # type: ignore[union-attr]
+        return dict.fromkeys(names, state)
     index_path = paths.fitted / "index.json"
     if not index_path.is_file():
         raise XaiCoreError(f"{index_path} is missing; run the fit stage first (python -m flows.fit)")

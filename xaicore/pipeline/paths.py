@@ -27,6 +27,10 @@ class Paths:
         return self.root / "fitted"
 
     @property
+    def autoencoder(self) -> Path:
+        return self.root / "autoencoder.pt"
+
+    @property
     def pattern_quality(self) -> Path:
         return self.root / "pattern_quality.json"
 
@@ -41,6 +45,10 @@ class Paths:
     @property
     def roar(self) -> Path:
         return self.root / "roar.zarr"
+
+    @property
+    def maximize(self) -> Path:
+        return self.root / "maximize.zarr"
 
     @property
     def metrics(self) -> Path:

@@ -7,17 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from xaicore.config import Config
 from xaicore.data import load_dataset, load_saved, randomized_labels, save_dataset
 from xaicore.models import (
     accuracy,
+    build_model,
     cascading_controls,
     independent_controls,
     load_model,
     save_model,
     train_model,
 )
+from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.paths import Paths, model_file
 
 TRAINED, RANDOM_LABELS = "trained", "random_labels"
@@ -53,26 +56,67 @@ def read_index(directory: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
+def train_one(dataset: str, arch: str, labels: str, epochs: int, batch_size: int, lr: float, seed: int,
+              single_thread: bool) -> tuple[dict[str, torch.Tensor], float, float, float]:
+    """One training run of the train stage on the saved dataset (``labels``: ``y_train`` or ``y_train_random``):
+    (weights, train accuracy, test accuracy, final loss). One torch thread, whichever process runs it, so the
+    weights do not depend on the number of workers."""
+    if single_thread:
+        one_thread()
+    ds, extra = load_saved(dataset)
+    y = ds.y_train if labels == "y_train" else torch.as_tensor(extra[labels])
+    res = train_model(arch, ds.x_train, y, n_classes=ds.n_classes, epochs=epochs, batch_size=batch_size, lr=lr,
+                      seed=seed, x_test=ds.x_test, y_test=ds.y_test, progress=False)
+    return res.model.state_dict(), res.train_accuracy, res.test_accuracy, res.losses[-1]
+
+
 def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Train the survey's model on the true labels, the data-randomization control on permuted labels, and the
-    ``model.zoo`` architectures on the true labels."""
-    ds, extra = load_saved(paths.dataset)
+    ``model.zoo`` architectures on the true labels: one job each on ``model.workers`` Dask workers of one torch
+    thread (in this process, also on one thread, when it is 0), the longest first."""
+    ds, _ = load_saved(paths.dataset)
     m = cfg.model
     paths.models.mkdir(parents=True, exist_ok=True)
-    entries: dict[str, dict[str, Any]] = {}
-    runs = [(TRAINED, m.arch, ds.y_train, m.epochs, m.lr, cfg.seed),
-            (RANDOM_LABELS, m.arch, extra["y_train_random"], m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1)]
+    runs = [(TRAINED, m.arch, "y_train", m.epochs, m.lr, cfg.seed),
+            (RANDOM_LABELS, m.arch, "y_train_random", m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1)]
     zoo_epochs = m.epochs if m.zoo_epochs is None else m.zoo_epochs
-    runs += [(f"zoo:{arch}", arch, ds.y_train, zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
-    for name, arch, labels, epochs, lr, seed in runs:
-        res = train_model(arch, ds.x_train, labels, n_classes=ds.n_classes, epochs=epochs,
-                          batch_size=m.batch_size, lr=lr, seed=seed, x_test=ds.x_test, y_test=ds.y_test,
-                          desc=f"train {name}", progress=progress)
+    runs += [(f"zoo:{arch}", arch, "y_train", zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
+    cost = {"cnn": 1.0, "mlp": 0.3, "vgg_bn": 6.0, "resnet": 6.0, "densenet": 6.0}  # per epoch, roughly
+    order = sorted(range(len(runs)), key=lambda i: -cost.get(runs[i][1], 1.0) * runs[i][3])
+    results: dict[int, tuple[dict[str, torch.Tensor], float, float, float]] = {}
+    bar = tqdm(total=len(runs), desc="train", unit="model", disable=not progress)
+
+    def job(i: int, single: bool) -> tuple[Any, ...]:
+        _, arch, labels, epochs, lr, seed = runs[i]
+        return str(paths.dataset), arch, labels, epochs, m.batch_size, lr, seed, single
+
+    threads = torch.get_num_threads()
+    try:
+        with dask_client(m.workers, cfg.score.scheduler) as client:
+            if client is None:
+                for i in order:
+                    results[i] = train_one(*job(i, True))
+                    bar.update()
+            else:
+                from distributed import as_completed
+
+                futures = {client.submit(train_one, *job(i, True), pure=False): i for i in order}
+                for fut in as_completed(futures, loop=client.loop):
+                    results[futures[fut]] = fut.result()
+                    bar.update()
+                    bar.set_postfix(model=runs[futures[fut]][0])
+    finally:
+        torch.set_num_threads(threads)
+    bar.close()
+    entries: dict[str, dict[str, Any]] = {}
+    for i, (name, arch, *_) in enumerate(runs):
+        weights, train_acc, test_acc, loss = results[i]
+        model = build_model(arch, ds.input_shape, ds.n_classes)
+        model.load_state_dict(weights)
         stem = model_file(name)
-        save_model(res.model, paths.models / f"{stem}.pt", arch=arch, input_shape=ds.input_shape,
-                   n_classes=ds.n_classes)
-        entries[name] = {"file": f"{stem}.pt", "train_accuracy": res.train_accuracy,
-                         "test_accuracy": res.test_accuracy, "final_loss": res.losses[-1]}
+        save_model(model, paths.models / f"{stem}.pt", arch=arch, input_shape=ds.input_shape, n_classes=ds.n_classes)
+        entries[name] = {"file": f"{stem}.pt", "train_accuracy": train_acc, "test_accuracy": test_acc,
+                         "final_loss": loss}
     _write_index(paths.models, entries)
     return paths.models
 

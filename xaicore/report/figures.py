@@ -1,6 +1,8 @@
 """The survey's figures as PNG: AOPC perturbation curves (Samek et al. 2017), the cascading randomization
 curve (Adebayo et al. 2018, Fig. 2's shape), ROAR/KAR accuracy against the fraction removed (Hooker et al.
-2019, Fig. 4's shape) and input invariance per method (Kindermans et al.)."""
+2019, Fig. 4's shape), input invariance per method (Kindermans et al.) and CEM's pertinent positives and negatives
+(Dhurandhar et al. 2018, the survey's Fig. 7) and the class maximisers of the trained model and its controls
+(survey §6.6)."""
 
 from __future__ import annotations
 
@@ -131,6 +133,60 @@ def invariance_figure(scores: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
+def cem_figure(heatmaps: xr.Dataset, x: np.ndarray, path: Path, model: str = "trained", n: int = 6) -> Path:
+    """The survey's Fig. 7 for the first ``n`` explained samples: the input, its pertinent positive (the pixels
+    kept), its pertinent negative (the pixels added, in red over the input) and the PN's new class."""
+    rel = heatmaps["relevance"].sel(model=model)
+    pp, pn = rel.sel(explainer="cem.pp").values[:n, 0], rel.sel(explainer="cem.pn").values[:n, 0]
+    found_pp = heatmaps["found"].sel(model=model, explainer="cem.pp").values[:n]
+    found_pn = heatmaps["found"].sel(model=model, explainer="cem.pn").values[:n]
+    new = heatmaps["new_class"].sel(model=model, explainer="cem.pn").values[:n]
+    label = heatmaps["label"].values[:n]
+    n = min(n, pp.shape[0])
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
+    for i in range(n):
+        img = x[i, 0]
+        axes[0][i].imshow(img, cmap="gray", vmin=0, vmax=1)
+        axes[0][i].set_title(f"input, label {int(label[i])}", fontsize=7)
+        axes[1][i].imshow(pp[i], cmap="gray", vmin=0, vmax=1)
+        axes[1][i].set_title(f"PP ({int((pp[i] != 0).sum())} px)" if found_pp[i] == 1 else "PP not found", fontsize=7)
+        overlay = np.stack([np.clip(img + pn[i], 0, 1), img, img], -1)
+        axes[2][i].imshow(overlay)
+        axes[2][i].set_title(f"PN → {int(new[i])}" if found_pn[i] == 1 else "PN not found", fontsize=7)
+        for row in axes:
+            row[i].set_xticks([])
+            row[i].set_yticks([])
+    axes[1][0].set_ylabel("kept (PP)", fontsize=8)
+    axes[2][0].set_ylabel("added (PN, red)", fontsize=8)
+    fig.suptitle(f"CEM — {model}: pertinent positives and negatives", fontsize=9)
+    return _save(fig, path)
+
+
+def maximize_figure(maxi: xr.Dataset, path: Path) -> Path:
+    """The maximiser of every class logit, one row per (model, parameterization), with the number of classes the
+    model itself and the trained model recognise in them and the autoencoder's reconstruction error."""
+    rows = [(str(m), str(p)) for m in maxi.model.values for p in maxi.parameterization.values]
+    units = [int(u) for u in maxi.unit.values]
+    fig, axes = plt.subplots(len(rows), len(units), figsize=(1.1 * len(units), 1.25 * len(rows)), squeeze=False)
+    for r, (m, p) in enumerate(rows):
+        sel = maxi.sel(model=m, parameterization=p)
+        imgs = sel["maximizer"].values
+        for u, ax in enumerate(axes[r]):
+            ax.imshow(imgs[u, 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"class {units[u]}", fontsize=7)
+        own = int(sel["own_class"].values.sum())
+        seen = int((sel["trained_class"].values == np.asarray(units)).sum())
+        err = float(sel["reconstruction_error"].values.mean())
+        axes[r][0].set_ylabel(f"{m}\n{p}\nown {own}/{len(units)}, trained {seen}/{len(units)}\nAE err {err:.3f}",
+                              fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle("activation maximisation of the class logits (own: the model's own class; trained: what the "
+                 "trained model sees)", fontsize=8)
+    return _save(fig, path)
+
+
 def make_figures(paths: Paths) -> list[Path]:
     """Write every figure under ``paths.figures``; returns their paths."""
     scores = open_archive(paths.scores, schema=SCORES_SCHEMA)
@@ -144,4 +200,13 @@ def make_figures(paths: Paths) -> list[Path]:
         out.append(roar_figure(roar, paths.figures / "roar_kar.png"))
         if "roar_accuracy_by_fill" in roar:
             out.append(roar_fills_figure(roar, paths.figures / "roar_fills.png"))
+    heatmaps = open_archive(paths.heatmaps)
+    if {"cem.pp", "cem.pn"} <= {str(e) for e in heatmaps.explainer.values} and "trained" in heatmaps.model:
+        from xaicore.data import load_saved
+
+        ds, _ = load_saved(paths.dataset)
+        idx = np.searchsorted(ds.idx_test.numpy(), heatmaps.sample.values)
+        out.append(cem_figure(heatmaps, ds.x_test.numpy()[idx], paths.figures / "cem.png"))
+    if paths.maximize.exists():
+        out.append(maximize_figure(open_archive(paths.maximize), paths.figures / "maximize.png"))
     return out

@@ -302,6 +302,25 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
                   "model-dependent). surrogate_r2: LIME's weighted fidelity on its neighbourhood.", ""]
         keys = list(dict.fromkeys(k for r in pm for k in r))
         lines += _table(pm, keys) + [""]
+    cem = {e: v for e, v in doc.get("extras", {}).items() if e.startswith("cem.")}
+    if cem:
+        lines += ["## CEM (§6.3): pertinent positives and negatives of the trained model", "",
+                  "found: the fraction of samples with a valid PP/PN (class condition with margin κ); l0: the mean "
+                  "number of pixels kept (PP) or added (PN); c: the mean constant of the best iterate. Figure: "
+                  "figures/cem.png.", ""]
+        lines += _table([{"explainer": e, **{k: v.get(k) for k in ("found", "l0", "c")}} for e, v in cem.items()],
+                        ["explainer", "found", "l0", "c"]) + [""]
+    if doc.get("maximize"):
+        lines += ["## Activation maximisation (§6.6): class maximisers of the trained model and its controls", "",
+                  "own_class_rate: the fraction of classes whose maximiser the model itself assigns to that class "
+                  "(higher: the optimisation worked); trained_class_rate: the fraction the *trained* model "
+                  "recognises (a randomized control's maximisers should not look like digits: lower is the sane "
+                  "outcome for the controls); reconstruction_error: the autoencoder's mean squared error on the "
+                  "maximisers (lower looks more like the digits). Figure: figures/maximize.png.", ""]
+        lines += _table([{"model": m, "parameterization": p, **v} for m, ps in doc["maximize"].items()
+                         for p, v in ps.items()],
+                        ["model", "parameterization", "own_class_rate", "trained_class_rate",
+                         "reconstruction_error"]) + [""]
     ic = doc["internal_consistency"]
     lines += ["", f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): "
               f"{ic['mean']}", ""]

@@ -192,6 +192,17 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                               if np.isfinite(hm[k].sel(model=TRAINED, explainer=e).values).any()}
                      for e in hm.explainer.values}
     doc["extras"] = {e: v for e, v in doc["extras"].items() if v}
+    if paths.maximize.exists():  # activation maximisation of the class logits, per model and parameterization
+        mx = open_archive(paths.maximize)
+        units = mx.unit.values
+        doc["maximize"] = {
+            str(m): {str(p): {"own_class_rate": _num(float(mx["own_class"].sel(model=m, parameterization=p).mean())),
+                              "trained_class_rate": _num(float((mx["trained_class"].sel(
+                                  model=m, parameterization=p).values == units).mean())),
+                              "reconstruction_error": _num(float(mx["reconstruction_error"].sel(
+                                  model=m, parameterization=p).mean()))}
+                     for p in mx.parameterization.values}
+            for m in mx.model.values}
     from xaicore.explain import get_explainer, methods
 
     families = {m: get_explainer(m).family for m in methods()}

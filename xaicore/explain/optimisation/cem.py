@@ -216,7 +216,8 @@ _REFERENCE = "Dhurandhar et al. 2018, Explanations based on the missing, eq. 1-2
 
 
 @register("cem.pp", family="perturbation", reference=_REFERENCE + ": pertinent positive", fit=_fit,
-          state_type=AutoencoderState, extras=CEM_EXTRAS)
+          state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder",
+          fit_uses_model=False)
 def _cem_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
             gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
             no_info: float | None = None, data_range: tuple[float, float] | None = None,
@@ -229,7 +230,8 @@ def _cem_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: f
 
 
 @register("cem.pn", family="perturbation", reference=_REFERENCE + ": pertinent negative", fit=_fit,
-          state_type=AutoencoderState, extras=CEM_EXTRAS)
+          state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder",
+          fit_uses_model=False)
 def _cem_pn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
             gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
             no_info: float | None = None, data_range: tuple[float, float] | None = None,

@@ -239,7 +239,7 @@ def prediction_difference(p: torch.Tensor, q: torch.Tensor, measure: str, n_trai
     return torch.log2(p_ / (1 - p_)) - torch.log2(q_ / (1 - q_))
 
 
-@register("pda", family="perturbation", fit=fit_patch_gaussian, state_type=PatchGaussian,
+@register("pda", family="perturbation", fit=fit_patch_gaussian, state_type=PatchGaussian, fit_uses_model=False,
           reference="Zintgraf et al. 2017 / Robnik-Sikonja & Kononenko 2008 (survey §6.4, eqs. 17-22): "
                     "prediction difference of sliding windows, conditional Gaussian or marginal sampling")
 def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int = 4, padding: int = 2,
