@@ -215,32 +215,26 @@ def _fit(model: nn.Module, x_train: torch.Tensor, *, latent: int = 16, epochs: i
 _REFERENCE = "Dhurandhar et al. 2018, Explanations based on the missing, eq. 1-2 (survey §6.3)"
 
 
-@register("cem.pp", family="perturbation", reference=_REFERENCE + ": pertinent positive", fit=_fit,
-          state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder",
-          fit_uses_model=False)
-def _cem_pp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
-            gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
-            no_info: float | None = None, data_range: tuple[float, float] | None = None,
-            state: AutoencoderState | None = None) -> Explanation:
-    """The pertinent positive: the part of x kept (between the no-information value and x)."""
-    _image_only(x, "cem.pp")
-    return _explanation(cem(model, x, target, mode="pp", kappa=kappa, beta=beta, gamma=gamma, c_init=c_init,
-                            c_steps=c_steps, n_steps=n_steps, lr=lr, no_info=no_info, data_range=data_range,
-                            state=state))
+def _register_mode(mode: str, what: str) -> None:
+    """Register ``cem.<mode>``: its hyper-parameters (the registry reads them from this signature) are
+    :func:`cem`'s."""
+
+    @register(f"cem.{mode}", family="perturbation", reference=f"{_REFERENCE}: {what}", fit=_fit,
+              state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder", fit_uses_model=False)
+    def kernel(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
+               gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
+               no_info: float | None = None, data_range: tuple[float, float] | None = None,
+               state: AutoencoderState | None = None) -> Explanation:
+        _image_only(x, f"cem.{mode}")
+        return _explanation(cem(model, x, target, mode=mode, kappa=kappa, beta=beta, gamma=gamma, c_init=c_init,
+                                c_steps=c_steps, n_steps=n_steps, lr=lr, no_info=no_info, data_range=data_range,
+                                state=state))
+
+    kernel.__doc__ = f"The {what} (:func:`cem` with ``mode={mode!r}``)."
 
 
-@register("cem.pn", family="perturbation", reference=_REFERENCE + ": pertinent negative", fit=_fit,
-          state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder",
-          fit_uses_model=False)
-def _cem_pn(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
-            gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
-            no_info: float | None = None, data_range: tuple[float, float] | None = None,
-            state: AutoencoderState | None = None) -> Explanation:
-    """The pertinent negative: what is added to x (away from the no-information value) to change its class."""
-    _image_only(x, "cem.pn")
-    return _explanation(cem(model, x, target, mode="pn", kappa=kappa, beta=beta, gamma=gamma, c_init=c_init,
-                            c_steps=c_steps, n_steps=n_steps, lr=lr, no_info=no_info, data_range=data_range,
-                            state=state))
+_register_mode("pp", "pertinent positive")  # the part of x kept (between the no-information value and x)
+_register_mode("pn", "pertinent negative")  # what is added to x (away from the no-information value)
 
 
 def _image_only(x: torch.Tensor, name: str) -> None:
