@@ -1,8 +1,8 @@
 """Running a flow from the command line: ``python -m flows <stage> [--params params.yaml] [--out outputs]``.
 
 The configuration and the data it names are checked before Prefect starts, so bad input ends with one line
-naming the problem and exit status 2. SIGTERM becomes a clean exit, so the ephemeral Prefect server is not
-orphaned.
+naming the problem and exit status 2, as does a second run on an output folder that another run holds.
+SIGTERM becomes a clean exit, so the ephemeral Prefect server is not orphaned.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from xaicore.config import load_config
 from xaicore.errors import XaiCoreError
 from xaicore.pipeline import preflight
+from xaicore.pipeline.lock import outputs_lock
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -36,7 +37,8 @@ def main(flow: Any, description: str | None, *, serve: bool = False) -> None:
             flow.serve(name=f"{flow.name}-scheduled", cron=args.serve,
                        parameters={"params": args.params, "out": args.out})
             return
-        _run(flow, args.params, args.out)
+        with outputs_lock(args.out, f"{flow.name} flow"):  # refused here in one line, before Prefect starts
+            _run(flow, args.params, args.out)
     except XaiCoreError as e:
         print(f"xaicore: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -2,72 +2,92 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from prefect import flow
 
 import tasks
+from xaicore.pipeline.lock import outputs_lock
 
 
-@flow(name="data", log_prints=True)
+def stage_flow(name: str) -> Callable[[Callable[[str, str], None]], Any]:
+    """A Prefect flow that holds its output folder while it runs (:func:`xaicore.pipeline.lock.outputs_lock`): a
+    second run on the same folder, by hand, by DVC or on a schedule, refuses instead of writing beside it."""
+
+    def wrap(fn: Callable[[str, str], None]) -> Any:
+        @functools.wraps(fn)
+        def run(params: str = "params.yaml", out: str = "outputs") -> None:
+            with outputs_lock(out, f"{name} flow"):
+                fn(params, out)
+
+        return flow(name=name, log_prints=True)(run)
+
+    return wrap
+
+
+@stage_flow("data")
 def data_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.prepare_data(cfg, paths)
 
 
-@flow(name="train", log_prints=True)
+@stage_flow("train")
 def train_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.train_models(cfg, paths)
 
 
-@flow(name="controls", log_prints=True)
+@stage_flow("controls")
 def controls_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.build_controls(cfg, paths)
 
 
-@flow(name="autoencoder", log_prints=True)
+@stage_flow("autoencoder")
 def autoencoder_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.fit_autoencoder(cfg, paths)
 
 
-@flow(name="fit", log_prints=True)
+@stage_flow("fit")
 def fit_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.fit_states(cfg, paths)
 
 
-@flow(name="explain", log_prints=True)
+@stage_flow("explain")
 def explain_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.generate_heatmaps(cfg, paths)
 
 
-@flow(name="score", log_prints=True)
+@stage_flow("score")
 def score_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.score_heatmaps(cfg, paths)
 
 
-@flow(name="roar", log_prints=True)
+@stage_flow("roar")
 def roar_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.run_roar(cfg, paths)
 
 
-@flow(name="maximize", log_prints=True)
+@stage_flow("maximize")
 def maximize_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.run_maximize(cfg, paths)
 
 
-@flow(name="aggregate", log_prints=True)
+@stage_flow("aggregate")
 def aggregate_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     _, paths = tasks.load_params(params, out)
     tasks.aggregate_metrics(paths)
 
 
-@flow(name="report", log_prints=True)
+@stage_flow("report")
 def report_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     figures = tasks.make_figures(paths)

@@ -6,13 +6,12 @@ Prefect server: ``prefect server start`` and ``PREFECT_API_URL``).
 
 from __future__ import annotations
 
-from prefect import flow
-
 import tasks
 from flows._cli import main
+from flows.stages import stage_flow
 
 
-@flow(name="survey", log_prints=True)
+@stage_flow("survey")
 def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     tasks.prepare_data(cfg, paths)

@@ -196,3 +196,23 @@ def test_load_dataset_by_name(digits):
     assert torch.equal(load_dataset("digits").idx_test, digits.idx_test)
     with pytest.raises(XaiCoreError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
+
+
+def test_the_mnist_sized_set_is_deformed_digits_read_as_mnist(tmp_path, digits):
+    """xaicore.data.synthetic: seeded, read by data.dataset=mnist, labels balanced, each image close to a digit of
+    its label's class (the deformation keeps the class: its nearest embedded mean is its label's for most)."""
+    from xaicore.data.synthetic import main, write_mnist_like
+
+    write_mnist_like(tmp_path / "a", n_train=600, n_test=200, seed=3)
+    main([str(tmp_path / "b"), "--train", "600", "--test", "200", "--seed", "3"])
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    ds = load_dataset("mnist", root=str(tmp_path / "a"))
+    assert ds.x_train.shape == (600, 1, 28, 28) and ds.x_test.shape == (200, 1, 28, 28)
+    assert 40 <= np.bincount(ds.y_train.numpy(), minlength=10).min()
+    means = torch.stack([digits.x_train[digits.y_train == c].mean(0).flatten() for c in range(10)])
+    nearest = torch.cdist(ds.x_test.flatten(1), means).argmin(1)
+    assert (nearest == ds.y_test).float().mean() > 0.5  # a nearest-class-mean classifier: chance is 0.1
+    write_mnist_like(tmp_path / "c", n_train=600, n_test=200, seed=4)
+    assert (tmp_path / "c" / "train-images-idx3-ubyte").read_bytes() != \
+        (tmp_path / "a" / "train-images-idx3-ubyte").read_bytes()

@@ -278,9 +278,21 @@ def test_integrated_gradients_bad_parameters_are_refused(cnn, digit_batch):
 
 def test_non_finite_relevance_is_refused(cnn, digit_batch):
     x, target = digit_batch
-    x = x.clone()
-    x[2, 0, 5, 5] = float("nan")
+
+    class Overflowing(torch.nn.Module):  # sample 2's logits (and so its gradient) are infinite
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = cnn
+            self.register_buffer("scale", torch.tensor([1.0, 1, float("inf"), 1, 1, 1, 1, 1]))
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.net(z) * self.scale[: z.shape[0], None]
+
     with pytest.raises(XaiCoreError, match=r"non-finite relevance.*for 1 of 8 samples"):
+        xaicore.explain(Overflowing(), x, target, method="gradient_x_input")
+    x = x.clone()
+    x[2, 0, 5, 5] = float("nan")  # a NaN input is refused before any method runs
+    with pytest.raises(XaiCoreError, match=r"x holds NaN or inf in 1 of 8 samples \(first: sample 2\)"):
         xaicore.explain(cnn, x, target, method="gradient_x_input")
 
 

@@ -36,6 +36,13 @@ def make_writer(path, h) -> HeatmapArchiveWriter:
                                 image_shape=SHAPE, chunk=CHUNK, attrs={"dataset": "digits", "params": "{}"})
 
 
+def make_writer_with(path, h, journal) -> HeatmapArchiveWriter:
+    return HeatmapArchiveWriter(path, models=MODELS, explainers=EXPLAINERS, sample=h["sample"], label=h["label"],
+                                target=h["target"], prediction=h["prediction"], score=h["score"],
+                                image_shape=SHAPE, chunk=CHUNK, attrs={"dataset": "digits", "params": "{}"},
+                                journal=journal)
+
+
 def write_all(writer: HeatmapArchiveWriter, h) -> None:
     for mi in range(len(MODELS)):
         for ei in range(len(EXPLAINERS)):
@@ -134,3 +141,145 @@ def test_write_dataset_and_schema_check(tmp_path):
     with pytest.raises(XaiCoreError, match=r"is not an xaicore archive of xaicore\.heatmaps/1 "
                                            r"\(schema attribute: 'xaicore\.scores/1'\)"):
         open_archive(path, schema=HEATMAP_SCHEMA)
+
+
+def finished(tmp_path, h):
+    path = tmp_path / "heatmaps.zarr"
+    writer = make_writer(path, h)
+    write_all(writer, h)
+    return writer.finalize()
+
+
+def chunk_files(path):
+    return sorted(p for p in (path / "relevance").rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def test_the_manifest_is_invisible_to_xarray(tmp_path, heatmaps, recwarn):
+    path = finished(tmp_path, heatmaps)
+    ds = xr.open_zarr(str(path), consolidated=False)
+    assert "xaicore_manifest" not in ds.variables and not recwarn.list
+
+
+def test_a_deleted_chunk_is_refused_not_read_as_fill(tmp_path, heatmaps):
+    path = finished(tmp_path, heatmaps)
+    victim = chunk_files(path)[1]
+    victim.unlink()
+    rel = victim.relative_to(path).as_posix()
+    with pytest.raises(XaiCoreError, match=rf"file {rel} is missing; the archive is corrupt; rerun the stage that "
+                                           rf"writes heatmaps\.zarr"):
+        open_archive(path)
+
+
+def test_a_truncated_chunk_is_refused(tmp_path, heatmaps):
+    path = finished(tmp_path, heatmaps)
+    victim = chunk_files(path)[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(XaiCoreError, match=rf"has {len(data) // 2} bytes, {len(data)} when written"):
+        open_archive(path)
+
+
+def test_a_changed_chunk_of_the_same_size_is_refused_when_verified(tmp_path, heatmaps):
+    path = finished(tmp_path, heatmaps)
+    victim = chunk_files(path)[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    open_archive(path)  # sizes only: a stat per chunk
+    with pytest.raises(XaiCoreError, match="changed since it was written"):
+        open_archive(path, verify=True)  # what the score and aggregate stages do
+
+
+@pytest.mark.parametrize("edit", [
+    lambda meta: meta.replace('"complete": true', '"complete": false'),
+    lambda meta: meta.replace('"digits"', '"mnist!"'),  # same size, other content
+])
+def test_changed_metadata_is_refused(tmp_path, heatmaps, edit):
+    path = finished(tmp_path, heatmaps)
+    meta = path / "zarr.json"
+    text = meta.read_text()
+    assert edit(text) != text
+    meta.write_text(edit(text))
+    with pytest.raises(XaiCoreError, match=r"(file zarr\.json changed since it was written|has \d+ bytes)"):
+        open_archive(path)
+
+
+def test_an_added_file_and_a_lost_manifest_are_refused(tmp_path, heatmaps):
+    path = finished(tmp_path, heatmaps)
+    extra = chunk_files(path)[0].with_name("99")
+    extra.write_bytes(b"\0" * 8)
+    with pytest.raises(XaiCoreError, match=r"file relevance/c/.*99 was not written with it"):
+        open_archive(path)
+    extra.unlink()
+    (path / "xaicore_manifest" / "zarr.json").unlink()
+    with pytest.raises(XaiCoreError, match=r"has no manifest \(xaicore_manifest\)"):
+        open_archive(path)
+
+
+# --- resume: the journal and the writer -------------------------------------------------------------------------
+
+def _digest(path):
+    import hashlib
+
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_resumed_archive_equals_an_uninterrupted_one(tmp_path, heatmaps):
+    from xaicore.store.journal import Journal
+
+    (tmp_path / "a").mkdir()
+    whole = finished(tmp_path / "a", heatmaps)
+    blocks = [(mi, ei, start) for mi in range(len(MODELS)) for ei in range(len(EXPLAINERS))
+              for start in range(0, N, CHUNK)]
+    path = tmp_path / "b" / "heatmaps.zarr"
+
+    def block(writer, mi, ei, start):
+        sl = slice(start, start + CHUNK)
+        writer.write_block(mi, ei, start, heatmaps["relevance"][mi, ei, sl], heatmaps["conservation_error"][mi, ei, sl],
+                           heatmaps["positive_fraction"][mi, ei, sl])
+
+    first = make_writer_with(path, heatmaps, Journal(tmp_path / "j", "key-1"))
+    for b in blocks[:5]:
+        block(first, *b)
+    # a kill: the writer is gone; a chunk written after its last entry is half on disk
+    first._rel[1, 1, 4:5] = np.full((1, *SHAPE), 7.0, dtype=np.float32)
+    again = make_writer_with(path, heatmaps, Journal(tmp_path / "j", "key-1"))
+    assert again.resumed_blocks == set(blocks[:5]) and again.written.sum() == 5 * CHUNK - 1  # the last block: 1
+    for b in blocks:
+        if b not in again.resumed_blocks:
+            block(again, *b)
+    assert again.finalize() == path
+    assert _digest(path) == _digest(whole)
+
+
+def test_a_journal_of_another_key_or_a_changed_chunk_is_not_reused(tmp_path, heatmaps):
+    from xaicore.store.journal import Journal
+
+    path = tmp_path / "heatmaps.zarr"
+    first = make_writer_with(path, heatmaps, Journal(tmp_path / "j", "key-1"))
+    for start in range(0, N, CHUNK):
+        sl = slice(start, start + CHUNK)
+        first.write_block(0, 0, start, heatmaps["relevance"][0, 0, sl], heatmaps["conservation_error"][0, 0, sl],
+                          heatmaps["positive_fraction"][0, 0, sl])
+    first.mark_not_applicable(1, 1, "no conv layer")
+    victim = path.with_name("heatmaps.zarr.partial") / "relevance" / "c" / "0" / "0" / "1" / "0" / "0" / "0"
+    victim.write_bytes(victim.read_bytes()[:-1])
+    again = make_writer_with(path, heatmaps, Journal(tmp_path / "j", "key-1"))
+    assert again.resumed_blocks == {(0, 0, 0), (0, 0, 4)} and again.resumed_not_applicable == {(1, 1)}
+    assert again.not_applicable == {"cascade:fc2": {"random": "no conv layer"}}
+    other = make_writer_with(path, heatmaps, Journal(tmp_path / "j", "key-2"))  # params or inputs changed
+    assert not other.resumed_blocks and not other.written.any()
+
+
+def test_journal_entries_are_whole_or_absent(tmp_path):
+    from xaicore.store.journal import Journal
+
+    j = Journal(tmp_path / "j", "k")
+    j.put("cell-0", {"accuracy": 0.5, "curve": np.arange(3.0), "reason": np.str_("text")})
+    assert j.get("cell-0")["accuracy"] == 0.5 and str(j.get("cell-0")["reason"]) == "text"
+    (tmp_path / "j" / "cell-1.npz").write_bytes(b"PK\x03\x04 half a zip")  # a kill mid-write of a non-atomic writer
+    assert j.get("cell-1") is None and not (tmp_path / "j" / "cell-1.npz").exists()
+    with pytest.raises(TypeError, match="not objects"):
+        j.put("cell-2", {"x": np.array([{}], dtype=object)})
+    assert Journal(tmp_path / "j", "k").resumed and Journal(tmp_path / "j", "k2").names() == []

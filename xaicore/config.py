@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -40,6 +42,20 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise _fail(key, f"is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number")
+
+
+MAX_WORKERS = 512
+
+
+def _workers(key: str, value: int) -> None:
+    _positive(key, value, allow_zero=True)
+    if value > MAX_WORKERS:
+        raise _fail(key, f"is {value!r}; expected at most {MAX_WORKERS} Dask workers")
+
+
+def _address(key: str, value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"([a-z]+://)?[\w.\-\[\]:]+:\d+", value):
+        raise _fail(key, f"is {value!r}; expected a Dask scheduler address such as tcp://127.0.0.1:8786")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +98,7 @@ class ModelConfig:
             _positive("model.zoo_epochs", self.zoo_epochs)
         for key in ("epochs", "batch_size", "lr", "random_labels_epochs", "random_labels_lr"):
             _positive(f"model.{key}", getattr(self, key))
-        _positive("model.workers", self.workers, allow_zero=True)
+        _workers("model.workers", self.workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +161,7 @@ class ExplainConfig:
                 raise _fail(f"explain.batch_sizes.{name}", f"is not a registered method ({', '.join(known)})")
             _positive(f"explain.batch_sizes.{name}", size)
         _positive("explain.chunk", self.chunk)
-        _positive("explain.workers", self.workers, allow_zero=True)
+        _workers("explain.workers", self.workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,12 +211,18 @@ class MaximizeConfig:
         for p in self.parameterizations:
             if p not in PARAMETERIZATIONS:
                 raise _fail("maximize.parameterizations", f"has {p!r}; expected some of {', '.join(PARAMETERIZATIONS)}")
+        from xaicore.analysis.maximize import check_maximize_params
+
         known = {"n_steps", "lr", "l2", "tv", "jitter", "blur_every", "blur_sigma", "radius", "data_range"}
         for section in ("pixels", "generator"):
             unknown = sorted(set(getattr(self, section)) - known)
             if unknown:
                 raise _fail(f"maximize.{section}.{unknown[0]}", f"is not a parameter of maximize (known: "
                                                                 f"{', '.join(sorted(known))})")
+            try:
+                check_maximize_params(section, getattr(self, section))
+            except XaiCoreError as e:  # "lr='' must be a number" -> "params.yaml: maximize.pixels.lr='' must ..."
+                raise XaiCoreError(f"params.yaml: maximize.{section}.{e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +253,8 @@ class ScoreConfig:
         _choice("score.score", self.score, SCORES)
         _choice("score.backend", self.backend, BACKENDS)
         _choice("score.device", self.device, DEVICES)
-        _positive("score.workers", self.workers, allow_zero=True)
+        _workers("score.workers", self.workers)
+        _address("score.scheduler", self.scheduler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +323,7 @@ class RoarConfig:
         _check_method_params("roar.method_params", self.method_params)
         _positive("roar.repeats", self.repeats)
         _positive("roar.epochs", self.epochs)
-        _positive("roar.workers", self.workers, allow_zero=True)
+        _workers("roar.workers", self.workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,9 +367,15 @@ class Config:
         return out
 
     def section_json(self, *names: str) -> str:
-        """Canonical JSON of some sections, for cache keys and archive attrs."""
-        d = self.to_dict()
-        return json.dumps({n: d[n] for n in names}, sort_keys=True)
+        """Canonical JSON of some sections or keys (``"explain.method_params"``), for cache keys and archive
+        attrs; reads only those (a stage's DVC params are what it reads, tests/flows/test_dvc_deps.py)."""
+        out = {}
+        for name in names:
+            value: Any = self
+            for part in name.split("."):
+                value = getattr(value, part)
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return json.dumps(json.loads(json.dumps(out)), sort_keys=True)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -383,6 +412,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(key, f"is {value!r}; expected a number")
+        if not math.isfinite(value):
+            raise _fail(key, f"is {value!r}; expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -420,6 +451,9 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         raise XaiCoreError(f"params file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise XaiCoreError(f"{path} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # its str() is several lines with a drawing of the spot: keep mark and problem
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise XaiCoreError(f"{path} is not valid YAML{where}: {problem}") from None
     return config_from_dict(raw or {})

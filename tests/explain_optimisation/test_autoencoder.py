@@ -47,8 +47,12 @@ def test_save_load_round_trip_and_a_pickle_payload_is_refused(small_state, tmp_p
     with torch.no_grad():
         assert torch.equal(back.reconstruct(x), small_state.reconstruct(x))
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps(print))  # not a weights-only payload
-    with pytest.raises(XaiCoreError, match="is not an autoencoder state"):
+    torch.save({"input_shape": [1, 28, 28], "hook": print}, evil)  # a callable in the pickle
+    with pytest.raises(XaiCoreError, match=r"autoencoder state .*evil\.pt holds a pickled object \(print\), "
+                                           r"not only tensors; .*; rerun the autoencoder stage"):
+        AutoencoderState.load(evil)
+    evil.write_bytes(pickle.dumps(print))  # a bare pickle, not a torch file
+    with pytest.raises(XaiCoreError, match=r"autoencoder state .*evil\.pt cannot be read \(not a torch file"):
         AutoencoderState.load(evil)
 
 

@@ -1,13 +1,19 @@
-"""A tiny survey (few samples, short training) run once per test session through the pipeline steps."""
+"""A tiny survey (few samples, short training) run once per test session: by the survey flow, as a user runs
+it, and again in-process through the pipeline steps by the determinism test."""
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.flows.tracing import StageTrace, trace_stage
 from xaicore.config import Config, config_from_dict
 from xaicore.pipeline import (
     Paths,
@@ -21,6 +27,7 @@ from xaicore.pipeline import (
     score_heatmaps,
     train_models,
 )
+from xaicore.report import aggregate_metrics, make_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def tiny_params() -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw = copy.deepcopy(raw)
-    raw["data"]["n_explain"] = 24
+    raw["data"]["n_explain"] = 16
     # the BN/residual zoo: tests/test_zoo_contract
     raw["model"].update(epochs=3, random_labels_epochs=3, zoo=["mlp"], workers=0)
-    raw["explain"].update(chunk=16, batch_size=16, workers=0)
+    raw["explain"].update(chunk=8, batch_size=8, workers=0)
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
     mp = raw["explain"]["method_params"]  # the perturbation methods at a tenth of their passes per sample
     mp["occlusion"] = {**mp.get("occlusion", {}), "stride": 4}
@@ -44,24 +51,48 @@ def tiny_params() -> dict:
                        "pixels": {"lr": 0.1, "n_steps": 30, "jitter": 1, "blur_every": 8},
                        "generator": {"lr": 0.05, "n_steps": 30}}
     raw["score"].update(workers=0, region=7)
-    raw["roar"].update(fractions=[0.1, 0.5], repeats=2, epochs=1, workers=0, fills=["mean", "noise"],
+    raw["roar"].update(fractions=[0.1], repeats=2, epochs=1, workers=0, fills=["mean", "noise"],
                        methods=["gradient", "vargrad", "random"],  # a base method, an ensemble, the baseline
                        method_params={"vargrad": {"n_samples": 8}})
     return raw
 
 
-def run_survey(cfg: Config, root: Path) -> Paths:
-    paths = Paths(root)
-    prepare_data(cfg, paths)
-    train_models(cfg, paths, progress=False)
-    build_controls(cfg, paths)
-    fit_autoencoder_state(cfg, paths, progress=False)
-    fit_states(cfg, paths, progress=False)
-    generate_heatmaps(cfg, paths, progress=False)
-    score_heatmaps(cfg, paths, progress=False)
-    run_roar(cfg, paths, progress=False)
-    run_maximize(cfg, paths, progress=False)
-    return paths
+def run_flow(stage: str, params: dict, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m flows <stage>``, as dvc.yaml runs it."""
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "flows", stage, "--params", str(p), "--out",
+                           str(tmp_path / "outputs")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# dvc.yaml's stages in order, each as the pipeline call its flow makes (flows/stages.py -> tasks -> these)
+STEPS: dict[str, Callable[[Config, Paths], object]] = {
+    "data": lambda cfg, paths: prepare_data(cfg, paths),
+    "train": lambda cfg, paths: train_models(cfg, paths, progress=False),
+    "controls": lambda cfg, paths: build_controls(cfg, paths),
+    "autoencoder": lambda cfg, paths: fit_autoencoder_state(cfg, paths, progress=False),
+    "fit": lambda cfg, paths: fit_states(cfg, paths, progress=False),
+    "explain": lambda cfg, paths: generate_heatmaps(cfg, paths, progress=False),
+    "score": lambda cfg, paths: score_heatmaps(cfg, paths, progress=False),
+    "roar": lambda cfg, paths: run_roar(cfg, paths, progress=False),
+    "maximize": lambda cfg, paths: run_maximize(cfg, paths, progress=False),
+    "aggregate": lambda cfg, paths: aggregate_metrics(paths),
+    "report": lambda cfg, paths: make_figures(paths),
+}
+
+
+def run_survey(cfg: Config, root: Path, *, trace: bool = False) -> tuple[Paths, dict[str, StageTrace]]:
+    """Every stage in-process; with ``trace``, what each one ran (tests/flows/tracing.py)."""
+    paths, traces = Paths(root), {}
+    for stage, step in STEPS.items():
+        if trace:
+            with trace_stage(cfg) as traces[stage]:
+                step(cfg, paths)
+        else:
+            step(cfg, paths)
+    return paths, traces
 
 
 @pytest.fixture(scope="session")
@@ -70,5 +101,15 @@ def tiny_cfg() -> Config:
 
 
 @pytest.fixture(scope="session")
-def tiny_survey(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config) -> Paths:
-    return run_survey(tiny_cfg, tmp_path_factory.mktemp("survey") / "outputs")
+def tiny_survey(tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """The survey flow's outputs (``python -m flows survey``), with its MLflow run: every stage, once."""
+    root = tmp_path_factory.mktemp("survey")
+    res = run_flow("survey", tiny_params(), root, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return Paths(root / "outputs")
+
+
+@pytest.fixture(scope="session")
+def traced_rerun(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config) -> tuple[Paths, dict[str, StageTrace]]:
+    """The tiny survey again, in-process and traced: for the determinism and the DVC-coverage tests."""
+    return run_survey(tiny_cfg, tmp_path_factory.mktemp("rerun") / "outputs", trace=True)

@@ -5,22 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.flows.conftest import ROOT, tiny_params
-
-
-def run_flow(stage: str, params: dict, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m flows <stage>``, as dvc.yaml runs it."""
-    p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "flows", stage, "--params", str(p), "--out",
-                           str(tmp_path / "outputs")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+from tests.flows.conftest import ROOT, run_flow, tiny_params
 
 
 def test_unknown_stage_one_clear_line(tmp_path):
@@ -54,28 +43,85 @@ def test_dask_workers_import_the_stage_program_only_without_the_package_entry():
         assert f"cmd: python -m flows {stage}\n" in (ROOT / "dvc.yaml").read_text()
 
 
-@pytest.mark.parametrize("edit, needle", [
+BAD_INPUT = [
     (lambda p: p["explain"].update(methods=["gradient", "no_such_method"]), "unknown method 'no_such_method'"),
     (lambda p: p["model"].update(arch="transformer"), "model.arch"),
     (lambda p: p["score"].update(region=0), "score.region"),
     (lambda p: p["score"].update(regoin=4), "score.regoin is not a known key"),
     (lambda p: p["data"].update(dataset="mnist", root="does/not/exist"), "does/not/exist/ does not exist"),
-])
-def test_bad_input_one_clear_line(tmp_path, edit, needle):
+]
+
+
+def test_bad_input_one_clear_line(tmp_path):
+    """As a user runs it, in its own process: one line on stderr (no import noise), exit status 2, no outputs."""
     params = tiny_params()
-    edit(params)
+    BAD_INPUT[0][0](params)
     res = run_flow("data", params, tmp_path, timeout=120)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("xaicore: error:") and needle in lines[0], res.stderr
+    assert len(lines) == 1 and lines[0].startswith("xaicore: error:") and BAD_INPUT[0][1] in lines[0], res.stderr
     assert not (tmp_path / "outputs").exists()
 
 
+def cli_in_process(params: dict | None, tmp_path, capsys, monkeypatch) -> tuple[int, list[str]]:
+    """flows._cli.main as ``python -m flows data`` calls it, in this process: (exit status, stderr lines). Loaded
+    from its file: under pytest the name ``flows`` is this test package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("project_flows_cli", ROOT / "flows" / "_cli.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    main = cli.main
+
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params or tiny_params()))
+    monkeypatch.setattr(sys, "argv", ["python -m flows data", "--params", str(p), "--out", str(tmp_path / "outputs")])
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main's SIGTERM handler is for its own process
+    ran = []
+    with pytest.raises(SystemExit) as info:
+        main(_Flow(ran), "the data stage")
+    assert not ran  # refused before the flow runs
+    return info.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+class _Flow:
+    name = "data"
+
+    def __init__(self, ran: list) -> None:
+        self.ran = ran
+
+    def __call__(self, **kwargs) -> None:
+        self.ran.append(kwargs)
+
+
+@pytest.mark.parametrize("edit, needle", BAD_INPUT[1:])
+def test_bad_input_one_clear_line_in_process(tmp_path, capsys, monkeypatch, edit, needle):
+    params = tiny_params()
+    edit(params)
+    code, lines = cli_in_process(params, tmp_path, capsys, monkeypatch)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("xaicore: error:") and needle in lines[0], lines
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_second_run_on_the_same_outputs_refuses_in_one_line(tmp_path, capsys, monkeypatch):
+    from tests.test_lock import holder
+
+    proc = holder(tmp_path / "outputs")
+    try:
+        code, lines = cli_in_process(None, tmp_path, capsys, monkeypatch)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 2
+    assert len(lines) == 1 and "is in use by another xaicore run (explain flow" in lines[0], lines
+    assert not (tmp_path / "outputs" / "data").exists()
+
+
 @pytest.mark.slow
-def test_survey_flow_end_to_end(tmp_path):
-    res = run_flow("survey", tiny_params(), tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = tmp_path / "outputs"
+def test_survey_flow_end_to_end(tiny_survey):
+    """The session's tiny survey is the survey flow's run: every output and its MLflow run are there."""
+    out = tiny_survey.root
     for name in ("heatmaps.zarr", "scores.zarr", "metrics.json", "metrics.csv", "figures/aopc_curves.png",
                  "figures/cascading_randomization.png", "mlflow.db"):
         assert (out / name).exists(), name
@@ -86,3 +132,4 @@ def test_survey_flow_end_to_end(tmp_path):
     assert len(runs) == 1
     assert runs["params.score.region"].iloc[0] == "7"
     assert runs["metrics.trained/gradient/aopc_morf"].notna().all()
+

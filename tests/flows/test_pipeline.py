@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.flows.conftest import run_survey
 from xaicore.errors import XaiCoreError
 from xaicore.report import aggregate_metrics, make_figures
 from xaicore.store import open_archive
@@ -31,9 +30,9 @@ def test_archive_schema(tiny_survey, tiny_cfg):
     assert models[:3] == ["trained", "random_labels", "zoo:mlp"]
     assert models[3:7] == ["cascade:fc2", "cascade:fc1", "cascade:conv2", "cascade:conv1"]
     assert models[7:] == ["independent:fc2", "independent:fc1", "independent:conv2", "independent:conv1"]
-    assert ds.sizes["sample"] == 24 and ds.sizes["y"] == 28
+    assert ds.sizes["sample"] == 16 and ds.sizes["y"] == 28
     assert ds.attrs["complete"] is True
-    assert ds["relevance"].encoding["chunks"] == (1, 1, 16, 1, 28, 28)
+    assert ds["relevance"].encoding["chunks"] == (1, 1, 8, 1, 28, 28)
     for name in ("label", "target", "prediction", "score", "conservation_error", "positive_fraction"):
         assert name in ds
     assert (ds.target.values == ds.label.values).all()
@@ -250,7 +249,7 @@ def test_explain_jobs_smaller_than_a_chunk(tiny_survey, tiny_cfg, tmp_path):
     methods = ("gradient", "occlusion", "lime")
     explain = dataclasses.replace(tiny_cfg.explain, methods=methods, batch_sizes={"occlusion": 5, "lime": 6})
     assert [j[2:] for j in explain_jobs(dataclasses.replace(tiny_cfg, explain=explain), 24, 1) if j[1] == 1] == [
-        (0, 5), (5, 10), (10, 15), (15, 16), (16, 21), (21, 24)]  # chunk 16: no job crosses a chunk boundary
+        (0, 5), (5, 8), (8, 13), (13, 16), (16, 21), (21, 24)]  # chunk 8: no job crosses a chunk boundary
     archives = {}
     for workers in (0, 2):
         paths = type(tiny_survey)(tmp_path / f"w{workers}")
@@ -272,11 +271,11 @@ def test_roar_archive(tiny_survey):
     roar = open_archive(tiny_survey.roar)
     acc = roar["roar_accuracy"]
     assert acc.dims == ("mode", "explainer", "fraction", "repeat")
-    assert acc.shape == (2, 3, 2, 2)
+    assert acc.shape == (2, 3, 1, 2)
     assert ((acc.values >= 0) & (acc.values <= 1)).all()
     # the roar mode with every fill; the first fill's is roar_accuracy's roar mode, bit for bit
     by_fill = roar["roar_accuracy_by_fill"]
-    assert by_fill.dims == ("fill", "explainer", "fraction", "repeat") and by_fill.shape == (2, 3, 2, 2)
+    assert by_fill.dims == ("fill", "explainer", "fraction", "repeat") and by_fill.shape == (2, 3, 1, 2)
     assert list(by_fill.fill.values) == ["mean", "noise"] and roar.attrs["fill"] == "mean"
     np.testing.assert_array_equal(by_fill.sel(fill="mean").values, acc.sel(mode="roar").values)
     assert not np.array_equal(by_fill.sel(fill="noise").values, by_fill.sel(fill="mean").values)
@@ -343,8 +342,10 @@ def test_reports(tiny_survey, tiny_cfg):
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
 
 
-def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
-    again = run_survey(tiny_cfg, tmp_path / "outputs")
+def test_same_params_bitwise_identical_archives(tiny_survey, traced_rerun):
+    """The survey flow's archives (a subprocess, through Prefect) and the pipeline steps' (in-process) are the same
+    bytes."""
+    again, _ = traced_rerun
     for name in ("fitted", "heatmaps", "scores", "roar", "maximize"):
         first, second = tree_digest(getattr(tiny_survey, name)), tree_digest(getattr(again, name))
         assert first == second, f"{name} archives differ"
@@ -374,3 +375,25 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
     assert not paths.heatmaps.exists()
     with pytest.raises(XaiCoreError, match="did not finish"):
         open_archive(paths.heatmaps)
+
+
+def test_the_explain_stage_refuses_an_archive_the_disk_cannot_hold(tiny_survey, tiny_cfg, tmp_path, monkeypatch,
+                                                                    capsys):
+    import shutil
+    from collections import namedtuple
+
+    from xaicore.pipeline import generate_heatmaps
+    from xaicore.pipeline.explain_step import archive_bytes
+
+    assert archive_bytes(11, 29, 16, (1, 28, 28)) == 11 * 29 * 16 * (784 * 4 + 64)
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    for sub in ("data", "models", "controls", "fitted"):
+        shutil.copytree(tiny_survey.root / sub, paths.root / sub)
+    shutil.copy(tiny_survey.autoencoder, paths.autoencoder)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    with pytest.raises(XaiCoreError, match=rf"heatmap archive: at most [\d.]+ GiB \(11 models x "
+                                           rf"{len(tiny_cfg.explain.methods)} methods x 16 samples x 784 values.*"
+                                           r"0\.0 GiB free .*the disk cannot hold it"):
+        generate_heatmaps(tiny_cfg, paths, progress=True)
+    assert not paths.heatmaps.exists() and not paths.heatmaps.with_name("heatmaps.zarr.partial").exists()

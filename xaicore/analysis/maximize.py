@@ -47,15 +47,17 @@ All runs in eval mode with gradients taken only with respect to the input (or th
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore.engine.model import eval_mode, hooks
-from xaicore.errors import XaiCoreError
+from xaicore.errors import XaiCoreError, require_finite
 from xaicore.explain.optimisation.autoencoder import AutoencoderState
 
 PARAMETERIZATIONS = ("pixels", "generator")
@@ -173,6 +175,19 @@ def _roll(x: torch.Tensor, shifts: list[tuple[int, int]]) -> torch.Tensor:
 
 # --- validation -------------------------------------------------------------------------------------------
 
+def check_maximize_params(parameterization: str, params: dict[str, Any]) -> None:
+    """Validate :func:`maximize` keyword arguments ``params`` (the pipeline's ``maximize.pixels`` section) as
+    the call would, without a model: raises :class:`XaiCoreError` naming the first bad one."""
+    sig = inspect.signature(maximize)
+    unknown = sorted(set(params) - set(sig.parameters) - {"model", "units", "shape", "state", "seed"})
+    if unknown:
+        raise XaiCoreError(f"maximize has no parameter {unknown[0]!r}")
+    args = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    args.update(params)
+    _check_args(parameterization, (1, 1, 1), args["n_steps"], args["lr"], args["l2"], args["tv"], args["jitter"],
+                args["blur_every"], args["blur_sigma"], args["radius"], args["data_range"])
+
+
 def _check_args(parameterization: str, shape: object, n_steps: int, lr: float, l2: float, tv: float, jitter: int,
                 blur_every: int, blur_sigma: float, radius: float | None,
                 data_range: tuple[float, float] | None) -> None:
@@ -185,6 +200,9 @@ def _check_args(parameterization: str, shape: object, n_steps: int, lr: float, l
     for name, value, lo in (("n_steps", n_steps, 1), ("jitter", jitter, 0), ("blur_every", blur_every, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise XaiCoreError(f"{name}={value!r} must be an integer >= {lo}")
+    for name, value in (("lr", lr), ("l2", l2), ("tv", tv), ("blur_sigma", blur_sigma)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise XaiCoreError(f"{name}={value!r} must be a number")
     if not lr > 0:
         raise XaiCoreError(f"lr={lr!r} must be > 0")
     for name, value in (("l2", l2), ("tv", tv)):
@@ -194,9 +212,11 @@ def _check_args(parameterization: str, shape: object, n_steps: int, lr: float, l
         raise XaiCoreError(f"l2={l2!r} must be < 1 (the decay multiplies by 1 − l2 each step)")
     if blur_every and not blur_sigma > 0:
         raise XaiCoreError(f"blur_sigma={blur_sigma!r} must be > 0")
-    if radius is not None and not radius > 0:
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int | float) or not radius > 0):
         raise XaiCoreError(f"radius={radius!r} must be > 0 (or None for no norm constraint)")
-    if data_range is not None and (len(data_range) != 2 or not float(data_range[0]) < float(data_range[1])):
+    if data_range is not None and (not isinstance(data_range, tuple | list) or len(data_range) != 2
+                                   or not all(isinstance(v, int | float) for v in data_range)
+                                   or not float(data_range[0]) < float(data_range[1])):
         raise XaiCoreError(f"data_range={data_range!r} must be (low, high) with low < high, or None")
 
 
@@ -285,6 +305,7 @@ def dataset_examples(model: nn.Module, x: torch.Tensor, units: Sequence[int] | t
     (the unit as in :func:`maximize`), computed in batches without gradients; ties go to the lower index."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1:
         raise XaiCoreError(f"x must be a non-empty (N, ...) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    require_finite(x, "x")
     for name, value in (("k", k), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise XaiCoreError(f"{name}={value!r} must be an integer >= 1")

@@ -55,6 +55,7 @@ def gather_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "logi
         logits = logits.log_softmax(1)
     elif score != "logit":
         raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    _check_target_range(target, logits.shape[1])
     return logits.gather(1, target[:, None].to(logits.device))[:, 0]
 
 
@@ -64,9 +65,13 @@ def target_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score
     logits = model(x)
     if logits.ndim != 2:
         raise XaiCoreError(f"model output must be (B, classes), got {tuple(logits.shape)}")
-    if int(target.min()) < 0 or int(target.max()) >= logits.shape[1]:
-        raise XaiCoreError(f"target holds class indices outside 0..{logits.shape[1] - 1}")
     return gather_scores(logits, target, score)
+
+
+def _check_target_range(target: torch.Tensor, n_classes: int) -> None:
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= n_classes):
+        raise XaiCoreError(f"target holds class indices outside 0..{n_classes - 1} (the model has {n_classes} "
+                           "outputs)")
 
 
 @torch.no_grad()

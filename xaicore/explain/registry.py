@@ -110,12 +110,19 @@ def get_explainer(name: str) -> Explainer:
 
 
 def check_inputs(x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Validate ``x`` (B, C, H, W) or (B, F) floating and ``target`` (B,) integer; returns target as long."""
+    """Validate ``x`` (B, C, H, W) or (B, F), floating, finite, not empty, and ``target`` (B,) integer; returns
+    target as long."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise XaiCoreError(f"x must be a floating-point tensor, got {type(x).__name__} "
                            f"{getattr(x, 'dtype', '')}")
     if x.ndim not in (2, 4):
         raise XaiCoreError(f"x must be (B, C, H, W) or (B, F), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise XaiCoreError(f"x is an empty batch {tuple(x.shape)}")
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if not bool(finite.all()):
+        raise XaiCoreError(f"x holds NaN or inf in {int((~finite).sum())} of {x.shape[0]} samples (first: sample "
+                           f"{int((~finite).nonzero()[0, 0])})")
     if target is None:
         return target  # type: ignore[return-value]
     target = torch.as_tensor(target, device=x.device)

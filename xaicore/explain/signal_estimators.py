@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xaicore._weights import load_tensors
 from xaicore.engine import eval_mode, hooks
 from xaicore.errors import XaiCoreError
 from xaicore.explain.lrp.canonizers import merge_batch_norm
@@ -224,13 +225,7 @@ class Patterns:
 
     @classmethod
     def load(cls, path: str | Path) -> Patterns:
-        path = Path(path)
-        if not path.is_file():
-            raise XaiCoreError(f"patterns file {path} is missing; run the patterns stage (fit_patterns) first")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file
-            raise XaiCoreError(f"patterns file {path} is not readable ({type(e).__name__}: {e})") from None
+        blob = load_tensors(path, "patterns file", "the fit stage (python -m flows fit)")
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise XaiCoreError(f"{path} is not an xaicore patterns file ({FORMAT})")
         return cls(blob["layers"], int(blob["n_samples"]), blob.get("quality", {}))

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH, SCORES, eval_mode, perturbed_scores, target_scores
-from xaicore.errors import XaiCoreError
+from xaicore.errors import XaiCoreError, require_same_shape
 from xaicore.explain.registry import check_inputs
 from xaicore.features import Regions
 from xaicore.kernels.torch_kernels import region_sums
@@ -26,6 +26,7 @@ from xaicore.metrics.perturbation import fill_values
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise Pearson ρ of two (B, L) tensors in float64; a constant row gives NaN (as scipy)."""
+    require_same_shape(a, b, "pearson_rows compares rows of the same shape")
     a = a.to(torch.float64) - a.to(torch.float64).mean(1, keepdim=True)
     b = b.to(torch.float64) - b.to(torch.float64).mean(1, keepdim=True)
     den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()

@@ -52,6 +52,10 @@ def blur_matrix(n: int, sigma: float = BLUR_SIGMA, device: torch.device | str = 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     """Each channel of (B, C, H, W) blurred as scipy.ndimage.gaussian_filter(·, sigma) (float64 inside)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise XaiCoreError(f"blur filters images: x must be (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
+    if not sigma > 0:
+        raise XaiCoreError(f"sigma={sigma!r} must be > 0")
     h, w = x.shape[-2:]
     gy, gx = blur_matrix(h, sigma, x.device), blur_matrix(w, sigma, x.device)
     return (gy @ x.to(torch.float64) @ gx.T).to(x.dtype)

@@ -81,6 +81,8 @@ def inter_method_reliability(scores: np.ndarray | torch.Tensor, names: tuple[str
                              ) -> Correlations:
     """Spearman ρ of one metric's per-sample scores between each pair of methods (Tomsett et al. 2020, §3.2)."""
     a = _scores(scores)
+    if names is not None and len(names) != a.shape[1]:
+        raise XaiCoreError(f"names has {len(names)} entries for {a.shape[1]} methods (the columns of scores)")
     m = spearman_matrix(a)
     return Correlations(tuple(names) if names else tuple(f"method{i}" for i in range(a.shape[1])), m,
                         _mean_pairs(m))

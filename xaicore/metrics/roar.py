@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from xaicore.errors import XaiCoreError
+from xaicore.errors import XaiCoreError, require_finite
 from xaicore.metrics.aopc import check_relevance
 from xaicore.models import accuracy, train_model
 
@@ -136,6 +136,19 @@ class RoarResult:
         return self.mode == "kar"
 
 
+def _check_sets(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+               train_rel: torch.Tensor, test_rel: torch.Tensor) -> None:
+    for split, x, y, rel in (("train", train_x, train_y, train_rel), ("test", test_x, test_y, test_rel)):
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise XaiCoreError(f"{split}_y must be ({x.shape[0]},), one label per {split}_x image, got "
+                               f"{tuple(y.shape)}")
+        if rel.shape != x.shape:
+            raise XaiCoreError(f"{split}_rel is {tuple(rel.shape)}, {split}_x is {tuple(x.shape)}: one heatmap per "
+                               "image, of its shape")
+        require_finite(x, f"{split}_x")
+        require_finite(rel, f"{split}_rel")
+
+
 def roar_kar(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
              train_rel: torch.Tensor, test_rel: torch.Tensor, *, mode: str = "roar",
              fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), repeats: int = 5,
@@ -146,6 +159,7 @@ def roar_kar(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
     …) and record each one's test accuracy."""
     if repeats < 1 or not fractions:
         raise XaiCoreError(f"roar_kar needs repeats >= 1 and fractions, got {repeats} and {tuple(fractions)}")
+    _check_sets(train_x, train_y, test_x, test_y, train_rel, test_rel)
     train_fn = train_fn or Trainer(n_classes=int(max(int(train_y.max()), int(test_y.max())) + 1))
     fill = channel_mean(train_x)
     acc = torch.empty(len(fractions), repeats, dtype=torch.float64)
@@ -164,6 +178,7 @@ def roar_cell(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
     per-channel mean), train a model with ``seed`` and return its accuracy on the degraded test set. Cells are
     independent, so a pipeline may run them side by side. A ``noise`` fill draws the training set's noise from
     ``seed`` and the test set's from ``seed + 1_000_003``."""
+    _check_sets(train_x, train_y, test_x, test_y, train_rel, test_rel)
     fill = channel_mean(train_x) if fill is None else fill
     xtr = degrade(train_x, train_rel, fraction, mode, fill, seed=seed)
     xte = degrade(test_x, test_rel, fraction, mode, fill, seed=seed + 1_000_003)

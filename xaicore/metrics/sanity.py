@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xaicore.errors import XaiCoreError
+from xaicore.errors import XaiCoreError, require_finite, require_same_shape
 
 SIMILARITY_MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
 SSIM_WINDOW = 7
@@ -32,6 +32,7 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     A constant row has no ranking: its ρ is NaN."""
     from scipy.stats import rankdata  # here: scipy.stats takes 1 s to import, see metrics/reliability.py
 
+    require_same_shape(a, b, "spearman_rows compares rows of the same shape")
     ra = rankdata(a, axis=1, method="average")
     rb = rankdata(b, axis=1, method="average")
     ra -= ra.mean(1, keepdims=True)
@@ -60,6 +61,8 @@ class Reference:
         reference = self.heatmaps
         if reference.shape != other.shape:
             raise XaiCoreError(f"heatmap shapes differ: {tuple(reference.shape)} vs {tuple(other.shape)}")
+        require_finite(reference, "the reference heatmap")
+        require_finite(other, "the compared heatmap")
         if measure in ("ssim", "hog"):
             if reference.ndim not in (3, 4):
                 raise XaiCoreError(f"{measure} compares images: heatmaps must be (B, C, H, W) or (B, H, W), got "

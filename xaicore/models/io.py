@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from xaicore._weights import load_tensors
 from xaicore.errors import XaiCoreError
 from xaicore.models.zoo import build_model
 
@@ -32,9 +33,11 @@ def load_model(path: str | Path) -> nn.Module:
         raise XaiCoreError(f"model weights {path} (or {meta_path.name}) are missing; run the train stage first")
     meta = json.loads(meta_path.read_text())
     model = build_model(meta["arch"], tuple(meta["input_shape"]), meta["n_classes"])
+    state = load_tensors(path, "model weights", "the train stage (python -m flows train)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except Exception as e:  # noqa: BLE001 - any unpickling/shape problem is a corrupt file to the user
-        raise XaiCoreError(f"model weights {path} cannot be loaded: {e}") from None
+    except Exception as e:  # noqa: BLE001 - missing or misshapen tensors: a corrupt file to the user
+        first = str(e).strip().splitlines()[0]
+        raise XaiCoreError(f"model weights {path} do not fit its {meta['arch']} ({first[:160]}); rerun the train "
+                           "stage") from None
     return model.eval()

@@ -11,6 +11,10 @@ from typing import Any
 import torch
 
 from xaicore._malloc import keep_freed_memory
+from xaicore._version import __version__
+from xaicore.errors import XaiCoreError
+
+WORKER_WAIT_S = 60  # how long a named scheduler may take to have its first worker
 
 # Dask's settings for a local cluster of one-thread workers running long numeric jobs, each measured on the explain
 # stage's perturbation methods on 2 cores (benchmarks/dask_explain.py, docs/benchmarks.md):
@@ -63,7 +67,13 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
     # not ``with Client(...)``: that sets a context variable, and dask_client_starting enters this in one thread
     # and leaves it in another
     if scheduler is not None:
-        with contextlib.closing(Client(scheduler, set_as_default=False)) as client:
+        try:
+            client = Client(scheduler, set_as_default=False, timeout="20s")
+        except OSError as e:
+            raise XaiCoreError(f"cannot reach the Dask scheduler at {scheduler} (score.scheduler): "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        with contextlib.closing(client):
+            check_workers(client, scheduler)
             yield client
         return
     with dask.config.set(LOCAL_CLUSTER_CONFIG), \
@@ -71,6 +81,25 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
                          silence_logs=logging.ERROR) as cluster, \
             contextlib.closing(Client(cluster, set_as_default=False)) as client:
         yield client
+
+
+def check_workers(client: Any, scheduler: str) -> None:
+    """A cluster this run did not start must have workers that run this xaicore: each imports it and reports its
+    version (``eval`` travels by reference, so the probe itself needs nothing installed), else one error names a
+    failing worker and what to install."""
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        raise XaiCoreError(f"the Dask scheduler at {scheduler} has no workers (waited {WORKER_WAIT_S} s); start "
+                           f"some: dask worker {scheduler} --nthreads 1") from None
+    found = client.run(eval, "__import__('xaicore').__version__", on_error="return")
+    bad = {w: v for w, v in sorted(found.items()) if v != __version__}
+    if bad:
+        worker, got = next(iter(bad.items()))
+        what = f"{type(got).__name__}: {got}" if isinstance(got, BaseException) else f"it has xaicore {got}"
+        raise XaiCoreError(f"{len(bad)} of the {len(found)} Dask workers at {scheduler} cannot run xaicore "
+                           f"{__version__}'s jobs ({worker}: {what}); install this project in the workers' "
+                           "environment (pip install -e . in a checkout of the same commit)")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 
 from xaicore.config import Config
 from xaicore.data import load_saved
-from xaicore.errors import NotApplicable
+from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain import get_explainer
 from xaicore.explain.registry import explanation
 from xaicore.metrics import conservation_error, positive_fraction
@@ -30,12 +32,17 @@ from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import survey_models
 from xaicore.store import HeatmapArchiveWriter
+from xaicore.store.journal import RESUME_DIR, Journal, run_key
+
+log = logging.getLogger(__name__)
 
 
 def git_revision() -> str:
-    """The project's git commit, or ``unknown`` outside a repository."""
+    """The git commit of the xaicore code that runs (its checkout's, whatever the working directory), or
+    ``unknown`` when it is not in a repository."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False,
+                             cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -115,6 +122,37 @@ def explain_jobs(cfg: Config, n: int, n_models: int) -> list[tuple[int, int, int
     return jobs
 
 
+def archive_bytes(n_models: int, n_methods: int, n_samples: int, image_shape: tuple[int, ...]) -> int:
+    """Upper bound of the heatmap archive's size: float32 relevance of every (model, method, sample) before
+    compression, plus its per-heatmap figures (Zarr's compression rarely saves much on relevance maps)."""
+    per_map = int(np.prod(image_shape)) * 4 + 16 * 4
+    return n_models * n_methods * n_samples * per_map
+
+
+def check_disk(cfg: Config, paths: Paths, n_models: int, n_samples: int, image_shape: tuple[int, ...],
+               progress: bool) -> int:
+    """Estimate the archive, print the estimate, and refuse before any work when the output folder's disk cannot
+    hold it (a kept partial archive of an interrupted run counts as space already taken)."""
+    import shutil
+
+    need = archive_bytes(n_models, len(cfg.explain.methods), n_samples, image_shape)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(paths.root).free
+    partial = paths.heatmaps.with_name(paths.heatmaps.name + ".partial")
+    if partial.is_dir():
+        free += sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
+    gb = 1024 ** 3
+    what = (f"heatmap archive: at most {need / gb:.2f} GiB ({n_models} models x {len(cfg.explain.methods)} methods "
+            f"x {n_samples} samples x {int(np.prod(image_shape))} values, float32 before compression); "
+            f"{free / gb:.1f} GiB free under {paths.root}")
+    if need > free:
+        raise XaiCoreError(f"{what}: the disk cannot hold it; lower data.n_explain, explain.methods or the models "
+                           "(model.zoo, controls), or give the run another --out")
+    if progress:
+        print(what, file=sys.stderr)
+    return need
+
+
 def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Explain the label class of each sample for every model × method; writes ``paths.heatmaps``.
 
@@ -130,6 +168,7 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     for m in methods:  # a missing fit fails here, before any work
         if get_explainer(m).fit is not None:
             load_states(paths, m, list(models))
+    check_disk(cfg, paths, len(models), x.shape[0], tuple(x.shape[1:]), progress)
     # the workers start while this process computes the logits and creates the archive
     with dask_client_starting(cfg.explain.workers, cfg.score.scheduler) as starting:
         return _generate(cfg, paths, x, label, target, sample, models, methods, starting, progress)
@@ -155,18 +194,27 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
     }
     extras = sorted({k for m in methods for k in get_explainer(m).extras})
     chunk = cfg.explain.chunk
+    journal = Journal(paths.root / RESUME_DIR / "explain", run_key(
+        "explain", {k: v for k, v in attrs.items() if k != "git_revision"},
+        [paths.dataset, paths.models, paths.controls, paths.fitted, paths.autoencoder]))
     writer = HeatmapArchiveWriter(paths.heatmaps, models=list(models), explainers=methods, sample=sample,
                                   label=label.numpy(), target=target.numpy(), prediction=prediction, score=score,
-                                  image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs, extras=extras)
+                                  image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs, extras=extras,
+                                  journal=journal)
     names = list(models)
-    jobs = explain_jobs(cfg, x.shape[0], len(names))
+    jobs = [j for j in explain_jobs(cfg, x.shape[0], len(names)) if j[:2] not in writer.resumed_not_applicable
+            and (j[0], j[1], j[2] - j[2] % chunk) not in writer.resumed_blocks]
+    if writer.resumed_blocks or writer.resumed_not_applicable:
+        log.info("resuming %s: %d blocks and %d not-applicable marks of an interrupted run are kept", paths.heatmaps,
+                 len(writer.resumed_blocks), len(writer.resumed_not_applicable))
     # the longest jobs first, so that the workers finish together: a perturbation method costs 10²-10³ passes,
     # a gradient method a few; a model costs what its forward pass took above (the order changes no number)
     weight = {m: (100.0 if get_explainer(m).family == "perturbation" else 1.0) for m in methods}
     jobs.sort(key=lambda j: -weight[methods[j[1]]] * pass_s[names[j[0]]] * (j[3] - j[2]))
     skip: set[tuple[int, int]] = set()
     pending: dict[tuple[int, int, int], list[tuple[int, dict[str, Any]]]] = {}
-    bar = tqdm(total=len(x) * len(names) * len(methods), desc="heatmaps", unit="map", disable=not progress)
+    bar = tqdm(total=len(x) * len(names) * len(methods), initial=int(writer.written.sum()), desc="heatmaps",
+               unit="map", disable=not progress)
 
     def args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
@@ -208,4 +256,6 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
         for fut in as_completed(futures, loop=client.loop):
             write(futures[fut], fut.result())
     bar.close()
-    return writer.finalize()
+    out = writer.finalize()
+    journal.remove()
+    return out

@@ -4,6 +4,7 @@ retrained models. The expensive step, so it is its own DVC stage writing ``outpu
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,12 @@ from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
+from xaicore.store.journal import RESUME_DIR, Journal, run_key
 
 ROAR_SCHEMA = "xaicore.roar/1"
+ROAR_PARAMS = ("seed", "model", "roar", "autoencoder", "patterns.batch_size", "explain.method_params",
+               "explain.batch_size", "explain.batch_sizes")  # dvc.yaml's: what a resumed run must share
+log = logging.getLogger(__name__)
 
 
 def batched_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
@@ -90,34 +95,46 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     cells = [(li, mi, ei, fi, k) for ei in range(len(r.methods)) for li in range(len(r.fills))
              for mi in range(len(r.modes)) if li == 0 or r.modes[mi] == "roar"
              for fi in range(len(r.fractions)) for k in range(r.n_repeats)]
+    journal = Journal(paths.root / RESUME_DIR / "roar", run_key("roar", cfg.section_json(*ROAR_PARAMS),
+                                                                [paths.dataset, paths.models]))
     bar = tqdm(total=len(cells), desc="ROAR/KAR retraining", unit="model", disable=not progress)
 
     def cell_args(cell: tuple[int, int, int, int, int]) -> tuple[Any, ...]:
         li, mi, ei, fi, k = cell
         return r.modes[mi], r.fractions[fi], cfg.seed + k, trainer, fills[li], True
 
-    def done(cell: tuple[int, int, int, int, int], value: float) -> None:
+    def done(cell: tuple[int, int, int, int, int], value: float, record: bool = True) -> None:
         li, mi, ei, fi, k = cell
         if li == 0:
             acc[mi, ei, fi, k] = value
         if r.modes[mi] == "roar":
             by_fill[li, ei, fi, k] = value
+        if record:
+            journal.put("cell-{}-{}-{}-{}-{}".format(*cell), {"accuracy": np.float32(value)})
         bar.update()
         bar.set_postfix(method=r.methods[ei], mode=r.modes[mi], fill=r.fills[li])
 
+    for cell in list(cells):  # the retrainings an interrupted run of this configuration finished
+        if (found := journal.get("cell-{}-{}-{}-{}-{}".format(*cell))) is not None:
+            done(cell, float(found["accuracy"]), record=False)
+            cells.remove(cell)
+    if bar.n:
+        log.info("resuming ROAR/KAR: %d retrained models of an interrupted run are kept", bar.n)
+    methods = sorted({c[2] for c in cells})  # those with a retraining left need their heatmaps
+
     threads = torch.get_num_threads()
     try:
-        with dask_client(r.workers, cfg.score.scheduler) as client:
+        with dask_client(r.workers if cells else 0, cfg.score.scheduler) as client:
             if client is None:
-                for ei, method in enumerate(r.methods):
-                    heat = roar_heatmaps(cfg, str(paths.dataset), model_path, method, True)
+                for ei in methods:
+                    heat = roar_heatmaps(cfg, str(paths.dataset), model_path, r.methods[ei], True)
                     for cell in (c for c in cells if c[2] == ei):
                         done(cell, roar_retrain(str(paths.dataset), heat, *cell_args(cell)))
             else:
                 from distributed import as_completed
 
-                heat = [client.submit(roar_heatmaps, cfg, str(paths.dataset), model_path, method, True, pure=False)
-                        for method in r.methods]
+                heat = {ei: client.submit(roar_heatmaps, cfg, str(paths.dataset), model_path, r.methods[ei], True,
+                                          pure=False) for ei in methods}
                 futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[2]], *cell_args(cell),
                                          pure=False): cell for cell in cells}
                 for fut in as_completed(futures, loop=client.loop):
@@ -140,4 +157,6 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                "fill": r.fills[0],
                "directions": '{"roar": "lower is better", "kar": "higher is better"}'},
     )
-    return write_dataset(out, paths.roar, schema=ROAR_SCHEMA)
+    path = write_dataset(out, paths.roar, schema=ROAR_SCHEMA)
+    journal.remove()
+    return path

@@ -26,6 +26,7 @@ from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, not_applicable, open_archive, write_dataset
+from xaicore.store.journal import RESUME_DIR, Journal, run_key
 
 log = logging.getLogger(__name__)
 
@@ -122,42 +123,61 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
     return out
 
 
+SCORE_PARAMS = ("seed", "score", "sanity", "invariance", "autoencoder", "patterns.batch_size",
+                "explain.method_params", "explain.batch_size", "explain.batch_sizes")  # dvc.yaml's, for resume
+
+
 def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
-                target: np.ndarray, n_explainers: int, progress: bool
+                target: np.ndarray, n_explainers: int, journal: Journal, progress: bool
                 ) -> tuple[dict[tuple[int, int, int], dict[str, np.ndarray]], list[np.ndarray]]:
-    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side."""
+    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side; each
+    result is recorded in ``journal`` as it arrives, and those an interrupted run recorded are taken from it."""
     args = (str(paths.heatmaps), str(paths.dataset))
     measures = tuple(cfg.sanity.measures)
     results: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
     sims: list[np.ndarray] = [np.empty(0)] * n_explainers
+    for job in jobs:
+        if (found := journal.get("aopc-{}-{}-{}".format(*job[:3]))) is not None:
+            results[job[:3]] = found
+    for ei in range(n_explainers):
+        if (found := journal.get(f"sanity-{ei}")) is not None:
+            sims[ei] = found["similarity"]
+    todo = [job for job in jobs if job[:3] not in results]
+    todo_sims = [ei for ei in range(n_explainers) if not sims[ei].size]
+    if len(todo) + len(todo_sims) < len(jobs) + n_explainers:
+        log.info("resuming the scores: %d of %d tasks of an interrupted run are kept",
+                 len(jobs) + n_explainers - len(todo) - len(todo_sims), len(jobs) + n_explainers)
 
     def chunk_args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
         return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
 
-    bar = tqdm(total=len(jobs) + n_explainers, desc="scoring tasks", disable=not progress)
-    with dask_client(cfg.score.workers, cfg.score.scheduler) as client:
+    def done(kind: str, key: Any, value: Any) -> None:
+        if kind == "aopc":
+            results[key[:3]] = value
+            journal.put("aopc-{}-{}-{}".format(*key[:3]), value)
+        else:
+            sims[key] = value
+            journal.put(f"sanity-{key}", {"similarity": value})
+        bar.update()
+
+    bar = tqdm(total=len(jobs) + n_explainers, initial=len(jobs) + n_explainers - len(todo) - len(todo_sims),
+               desc="scoring tasks", disable=not progress)
+    with dask_client(cfg.score.workers if todo or todo_sims else 0, cfg.score.scheduler) as client:
         if client is None:
-            for job in jobs:
-                results[job[:3]] = score_chunk(*chunk_args(job, False))
-                bar.update()
-            for ei in range(n_explainers):
-                sims[ei] = explainer_similarities(args[0], ei, measures, False)
-                bar.update()
+            for job in todo:
+                done("aopc", job, score_chunk(*chunk_args(job, False)))
+            for ei in todo_sims:
+                done("sanity", ei, explainer_similarities(args[0], ei, measures, False))
         else:
             from distributed import as_completed
 
             futures: dict[Any, tuple[str, Any]] = {
-                client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in jobs}
+                client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in todo}
             futures.update({client.submit(explainer_similarities, args[0], ei, measures, True, pure=False):
-                            ("sanity", ei) for ei in range(n_explainers)})
+                            ("sanity", ei) for ei in todo_sims})
             for fut in as_completed(futures, loop=client.loop):
-                kind, key = futures[fut]
-                if kind == "aopc":
-                    results[key[:3]] = fut.result()
-                else:
-                    sims[key] = fut.result()
-                bar.update()
+                done(*futures[fut], fut.result())
     bar.close()
     return results, sims
 
@@ -171,7 +191,7 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     (model, explainer, measure, sample) compares each model's heatmap with the trained model's (Adebayo et
     al.); ``invariance`` (explainer, sample) is Kindermans et al.'s input-invariance error.
     """
-    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
+    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA, verify=True)
     models = survey_models(paths)
     names = [str(m) for m in hm.model.values]
     if names[0] != TRAINED or set(names) - set(models):
@@ -187,8 +207,10 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     skip = not_applicable(hm)
     jobs = [(names.index(m), ei, a, min(a + chunk, n)) for m in s.models for ei, e in enumerate(explainers)
             if e not in skip.get(m, {}) for a in range(0, n, chunk)]
+    journal = Journal(paths.root / RESUME_DIR / "score", run_key("score", cfg.section_json(*SCORE_PARAMS), [
+        paths.dataset, paths.models, paths.controls, paths.heatmaps, paths.autoencoder, paths.fitted]))
     results, sims = _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values,
-                                len(explainers), progress)
+                                len(explainers), journal, progress)
 
     n_steps = next(iter(results.values()))[f"curve_{s.perturbations[0]}_{s.orders[0]}"].shape[1]
     shape = (len(names), len(explainers), len(s.perturbations))
@@ -222,4 +244,6 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         attrs={"params": cfg.section_json("seed", "score", "sanity", "invariance"), "region": s.region,
                "score": s.score},
     )
-    return write_dataset(ds, paths.scores, schema=SCORES_SCHEMA)
+    out = write_dataset(ds, paths.scores, schema=SCORES_SCHEMA)
+    journal.remove()
+    return out

@@ -162,8 +162,8 @@ def reliability(sc, roar, sets: dict[str, list[str]] | None = None) -> tuple[lis
 def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     """Summarize the archives into ``metrics.json``, ``metrics.csv``, ``reliability.csv`` and ``report.md``."""
     hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA)
-    sc = open_archive(paths.scores, schema=SCORES_SCHEMA)
-    roar = open_archive(paths.roar) if paths.roar.exists() else None
+    sc = open_archive(paths.scores, schema=SCORES_SCHEMA, verify=True)
+    roar = open_archive(paths.roar, verify=True) if paths.roar.exists() else None
     accuracy = {**{k: v["test_accuracy"] for k, v in read_index(paths.models).items()},
                 **{k: v["test_accuracy"] for k, v in read_index(paths.controls).items()}}
     rows = _rows(hm, sc, roar, accuracy)
@@ -193,7 +193,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                      for e in hm.explainer.values}
     doc["extras"] = {e: v for e, v in doc["extras"].items() if v}
     if paths.maximize.exists():  # activation maximisation of the class logits, per model and parameterization
-        mx = open_archive(paths.maximize)
+        mx = open_archive(paths.maximize, verify=True)
         units = mx.unit.values
         doc["maximize"] = {
             str(m): {str(p): {"own_class_rate": _num(float(mx["own_class"].sel(model=m, parameterization=p).mean())),

@@ -6,7 +6,9 @@ from xaicore.store.archive import (
     HeatmapArchiveWriter,
     not_applicable,
     open_archive,
+    verify_manifest,
     write_dataset,
 )
 
-__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "not_applicable", "open_archive", "write_dataset"]
+__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "not_applicable", "open_archive",
+           "verify_manifest", "write_dataset"]

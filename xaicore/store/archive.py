@@ -3,11 +3,19 @@
 Every archive is built under ``<path>.partial`` and only renamed to ``<path>`` after its ``complete``
 attribute is set, so a killed run never leaves a store that looks finished; ``open_archive`` refuses
 incomplete and foreign stores.
+
+A finished archive carries a manifest (the ``xaicore_manifest`` member group's attributes): the size and
+SHA-256 of every file in it. Zarr reads a missing chunk as its fill value, so a deleted chunk would otherwise
+come back as zeros (or NaN) without a word. ``open_archive`` checks every file's presence and size and the
+metadata's hashes (a stat per chunk); ``verify=True`` also hashes every chunk, which the stages that read a
+whole archive do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +27,7 @@ import zarr
 
 from xaicore._version import __version__
 from xaicore.errors import XaiCoreError
+from xaicore.store.journal import Journal
 
 HEATMAP_SCHEMA = "xaicore.heatmaps/1"
 SCORES_SCHEMA = "xaicore.scores/1"
@@ -33,11 +42,59 @@ def _clean(path: Path) -> None:
         shutil.rmtree(path)
 
 
+MANIFEST = "xaicore_manifest"  # a member group whose attributes list the files: Zarr and xarray read it as one
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] != MANIFEST}
+
+
 def _finalize(tmp: Path, path: Path) -> None:
     group = zarr.open_group(str(tmp), mode="r+")
     group.attrs["complete"] = True
+    files = {rel: [p.stat().st_size, _sha256(p)] for rel, p in _files(tmp).items()}
+    (tmp / MANIFEST).mkdir()
+    (tmp / MANIFEST / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": {"algorithm": "sha256", "files": files}},
+        sort_keys=True))
     _clean(path)
     tmp.rename(path)
+
+
+def verify_manifest(path: str | Path, *, full: bool = False) -> None:
+    """Check a finished archive against its manifest: every file present, of its size, nothing added, the
+    metadata (``zarr.json``) unchanged; with ``full``, every chunk's hash too. Raises naming the first file
+    that differs."""
+    path = Path(path)
+    rerun = f"the archive is corrupt; rerun the stage that writes {path.name} (dvc repro -f <stage>)"
+    try:
+        recorded = json.loads((path / MANIFEST / "zarr.json").read_text())["attributes"]["files"]
+    except FileNotFoundError:
+        raise XaiCoreError(f"archive {path} has no manifest ({MANIFEST}): it was written by an older xaicore or "
+                           f"altered; rerun the stage that writes {path.name}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise XaiCoreError(f"archive {path}: its manifest cannot be read ({e}); {rerun}") from None
+    found = _files(path)
+    for rel, (size, digest) in recorded.items():
+        p = found.get(rel)
+        if p is None:
+            raise XaiCoreError(f"archive {path}: file {rel} is missing; {rerun}")
+        got = p.stat().st_size
+        if got != size:
+            raise XaiCoreError(f"archive {path}: file {rel} has {got} bytes, {size} when written (truncated or "
+                               f"changed); {rerun}")
+        if (full or p.name == "zarr.json") and _sha256(p) != digest:
+            raise XaiCoreError(f"archive {path}: file {rel} changed since it was written; {rerun}")
+    extra = sorted(set(found) - set(recorded))
+    if extra:
+        raise XaiCoreError(f"archive {path}: file {extra[0]} was not written with it"
+                           f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}; {rerun}")
 
 
 def _str_coord(values: Sequence[str]) -> np.ndarray:
@@ -55,15 +112,30 @@ class HeatmapArchiveWriter:
     def __init__(self, path: str | Path, *, models: Sequence[str], explainers: Sequence[str],
                  sample: np.ndarray, label: np.ndarray, target: np.ndarray, prediction: np.ndarray,
                  score: np.ndarray, image_shape: tuple[int, int, int], chunk: int, attrs: dict[str, Any],
-                 extras: Sequence[str] = ()) -> None:
+                 extras: Sequence[str] = (), journal: Journal | None = None) -> None:
         self.path = Path(path)
         self.tmp = _partial(self.path)
-        _clean(self.tmp)
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
         m, e, s = len(models), len(explainers), len(sample)
         c, h, w = image_shape
         self.chunk = int(chunk)
         self.models, self.explainers = list(models), list(explainers)
+        self.journal = journal
+        self.conservation_error = np.full((m, e, s), np.nan, dtype=np.float32)
+        self.positive_fraction = np.full((m, e, s), np.nan, dtype=np.float32)
+        self.extras = {k: np.full((m, e, s), np.nan, dtype=np.float32) for k in extras}
+        self._written = np.zeros((m, e, s), dtype=bool)
+        self.not_applicable: dict[str, dict[str, str]] = {}
+        #: (model, explainer, chunk start) blocks and (model, explainer) not-applicable marks an interrupted run
+        #: of the same configuration left, verified against the chunk files: the caller skips their jobs
+        self.resumed_blocks: set[tuple[int, int, int]] = set()
+        self.resumed_not_applicable: set[tuple[int, int]] = set()
+        if journal is not None and journal.resumed and (self.tmp / "zarr.json").is_file():
+            self._group = zarr.open_group(str(self.tmp), mode="r+")
+            self._rel = self._group["relevance"]
+            self._resume()
+            return
+        _clean(self.tmp)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
         import dask.array as da
 
         rel = da.zeros((m, e, s, c, h, w), dtype=np.float32, chunks=(1, 1, self.chunk, c, h, w))
@@ -89,11 +161,57 @@ class HeatmapArchiveWriter:
         ds.to_zarr(str(self.tmp), mode="w", compute=False, consolidated=False, zarr_format=3)
         self._group = zarr.open_group(str(self.tmp), mode="r+")
         self._rel = self._group["relevance"]
-        self.conservation_error = np.full((m, e, s), np.nan, dtype=np.float32)
-        self.positive_fraction = np.full((m, e, s), np.nan, dtype=np.float32)
-        self.extras = {k: np.full((m, e, s), np.nan, dtype=np.float32) for k in extras}
-        self._written = np.zeros((m, e, s), dtype=bool)
-        self.not_applicable: dict[str, dict[str, str]] = {}
+
+    @property
+    def written(self) -> np.ndarray:
+        """(model, explainer, sample) True where the heatmap is in the store (or marked not applicable)."""
+        return self._written
+
+    def _chunk_digest(self, model: int, explainer: int, starts: Sequence[int]) -> np.ndarray:
+        """SHA-256 over the relevance chunk files of these blocks (a chunk Zarr left unwritten counts as such)."""
+        h = hashlib.sha256()
+        for start in starts:
+            key = self._rel.metadata.encode_chunk_key((model, explainer, start // self.chunk, 0, 0, 0))
+            f = self.tmp / "relevance" / key
+            h.update(f.read_bytes() if f.is_file() else b"<unwritten>")
+        return np.frombuffer(h.digest(), dtype=np.uint8)
+
+    def _starts(self) -> range:
+        return range(0, self._written.shape[2], self.chunk)
+
+    def _resume(self) -> None:
+        assert self.journal is not None
+        for name in self.journal.names():
+            kind, *ids = name.split("-")
+            entry = self.journal.get(name)
+            if entry is None:
+                continue
+            mi, ei = int(ids[0]), int(ids[1])
+            if kind == "na":
+                if np.array_equal(entry["digest"], self._chunk_digest(mi, ei, self._starts())):
+                    self._mark(mi, ei, str(entry["reason"]))
+                    self.resumed_not_applicable.add((mi, ei))
+            elif kind == "block":
+                start = int(ids[2])
+                if np.array_equal(entry["digest"], self._chunk_digest(mi, ei, [start])):
+                    self._record(mi, ei, start, entry["conservation_error"], entry["positive_fraction"],
+                                 {k[6:]: v for k, v in entry.items() if k.startswith("extra_")})
+                    self.resumed_blocks.add((mi, ei, start))
+
+    def _record(self, model: int, explainer: int, start: int, conservation_error: np.ndarray,
+                positive_fraction: np.ndarray, extras: dict[str, np.ndarray]) -> None:
+        n = len(conservation_error)
+        self.conservation_error[model, explainer, start:start + n] = conservation_error
+        self.positive_fraction[model, explainer, start:start + n] = positive_fraction
+        for k, v in extras.items():
+            if k not in self.extras:
+                raise XaiCoreError(f"archive {self.path}: extra {k!r} was not declared when the store was created")
+            self.extras[k][model, explainer, start:start + n] = v
+        self._written[model, explainer, start:start + n] = True
+
+    def _mark(self, model: int, explainer: int, reason: str) -> None:
+        self._written[model, explainer] = True
+        self.not_applicable.setdefault(self.models[model], {})[self.explainers[explainer]] = reason
 
     def write_block(self, model: int, explainer: int, start: int, relevance: np.ndarray,
                     conservation_error: np.ndarray, positive_fraction: np.ndarray,
@@ -102,21 +220,26 @@ class HeatmapArchiveWriter:
         if start % self.chunk:
             raise XaiCoreError(f"block start {start} is not aligned to the archive chunk {self.chunk}")
         n = relevance.shape[0]
-        self._rel[model, explainer, start:start + n] = relevance.astype(np.float32, copy=False)
-        self.conservation_error[model, explainer, start:start + n] = conservation_error
-        self.positive_fraction[model, explainer, start:start + n] = positive_fraction
-        for k, v in (extras or {}).items():
+        extras = extras or {}
+        for k in extras:
             if k not in self.extras:
                 raise XaiCoreError(f"archive {self.path}: extra {k!r} was not declared when the store was created")
-            self.extras[k][model, explainer, start:start + n] = v
-        self._written[model, explainer, start:start + n] = True
+        self._rel[model, explainer, start:start + n] = relevance.astype(np.float32, copy=False)
+        self._record(model, explainer, start, conservation_error, positive_fraction, extras)
+        if self.journal is not None:  # after the chunk is on disk: an entry always describes a whole chunk
+            self.journal.put(f"block-{model}-{explainer}-{start}", {
+                "digest": self._chunk_digest(model, explainer, [start]),
+                "conservation_error": conservation_error, "positive_fraction": positive_fraction,
+                **{f"extra_{k}": v for k, v in extras.items()}})
 
     def mark_not_applicable(self, model: int, explainer: int, reason: str) -> None:
         """Record that a method cannot explain a model (e.g. Grad-CAM without a conv layer): NaN heatmaps,
         and the reason in the ``not_applicable`` attribute."""
         self._rel[model, explainer] = np.nan
-        self._written[model, explainer] = True
-        self.not_applicable.setdefault(self.models[model], {})[self.explainers[explainer]] = reason
+        self._mark(model, explainer, reason)
+        if self.journal is not None:
+            self.journal.put(f"na-{model}-{explainer}", {"digest": self._chunk_digest(model, explainer, self._starts()),
+                                                          "reason": np.str_(reason)})
 
     def finalize(self) -> Path:
         """Write the axiom figures, mark the store complete, move it to its final path."""
@@ -132,7 +255,9 @@ class HeatmapArchiveWriter:
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
-    """Write a whole (small) dataset as a complete archive, atomically."""
+    """Write a whole (small) dataset as a complete archive, atomically; ``schema`` is ``name/version``."""
+    if not isinstance(schema, str) or not re.fullmatch(r"[A-Za-z][\w.\-]*/\d+", schema):
+        raise XaiCoreError(f"schema {schema!r} must be 'name/version', e.g. {SCORES_SCHEMA!r}")
     path = Path(path)
     tmp = _partial(path)
     _clean(tmp)
@@ -147,14 +272,17 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
     return path
 
 
-def open_archive(path: str | Path, *, schema: str | None = None) -> xr.Dataset:
-    """Open a heatmap or scores archive lazily (dask-backed); refuse a missing, foreign or incomplete store."""
+def open_archive(path: str | Path, *, schema: str | None = None, verify: bool = False) -> xr.Dataset:
+    """Open a heatmap or scores archive lazily (dask-backed); refuse a missing, foreign, incomplete or corrupt
+    store (:func:`verify_manifest`; ``verify`` hashes every chunk as well)."""
     path = Path(path)
     if not path.exists():
         partial = _partial(path)
         hint = f" (an unfinished {partial.name} is there: the run that wrote it did not finish)" \
             if partial.exists() else ""
         raise XaiCoreError(f"archive {path} does not exist{hint}; run the pipeline (make survey / dvc repro)")
+    if (path / MANIFEST).exists():
+        verify_manifest(path, full=verify)
     try:
         ds = xr.open_zarr(str(path), consolidated=False)
     except Exception as e:  # noqa: BLE001 - whatever zarr raises, the store is unreadable to the user
@@ -165,9 +293,13 @@ def open_archive(path: str | Path, *, schema: str | None = None) -> xr.Dataset:
                            f"(schema attribute: {found!r})")
     if not ds.attrs.get("complete"):
         raise XaiCoreError(f"archive {path} is incomplete: the run that wrote it did not finish; rerun it")
+    if not (path / MANIFEST).exists():
+        verify_manifest(path)  # a finished xaicore archive without its manifest: says so
     return ds
 
 
 def not_applicable(ds: xr.Dataset) -> dict[str, dict[str, str]]:
     """``{model: {explainer: reason}}`` of the heatmaps a method could not compute (NaN in the archive)."""
+    if not isinstance(ds, xr.Dataset) or "xaicore_schema" not in ds.attrs:
+        raise XaiCoreError("not_applicable reads an xaicore archive: open it with xaicore.store.open_archive")
     return json.loads(ds.attrs.get("not_applicable", "{}"))

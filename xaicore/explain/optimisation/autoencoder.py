@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xaicore._weights import load_tensors
 from xaicore.errors import NotApplicable, XaiCoreError
 
 
@@ -111,11 +111,11 @@ class AutoencoderState:
 
     @classmethod
     def load(cls, path: str | Path) -> AutoencoderState:
+        d = load_tensors(path, "autoencoder state", "the autoencoder stage (python -m flows autoencoder)")
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
             d["input_shape"] = tuple(int(s) for s in d["input_shape"])
             return cls(**d)
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise XaiCoreError(f"{path} is not an autoencoder state ({type(e).__name__}: {e}); rerun the "
                                "autoencoder stage (python -m flows autoencoder)") from e
 

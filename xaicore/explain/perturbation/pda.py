@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore._rng import sample_generators
+from xaicore._weights import load_tensors
 from xaicore.engine import FORWARD_BATCH, check_forward_batch, packed_scores, target_scores
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.registry import register
@@ -75,8 +76,11 @@ class PatchGaussian:
 
     @classmethod
     def load(cls, path: str | Path) -> PatchGaussian:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(**d)
+        d = load_tensors(path, "PDA patch Gaussian", "the fit stage (python -m flows fit)")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise XaiCoreError(f"{path} is not a PDA patch Gaussian ({e}); rerun the fit stage") from None
 
 
 def fit_patch_gaussian(model: nn.Module, x_train: torch.Tensor, *, window: int = 4, padding: int = 2,
