@@ -44,6 +44,9 @@ step(load_config(sys.argv[2]), Paths(Path(sys.argv[3])), progress=False)
 def small_params() -> dict:
     raw = tiny_params()
     raw["explain"]["methods"] = ["gradient", "gradcam", "occlusion", "lime", "pda"]
+    raw["score"]["perturbations"] = ["uniform", "blur"]  # a numba and a torch kernel: enough to resume
+    raw["sanity"]["measures"] = ["spearman", "ssim"]
+    raw["invariance"]["enabled"] = False
     return raw
 
 
