@@ -53,6 +53,15 @@ def test_shipped_params_load(raw):
     assert cfg.to_dict()["score"]["orders"] == list(raw["score"]["orders"])
 
 
+def test_flat_names_are_run_tracker_names(raw):
+    """MLflow refuses ``*`` in a param name: a sample budget's pattern is logged with ``_`` in its place."""
+    import re
+
+    flat = config_from_dict(with_value(raw, "explain.samples", {"cascade:*": 100, "trained": 50})).flat()
+    assert flat["explain.samples.cascade:_"] == "100" and flat["explain.samples.trained"] == "50"
+    assert all(re.fullmatch(r"[\w\-. :/]+", k) for k in flat)
+
+
 def test_defaults_and_empty_document():
     assert config_from_dict({}) == Config()
     assert config_from_dict({"data": None}) == Config()
@@ -118,6 +127,8 @@ def test_wrong_type(raw, dotted, value, message):
     ("explain.methods", ["gradient", "gradient"], r"explain\.methods lists a method twice"),
     ("explain.chunk", 0, r"explain\.chunk is 0"),
     ("explain.batch_sizes.pda", 0, r"explain\.batch_sizes\.pda is 0"),
+    ("explain.samples", {"cascade:*": 0}, r"explain\.samples\.cascade:\* is 0; expected a positive number"),
+    ("explain.samples", {"cascade:*": "all"}, r"explain\.samples\.cascade:\* is 'all'; expected an integer"),
     ("sanity.measures", ["ssim9"], r"sanity\.measures is 'ssim9'"),
 ])
 def test_impossible_value(raw, dotted, value, message):

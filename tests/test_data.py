@@ -13,7 +13,15 @@ import torch
 from sklearn.datasets import load_digits
 
 from xaicore import XaiCoreError
-from xaicore.data import load_dataset, load_digits28, load_mnist, load_saved, randomized_labels, save_dataset
+from xaicore.data import (
+    DatasetFile,
+    load_dataset,
+    load_digits28,
+    load_mnist,
+    load_saved,
+    randomized_labels,
+    save_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +198,37 @@ def test_load_saved_errors(tmp_path):
     bad.write_bytes(b"not a zip archive")
     with pytest.raises(XaiCoreError, match="is corrupt"):
         load_saved(bad)
+
+
+def test_dataset_file_reads_slices_and_the_training_mean_without_loading_the_file(tmp_path, digits):
+    """The explain and score stages read images a chunk at a time (memory flat in the data set's size)."""
+    path = tmp_path / "digits.npz"
+    save_dataset(digits, path, y_train_random=randomized_labels(digits.y_train, 0).numpy())
+    f = DatasetFile(path)
+    n = digits.x_test.shape[0]
+    assert f.n_test == n and f.input_shape == tuple(digits.x_test.shape[1:]) and f.name == "digits"
+    assert torch.equal(f.y_test, digits.y_test) and torch.equal(f.idx_test, digits.idx_test)
+    for a, b in ((0, 5), (17, 250), (n - 3, n + 10), (n, n)):
+        assert torch.equal(f.test_images(a, b), digits.x_test[a:b]), (a, b)
+    pos = np.array([40, 3, 3, 99])
+    assert torch.equal(f.test_images_at(pos), digits.x_test[pos])
+    expected = digits.x_train.to(torch.float64).mean(0, keepdim=True).float()
+    for block in (7, 4096):  # any block size: float64 sums agree to far below float32's resolution
+        assert torch.equal(f.train_mean(block), expected)
+
+
+def test_dataset_file_errors(tmp_path, digits):
+    with pytest.raises(XaiCoreError, match="is missing; run the data stage first"):
+        DatasetFile(tmp_path / "nope.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(XaiCoreError, match="bad.npz is corrupt"):
+        DatasetFile(bad)
+    squeezed = tmp_path / "compressed.npz"
+    np.savez_compressed(squeezed, name=np.array("d"), y_test=digits.y_test.numpy(), idx_test=digits.idx_test.numpy(),
+                        x_train=digits.x_train.numpy(), x_test=digits.x_test.numpy())
+    with pytest.raises(XaiCoreError, match="compressed.npz is corrupt: x_train is compressed"):
+        DatasetFile(squeezed)
 
 
 def test_load_dataset_by_name(digits):

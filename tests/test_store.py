@@ -78,6 +78,40 @@ def test_heatmap_archive_round_trip(tmp_path, heatmaps):
     np.testing.assert_array_equal(one, heatmaps["relevance"][1, 1, 3])
 
 
+def test_a_sample_budget_leaves_a_models_later_samples_nan_and_unwritten(tmp_path, heatmaps):
+    """``explained``: the second model explains only its first 3 samples (mid-chunk); the rest read as NaN, take
+    no chunk file, and the archive still finalizes; a budget's block left unwritten is still refused."""
+    h = heatmaps
+    kw = dict(models=MODELS, explainers=EXPLAINERS, sample=h["sample"], label=h["label"], target=h["target"],
+              prediction=h["prediction"], score=h["score"], image_shape=SHAPE, chunk=CHUNK,
+              attrs={"dataset": "digits", "params": "{}"})
+    with pytest.raises(XaiCoreError, match="explained must give 0..5 samples for each of 2 models"):
+        HeatmapArchiveWriter(tmp_path / "bad.zarr", explained=[5, 6], **kw)
+    path = tmp_path / "h.zarr"
+    writer = HeatmapArchiveWriter(path, explained=[5, 3], **kw)
+    for mi, n in enumerate((5, 3)):
+        for ei in range(len(EXPLAINERS)):
+            for start in range(0, n, CHUNK):
+                if (mi, ei, start) == (1, 1, 2):
+                    continue
+                sl = slice(start, min(start + CHUNK, n))
+                writer.write_block(mi, ei, start, h["relevance"][mi, ei, sl], h["conservation_error"][mi, ei, sl],
+                                   h["positive_fraction"][mi, ei, sl])
+    with pytest.raises(XaiCoreError, match="never written"):
+        writer.finalize()
+    writer.write_block(1, 1, 2, h["relevance"][1, 1, 2:3], h["conservation_error"][1, 1, 2:3],
+                       h["positive_fraction"][1, 1, 2:3])
+    writer.finalize()
+    ds = open_archive(path, verify=True)
+    assert ds["n_explained"].values.tolist() == [5, 3] and ds["n_explained"].dims == ("model",)
+    rel = ds["relevance"].values
+    np.testing.assert_array_equal(rel[0], h["relevance"][0])
+    np.testing.assert_array_equal(rel[1, :, :3], h["relevance"][1, :, :3])
+    assert np.isnan(rel[1, :, 3:]).all() and np.isnan(ds["conservation_error"].values[1, :, 3:]).all()
+    assert not list((path / "relevance").glob("c/1/*/2/*/*/*"))  # model 1's last chunk: never written
+    assert len(list((path / "relevance").glob("c/0/*/2/*/*/*"))) == 2
+
+
 def test_unaligned_block_and_missing_blocks_are_refused(tmp_path, heatmaps):
     path = tmp_path / "h.zarr"
     writer = make_writer(path, heatmaps)

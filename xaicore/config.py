@@ -138,6 +138,9 @@ class ExplainConfig:
     workers: int = 2  # Dask workers (a local cluster, or score.scheduler); 0 = run in this process
     # samples per explain call of a method instead of batch_size; below `chunk` a chunk becomes several jobs
     batch_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    # per-model sample budget: {model name or shell pattern: n}; such a model explains the first n of the explained
+    # samples (its other heatmaps are NaN in the archive); the first pattern that matches a model counts
+    samples: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def batch_of(self, method: str) -> int:
         """Samples per explain call (and per explain-stage job, at most ``chunk``) of ``method``."""
@@ -162,6 +165,8 @@ class ExplainConfig:
             _positive(f"explain.batch_sizes.{name}", size)
         _positive("explain.chunk", self.chunk)
         _workers("explain.workers", self.workers)
+        for pattern, n in self.samples.items():
+            _positive(f"explain.samples.{pattern}", n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,7 +358,8 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def flat(self) -> dict[str, str]:
-        """``{"score.region": "4", ...}``: every leaf as a string, for run trackers."""
+        """``{"score.region": "4", ...}``: every leaf as a string, for run trackers. Characters that MLflow refuses
+        in a name (a pattern's ``*``, ``?``, ``[``) become ``_``: ``explain.samples.cascade:_``."""
         out: dict[str, str] = {}
 
         def walk(d: dict[str, Any], prefix: str) -> None:
@@ -361,7 +367,7 @@ class Config:
                 if isinstance(v, dict) and v:
                     walk(v, f"{prefix}{k}.")
                 else:
-                    out[f"{prefix}{k}"] = str(v)[:500]
+                    out[re.sub(r"[^\w\-. :/]", "_", f"{prefix}{k}")] = str(v)[:500]
 
         walk(self.to_dict(), "")
         return out

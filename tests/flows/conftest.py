@@ -38,7 +38,7 @@ def tiny_params() -> dict:
     raw["data"]["n_explain"] = 16
     # the BN/residual zoo: tests/test_zoo_contract
     raw["model"].update(epochs=3, random_labels_epochs=3, zoo=["mlp"], workers=0)
-    raw["explain"].update(chunk=8, batch_size=8, workers=0)
+    raw["explain"].update(chunk=8, batch_size=8, workers=0, samples={"independent:*": 5})  # a budget, mid-chunk
     raw["explain"]["method_params"]["integrated_gradients"] = {"n_steps": 16}
     mp = raw["explain"]["method_params"]  # the perturbation methods at a tenth of their passes per sample
     mp["occlusion"] = {**mp.get("occlusion", {}), "stride": 4}

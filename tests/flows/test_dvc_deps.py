@@ -113,3 +113,17 @@ def test_removing_any_needed_dependency_is_caught(traced_rerun):
                 assert uncovered(stage, {**spec, key: others}, trace), f"removing {stage}'s {entry} went unseen"
                 removals += 1
     assert removals >= 40
+
+
+def test_resume_journals_are_keyed_by_what_dvc_hashes():
+    """A resumed stage reuses results only under the params and inputs dvc.yaml declares for it (less
+    ``score.scheduler``, which says where jobs run, not what they compute): one table, checked against dvc.yaml."""
+    from xaicore.pipeline.paths import Paths
+    from xaicore.pipeline.resume import RESUME_INPUTS, RESUME_PARAMS
+
+    stages, paths = dvc_stages(), Paths(Path("outputs"))
+    assert set(RESUME_PARAMS) == set(RESUME_INPUTS) == {"explain", "score", "roar"}
+    for stage, keys in RESUME_PARAMS.items():
+        assert set(stages[stage]["params"]) - {"score.scheduler"} == set(keys), stage
+        inputs = {getattr(paths, name).as_posix() for name in RESUME_INPUTS[stage]}
+        assert {d for d in stages[stage]["deps"] if d.startswith("outputs/")} <= inputs, stage

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from xaicore.errors import XaiCoreError
 from xaicore.report import aggregate_metrics, make_figures
@@ -20,6 +21,11 @@ pytestmark = pytest.mark.slow
 def tree_digest(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def explained(hm) -> np.ndarray:
+    """(model, sample) True where the model explained the sample (the tiny survey budgets ``independent:*``)."""
+    return np.arange(hm.sizes["sample"])[None, :] < hm["n_explained"].values[:, None]
 
 
 def test_archive_schema(tiny_survey, tiny_cfg):
@@ -51,6 +57,36 @@ def test_archive_schema(tiny_survey, tiny_cfg):
     assert float(cons.sel(explainer="integrated_gradients")) < float(cons.sel(explainer="gradient"))
 
 
+def test_a_per_model_sample_budget(tiny_survey, tiny_cfg):
+    """``explain.samples`` (the tiny survey gives ``independent:*`` 5 of its 16 samples, mid-chunk): those models'
+    heatmaps stop there (NaN after, no chunk file), and their sanity similarities compare the samples both
+    models explained, equal to comparing those samples directly."""
+    from xaicore.metrics import similarity
+    from xaicore.pipeline.explain_step import explain_jobs, sample_budget
+
+    hm, sc = open_archive(tiny_survey.heatmaps), open_archive(tiny_survey.scores)
+    budget = dict(zip((str(m) for m in hm.model.values), hm["n_explained"].values.tolist(), strict=True))
+    assert budget == {m: 5 if m.startswith("independent:") else 16 for m in budget}
+    rel = hm["relevance"].sel(model="independent:fc1").values
+    assert np.isfinite(rel[:, :5]).all() and np.isnan(rel[:, 5:]).all()
+    assert not list((tiny_survey.heatmaps / "relevance").glob("c/8/*/1/*/*/*"))  # its second chunk: no file
+    sim = sc["sanity_similarity"].sel(model="independent:fc1")
+    assert np.isfinite(sim.sel(explainer="gradient").values[:, :5]).all() and np.isnan(sim.values[..., 5:]).all()
+    trained = hm["relevance"].sel(model="trained", explainer="gradient").values[:5]
+    for q in ("spearman", "ssim", "hog"):
+        np.testing.assert_allclose(sim.sel(explainer="gradient", measure=q).values[:5], similarity(
+            torch.from_numpy(trained), torch.from_numpy(rel[0, :5]), q).numpy(), rtol=1e-6, err_msg=q)
+    # the first pattern that matches a model counts; a pattern that matches none is refused
+    cfg = dataclasses.replace(tiny_cfg, explain=dataclasses.replace(
+        tiny_cfg.explain, samples={"cascade:fc2": 3, "cascade:*": 7, "trained": 100}))
+    names = ["trained", "cascade:fc2", "cascade:fc1", "random_labels"]
+    assert sample_budget(cfg, names, 16).tolist() == [16, 3, 7, 16]
+    assert [j[2:] for j in explain_jobs(cfg, [16, 3]) if j[:2] == (1, 0)] == [(0, 3)]
+    cfg = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, samples={"zoo:*": 4}))
+    with pytest.raises(XaiCoreError, match=r"explain.samples.zoo:\* matches none of the survey's models"):
+        sample_budget(cfg, names, 16)
+
+
 def test_scores_and_sanity(tiny_survey):
     sc = open_archive(tiny_survey.scores)
     assert sc["aopc_curve"].dims == ("model", "explainer", "perturbation", "order", "sample", "step")
@@ -64,7 +100,7 @@ def test_scores_and_sanity(tiny_survey):
     assert float(sim.sel(model="cascade:conv1")) < 0.5
     # the random baseline does not depend on the model at all
     rnd = sc["sanity_similarity"].sel(explainer="random", measure="spearman")
-    assert np.allclose(rnd.values, 1.0)
+    assert np.allclose(rnd.values[explained(open_archive(tiny_survey.heatmaps))], 1.0)
     assert list(sc.perturbation.values) == ["uniform", "dirichlet", "mean", "blur"]
     assert list(sc.measure.values) == ["spearman", "spearman_abs", "ssim", "hog"]
     faith = sc["faithfulness"].sel(model="trained").values
@@ -105,7 +141,7 @@ def test_fit_stage(tiny_survey):
     pda = load_states(tiny_survey, "pda", ["trained"])["trained"]
     assert isinstance(pda, PatchGaussian) and pda.cov.shape == (64, 64) and pda.window == 4
     for method in ("patternnet", "patternattribution", "pda", "occlusion", "lime"):
-        rel = hm["relevance"].sel(explainer=method).values
+        rel = hm["relevance"].sel(explainer=method).values[explained(hm)]
         assert np.isfinite(rel).all() and (np.abs(rel).reshape(-1, 784).sum(1) > 0).all(), method
     inv = open_archive(tiny_survey.scores)["invariance"].mean("sample")
     assert float(inv.sel(explainer="patternattribution")) < 1e-4
@@ -122,7 +158,7 @@ def test_extras_in_the_archive(tiny_survey):
     hm = open_archive(tiny_survey.heatmaps)
     r2 = hm["surrogate_r2"]
     assert r2.dims == ("model", "explainer", "sample")
-    lime = r2.sel(explainer="lime").values
+    lime = r2.sel(explainer="lime").values[explained(hm)]
     assert np.isfinite(lime).all() and (lime <= 1.0).all() and np.median(lime) > 0.3
     assert np.isnan(r2.sel(explainer="gradient").values).all()
 
@@ -148,15 +184,16 @@ def test_cem_in_the_pipeline(tiny_survey, tiny_cfg, tmp_path):
     pp = hm["relevance"].sel(explainer="cem.pp").values
     pn = hm["relevance"].sel(explainer="cem.pn").values
     assert pp.shape == pn.shape == x.shape
-    assert (pp >= 0).all() and (pp <= images[None] + 1e-6).all()
-    assert (pn >= 0).all() and (images[None] + pn <= 1 + 1e-6).all()
+    pp, pn, images = pp[explained(hm)], pn[explained(hm)], np.broadcast_to(images[None], pp.shape)[explained(hm)]
+    assert (pp >= 0).all() and (pp <= images + 1e-6).all()
+    assert (pn >= 0).all() and (images + pn <= 1 + 1e-6).all()
     found = hm["found"].sel(explainer="cem.pn", model="trained").values
     assert found.mean() >= 0.25  # 15 FISTA steps at 2 values of c on a model of 3 epochs: the quality is tested
     #                              in tests/explain_optimisation
     new = hm["new_class"].sel(explainer="cem.pn", model="trained").values
     assert (new[found == 1] != hm["label"].values[found == 1]).all()
-    l0 = hm["l0"].sel(explainer="cem.pp").values
-    assert np.array_equal(l0, (pp != 0).reshape(*pp.shape[:2], -1).sum(-1))
+    l0 = hm["l0"].sel(explainer="cem.pp").values[explained(hm)]
+    assert np.array_equal(l0, (pp != 0).reshape(pp.shape[0], -1).sum(-1))
     assert np.isnan(hm["found"].sel(explainer="gradient").values).all()
     paths = type(tiny_survey)(tmp_path / "outputs")
     for sub in ("data", "models", "controls", "fitted"):
@@ -248,7 +285,7 @@ def test_explain_jobs_smaller_than_a_chunk(tiny_survey, tiny_cfg, tmp_path):
 
     methods = ("gradient", "occlusion", "lime")
     explain = dataclasses.replace(tiny_cfg.explain, methods=methods, batch_sizes={"occlusion": 5, "lime": 6})
-    assert [j[2:] for j in explain_jobs(dataclasses.replace(tiny_cfg, explain=explain), 24, 1) if j[1] == 1] == [
+    assert [j[2:] for j in explain_jobs(dataclasses.replace(tiny_cfg, explain=explain), [24]) if j[1] == 1] == [
         (0, 5), (5, 8), (8, 13), (13, 16), (16, 21), (21, 24)]  # chunk 8: no job crosses a chunk boundary
     archives = {}
     for workers in (0, 2):
@@ -385,7 +422,7 @@ def test_the_explain_stage_refuses_an_archive_the_disk_cannot_hold(tiny_survey, 
     from xaicore.pipeline import generate_heatmaps
     from xaicore.pipeline.explain_step import archive_bytes
 
-    assert archive_bytes(11, 29, 16, (1, 28, 28)) == 11 * 29 * 16 * (784 * 4 + 64)
+    assert archive_bytes(11 * 29 * 16, (1, 28, 28)) == 11 * 29 * 16 * (784 * 4 + 64)
     paths = type(tiny_survey)(tmp_path / "outputs")
     for sub in ("data", "models", "controls", "fitted"):
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
@@ -393,7 +430,8 @@ def test_the_explain_stage_refuses_an_archive_the_disk_cannot_hold(tiny_survey, 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
     with pytest.raises(XaiCoreError, match=rf"heatmap archive: at most [\d.]+ GiB \(11 models x "
-                                           rf"{len(tiny_cfg.explain.methods)} methods x 16 samples x 784 values.*"
+                                           rf"{len(tiny_cfg.explain.methods)} methods x 16 samples \(132 "
+                                           r"model-samples by explain.samples, 5-16 per model\) x 784 values.*"
                                            r"0\.0 GiB free .*the disk cannot hold it"):
         generate_heatmaps(tiny_cfg, paths, progress=True)
     assert not paths.heatmaps.exists() and not paths.heatmaps.with_name("heatmaps.zarr.partial").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,83 @@ def load_saved(path: str | Path) -> tuple[Dataset, dict[str, torch.Tensor]]:
         **{k: torch.from_numpy(arrays.pop(k)) for k in list(arrays) if k in fields},
     )
     return ds, {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+class DatasetFile:
+    """A saved dataset read in pieces: test images by slice, the training mean by streaming, so that a stage's
+    memory does not grow with the data set (:func:`load_saved` reads everything). Only the small arrays (labels,
+    indices) are held; images are read from the ``.npz`` member by offset (``save_dataset`` stores uncompressed).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise XaiCoreError(f"dataset file {self.path} is missing; run the data stage first (dvc repro data)")
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                self.name = str(z["name"])
+                self.y_test = torch.from_numpy(z["y_test"])
+                self.idx_test = torch.from_numpy(z["idx_test"])
+            self._members = {k: _npy_member(self.path, k) for k in ("x_train", "x_test")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise XaiCoreError(f"dataset file {self.path} is corrupt: {e}") from None
+
+    @property
+    def n_test(self) -> int:
+        return int(self.y_test.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._members["x_test"][1][1:]
+
+    def _rows(self, split: str, start: int, stop: int) -> np.ndarray:
+        offset, shape, dtype = self._members[split]
+        start, stop = max(0, start), min(stop, shape[0])
+        row = int(np.prod(shape[1:]))
+        with self.path.open("rb") as f:
+            f.seek(offset + start * row * dtype.itemsize)
+            out = np.fromfile(f, dtype=dtype, count=max(0, stop - start) * row)
+        return out.reshape(-1, *shape[1:])
+
+    def test_images(self, start: int, stop: int) -> torch.Tensor:
+        """Test images ``start:stop`` (a copy)."""
+        return torch.from_numpy(self._rows("x_test", start, stop))
+
+    def test_images_at(self, positions: np.ndarray) -> torch.Tensor:
+        """Test images at ``positions`` (read as the one range that spans them)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            return self.test_images(0, 0)
+        lo = int(positions.min())
+        return torch.from_numpy(self._rows("x_test", lo, int(positions.max()) + 1)[positions - lo])
+
+    def train_mean(self, block: int = 4096) -> torch.Tensor:
+        """The training images' mean (1, C, H, W), summed in float64 a block at a time."""
+        _, shape, _ = self._members["x_train"]
+        total = np.zeros(shape[1:], dtype=np.float64)
+        for a in range(0, shape[0], block):
+            total += self._rows("x_train", a, a + block).sum(0, dtype=np.float64)
+        return torch.from_numpy((total / shape[0])[None].astype(np.float32))
+
+
+def _npy_member(path: Path, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(byte offset of the data, shape, dtype) of the uncompressed ``name.npy`` member of an ``.npz``."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{name} is compressed; write the file with save_dataset")
+    with path.open("rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+               + int.from_bytes(local[28:30], "little"))
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran:
+            raise ValueError(f"{name} is stored in Fortran order")
+        return f.tell(), tuple(shape), dtype
 
 
 def load_dataset(name: str, *, root: str | Path = "data/mnist", size: int = 28, test_fraction: float = 0.2,

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xaicore.config import Config
-from xaicore.data import load_saved
+from xaicore.data import DatasetFile
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain import get_explainer
 from xaicore.explain.registry import explanation
@@ -30,9 +30,9 @@ from xaicore.models import load_model, predict_logits
 from xaicore.pipeline.cluster import dask_client_starting, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.resume import RESUME_PARAMS, stage_journal
 from xaicore.pipeline.steps import survey_models
 from xaicore.store import HeatmapArchiveWriter
-from xaicore.store.journal import RESUME_DIR, Journal, run_key
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,12 @@ def git_revision() -> str:
         return "unknown"
 
 
-def explained_samples(cfg: Config, paths: Paths) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """(x, label, dataset index) of the test samples the survey explains: the first ``data.n_explain``."""
-    ds, _ = load_saved(paths.dataset)
-    n = ds.x_test.shape[0] if cfg.data.n_explain is None else min(cfg.data.n_explain, ds.x_test.shape[0])
-    return ds.x_test[:n], ds.y_test[:n], ds.idx_test[:n].numpy()
+def explained_samples(cfg: Config, paths: Paths) -> tuple[DatasetFile, torch.Tensor, np.ndarray]:
+    """(the dataset file, label, dataset index) of the test samples the survey explains: the first
+    ``data.n_explain``; their images are read a chunk at a time (``DatasetFile.test_images``)."""
+    ds = DatasetFile(paths.dataset)
+    n = ds.n_test if cfg.data.n_explain is None else min(cfg.data.n_explain, ds.n_test)
+    return ds, ds.y_test[:n], ds.idx_test[:n].numpy()
 
 
 def method_params(cfg: Config, method: str) -> dict:
@@ -70,10 +71,10 @@ def _state(out: str, method: str, model: str) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(test images, the training set's mean image (1, C, H, W)): the ``mean`` fill's reference, as AOPC's."""
-    ds, _ = load_saved(dataset)
-    return ds.x_test, ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
+def _images(dataset: str) -> tuple[DatasetFile, torch.Tensor]:
+    """(the dataset file, the training set's mean image (1, C, H, W)): the ``mean`` fill's reference, as AOPC's."""
+    ds = DatasetFile(dataset)
+    return ds, ds.train_mean()
 
 
 def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, method: str, params: dict[str, Any],
@@ -86,8 +87,8 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
         one_thread()
     try:
         model = _model(model_path)
-        x_test, mean_image = _images(dataset)
-        x = x_test[start:stop]
+        ds, mean_image = _images(dataset)
+        x = ds.test_images(start, stop)
         t = torch.from_numpy(target)
         kw = dict(params)
         ex = get_explainer(method)
@@ -108,13 +109,33 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
             "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in parts[0].extras}}
 
 
-def explain_jobs(cfg: Config, n: int, n_models: int) -> list[tuple[int, int, int, int]]:
-    """(model, method, start, stop) of every explain-stage job: one archive chunk of ``explain.chunk`` samples,
-    or one batch of the method's ``explain.batch_sizes`` entry where that is smaller (a chunk then becomes
-    several jobs, so that costly methods spread over the workers in pieces)."""
+def sample_budget(cfg: Config, models: list[str], n: int) -> np.ndarray:
+    """Samples each model explains (``explain.samples``: the first pattern that matches it, else all ``n``):
+    model i explains the first ``budget[i]`` of the explained samples. A pattern that matches no model is
+    refused, naming it."""
+    import fnmatch
+
+    budget = np.full(len(models), n, dtype=np.int64)
+    claimed = np.zeros(len(models), dtype=bool)
+    for pattern, count in cfg.explain.samples.items():
+        hits = [i for i, m in enumerate(models) if fnmatch.fnmatchcase(m, pattern)]
+        if not hits:
+            raise XaiCoreError(f"params.yaml: explain.samples.{pattern} matches none of the survey's models "
+                               f"({', '.join(models)})")
+        for i in hits:
+            if not claimed[i]:
+                budget[i], claimed[i] = min(count, n), True
+    return budget
+
+
+def explain_jobs(cfg: Config, budget: np.ndarray | list[int]) -> list[tuple[int, int, int, int]]:
+    """(model, method, start, stop) of every explain-stage job, model i over its first ``budget[i]`` samples:
+    one archive chunk of ``explain.chunk`` samples, or one batch of the method's ``explain.batch_sizes`` entry
+    where that is smaller (a chunk then becomes several jobs, so that costly methods spread over the workers in
+    pieces)."""
     chunk = cfg.explain.chunk
     jobs = []
-    for mi in range(n_models):
+    for mi, n in enumerate(int(b) for b in budget):
         for ei, method in enumerate(cfg.explain.methods):
             step = min(chunk, cfg.explain.batch_of(method))
             jobs += [(mi, ei, a, min(a + step, c + chunk, n)) for c in range(0, n, chunk)
@@ -122,20 +143,23 @@ def explain_jobs(cfg: Config, n: int, n_models: int) -> list[tuple[int, int, int
     return jobs
 
 
-def archive_bytes(n_models: int, n_methods: int, n_samples: int, image_shape: tuple[int, ...]) -> int:
-    """Upper bound of the heatmap archive's size: float32 relevance of every (model, method, sample) before
-    compression, plus its per-heatmap figures (Zarr's compression rarely saves much on relevance maps)."""
+def archive_bytes(n_maps: int, image_shape: tuple[int, ...]) -> int:
+    """Upper bound of the heatmap archive's size: float32 relevance of ``n_maps`` heatmaps before compression,
+    plus their per-heatmap figures (Zarr's compression rarely saves much on relevance maps)."""
     per_map = int(np.prod(image_shape)) * 4 + 16 * 4
-    return n_models * n_methods * n_samples * per_map
+    return n_maps * per_map
 
 
-def check_disk(cfg: Config, paths: Paths, n_models: int, n_samples: int, image_shape: tuple[int, ...],
+def check_disk(cfg: Config, paths: Paths, budget: np.ndarray, image_shape: tuple[int, ...],
                progress: bool) -> int:
     """Estimate the archive, print the estimate, and refuse before any work when the output folder's disk cannot
     hold it (a kept partial archive of an interrupted run counts as space already taken)."""
     import shutil
 
-    need = archive_bytes(n_models, len(cfg.explain.methods), n_samples, image_shape)
+    n_models, n_samples = len(budget), int(budget.max(initial=0))
+    per_model = "" if (budget == n_samples).all() else \
+        f" ({int(budget.sum())} model-samples by explain.samples, {int(budget.min())}-{n_samples} per model)"
+    need = archive_bytes(int(budget.sum()) * len(cfg.explain.methods), image_shape)
     paths.root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(paths.root).free
     partial = paths.heatmaps.with_name(paths.heatmaps.name + ".partial")
@@ -143,7 +167,8 @@ def check_disk(cfg: Config, paths: Paths, n_models: int, n_samples: int, image_s
         free += sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
     gb = 1024 ** 3
     what = (f"heatmap archive: at most {need / gb:.2f} GiB ({n_models} models x {len(cfg.explain.methods)} methods "
-            f"x {n_samples} samples x {int(np.prod(image_shape))} values, float32 before compression); "
+            f"x {n_samples} samples{per_model} x {int(np.prod(image_shape))} values, float32 before "
+            "compression); "
             f"{free / gb:.1f} GiB free under {paths.root}")
     if need > free:
         raise XaiCoreError(f"{what}: the disk cannot hold it; lower data.n_explain, explain.methods or the models "
@@ -161,31 +186,35 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     have finished. The per-heatmap conservation error (against the
     target logit f(x)), positive fraction and the methods' extras (LIME's surrogate R², ...) are stored beside.
     """
-    x, label, sample = explained_samples(cfg, paths)
+    ds, label, sample = explained_samples(cfg, paths)
     target = label.clone()
     models = survey_models(paths)
     methods = list(cfg.explain.methods)
     for m in methods:  # a missing fit fails here, before any work
         if get_explainer(m).fit is not None:
             load_states(paths, m, list(models))
-    check_disk(cfg, paths, len(models), x.shape[0], tuple(x.shape[1:]), progress)
+    budget = sample_budget(cfg, list(models), label.shape[0])
+    check_disk(cfg, paths, budget, ds.input_shape, progress)
     # the workers start while this process computes the logits and creates the archive
     with dask_client_starting(cfg.explain.workers, cfg.score.scheduler) as starting:
-        return _generate(cfg, paths, x, label, target, sample, models, methods, starting, progress)
+        return _generate(cfg, paths, ds, label, target, sample, models, budget, methods, starting, progress)
 
 
-def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, target: torch.Tensor,
-              sample: np.ndarray, models: dict[str, Path], methods: list[str], starting: Any,
+def _generate(cfg: Config, paths: Paths, ds: DatasetFile, label: torch.Tensor, target: torch.Tensor,
+              sample: np.ndarray, models: dict[str, Path], budget: np.ndarray, methods: list[str], starting: Any,
               progress: bool) -> Path:
+    n = label.shape[0]
     logits, pass_s = {}, {}
     for name, path in models.items():
         start = time.perf_counter()
-        logits[name] = predict_logits(load_model(path), x)
+        model = load_model(path)  # in blocks of whole 512-sample batches: the logits of one pass over all
+        logits[name] = torch.cat([predict_logits(model, ds.test_images(a, min(a + 4096, n)))
+                                  for a in range(0, n, 4096)])
         pass_s[name] = time.perf_counter() - start
     prediction = np.stack([logits[n].argmax(1).numpy() for n in models])
     score = np.stack([logits[n].gather(1, target[:, None])[:, 0].numpy() for n in models])
     attrs = {
-        "params": cfg.section_json("seed", "data", "model", "controls", "explain"),
+        "params": cfg.section_json(*RESUME_PARAMS["explain"]),
         "method_params": json.dumps({m: {**get_explainer(m).defaults, **method_params(cfg, m)} for m in methods},
                                     sort_keys=True, default=str),
         "dataset": cfg.data.dataset,
@@ -194,15 +223,13 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
     }
     extras = sorted({k for m in methods for k in get_explainer(m).extras})
     chunk = cfg.explain.chunk
-    journal = Journal(paths.root / RESUME_DIR / "explain", run_key(
-        "explain", {k: v for k, v in attrs.items() if k != "git_revision"},
-        [paths.dataset, paths.models, paths.controls, paths.fitted, paths.autoencoder]))
+    journal = stage_journal(cfg, paths, "explain")
     writer = HeatmapArchiveWriter(paths.heatmaps, models=list(models), explainers=methods, sample=sample,
                                   label=label.numpy(), target=target.numpy(), prediction=prediction, score=score,
-                                  image_shape=tuple(x.shape[1:]), chunk=chunk, attrs=attrs, extras=extras,
-                                  journal=journal)
+                                  image_shape=ds.input_shape, chunk=chunk, attrs=attrs, extras=extras,
+                                  journal=journal, explained=budget)
     names = list(models)
-    jobs = [j for j in explain_jobs(cfg, x.shape[0], len(names)) if j[:2] not in writer.resumed_not_applicable
+    jobs = [j for j in explain_jobs(cfg, budget) if j[:2] not in writer.resumed_not_applicable
             and (j[0], j[1], j[2] - j[2] % chunk) not in writer.resumed_blocks]
     if writer.resumed_blocks or writer.resumed_not_applicable:
         log.info("resuming %s: %d blocks and %d not-applicable marks of an interrupted run are kept", paths.heatmaps,
@@ -213,7 +240,8 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
     jobs.sort(key=lambda j: -weight[methods[j[1]]] * pass_s[names[j[0]]] * (j[3] - j[2]))
     skip: set[tuple[int, int]] = set()
     pending: dict[tuple[int, int, int], list[tuple[int, dict[str, Any]]]] = {}
-    bar = tqdm(total=len(x) * len(names) * len(methods), initial=int(writer.written.sum()), desc="heatmaps",
+    done = int(sum(writer.written[mi, :, :b].sum() for mi, b in enumerate(budget)))
+    bar = tqdm(total=int(budget.sum()) * len(methods), initial=done, desc="heatmaps",
                unit="map", disable=not progress)
 
     def args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
@@ -237,7 +265,7 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
         c = a - a % chunk
         parts = pending.setdefault((mi, ei, c), [])
         parts.append((a, res))
-        if sum(p["relevance"].shape[0] for _, p in parts) < min(c + chunk, x.shape[0]) - c:
+        if sum(p["relevance"].shape[0] for _, p in parts) < min(c + chunk, budget[mi]) - c:
             return
         del pending[(mi, ei, c)]
         block = [p for _, p in sorted(parts, key=lambda ap: ap[0])]
@@ -253,8 +281,8 @@ def _generate(cfg: Config, paths: Paths, x: torch.Tensor, label: torch.Tensor, t
         from distributed import as_completed
 
         futures = {client.submit(explain_chunk, *args(job, True), pure=False): job for job in jobs}
-        for fut in as_completed(futures, loop=client.loop):
-            write(futures[fut], fut.result())
+        for fut in as_completed(futures, loop=client.loop):  # popped: a worker keeps a result while referenced
+            write(futures.pop(fut), fut.result())
     bar.close()
     out = writer.finalize()
     journal.remove()

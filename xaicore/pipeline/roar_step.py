@@ -21,13 +21,11 @@ from xaicore.models import accuracy, load_model
 from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
-from xaicore.store.journal import RESUME_DIR, Journal, run_key
 
 ROAR_SCHEMA = "xaicore.roar/1"
-ROAR_PARAMS = ("seed", "model", "roar", "autoencoder", "patterns.batch_size", "explain.method_params",
-               "explain.batch_size", "explain.batch_sizes")  # dvc.yaml's: what a resumed run must share
 log = logging.getLogger(__name__)
 
 
@@ -95,8 +93,7 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     cells = [(li, mi, ei, fi, k) for ei in range(len(r.methods)) for li in range(len(r.fills))
              for mi in range(len(r.modes)) if li == 0 or r.modes[mi] == "roar"
              for fi in range(len(r.fractions)) for k in range(r.n_repeats)]
-    journal = Journal(paths.root / RESUME_DIR / "roar", run_key("roar", cfg.section_json(*ROAR_PARAMS),
-                                                                [paths.dataset, paths.models]))
+    journal = stage_journal(cfg, paths, "roar")
     bar = tqdm(total=len(cells), desc="ROAR/KAR retraining", unit="model", disable=not progress)
 
     def cell_args(cell: tuple[int, int, int, int, int]) -> tuple[Any, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from xaicore.config import Config, ScoreConfig
-from xaicore.data import load_saved
+from xaicore.data import DatasetFile, load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain import get_explainer
 from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network
@@ -24,9 +25,10 @@ from xaicore.models import load_model
 from xaicore.pipeline.cluster import dask_client, one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
+from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.steps import TRAINED, survey_models
-from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, not_applicable, open_archive, write_dataset
-from xaicore.store.journal import RESUME_DIR, Journal, run_key
+from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, ArchiveWriter, not_applicable, open_archive
+from xaicore.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,10 @@ def _model(path: str) -> torch.nn.Module:
 
 
 @functools.lru_cache(maxsize=2)
-def _images(dataset: str) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """(test images, their dataset indices, the training set's mean image (1, C, H, W))."""
-    ds, _ = load_saved(dataset)
-    return ds.x_test, ds.idx_test.numpy(), ds.x_train.to(torch.float64).mean(0, keepdim=True).float()
+def _images(dataset: str) -> tuple[DatasetFile, np.ndarray, torch.Tensor]:
+    """(the dataset file, its test samples' dataset indices, the training set's mean image (1, C, H, W))."""
+    ds = DatasetFile(dataset)
+    return ds, ds.idx_test.numpy(), ds.train_mean()
 
 
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
@@ -50,8 +52,8 @@ def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, 
         one_thread()
     group = zarr.open_group(heatmaps, mode="r")
     sample = np.asarray(group["sample"][start:stop])
-    x_test, idx_test, mean_image = _images(dataset)
-    x = x_test[np.searchsorted(idx_test, sample)]
+    ds, idx_test, mean_image = _images(dataset)
+    x = ds.test_images_at(np.searchsorted(idx_test, sample))
     rel = torch.from_numpy(np.asarray(group["relevance"][mi, ei, start:stop]))
     t = torch.from_numpy(target)
     model = _model(model_path)
@@ -66,32 +68,61 @@ def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, 
     return out
 
 
+def _explained(group: zarr.Group) -> np.ndarray:
+    """Samples each model explained (the archive's ``n_explained``; all of them in archives without it)."""
+    n_models, n = group["relevance"].shape[:3:2]
+    return np.asarray(group["n_explained"][:]) if "n_explained" in group else np.full(n_models, n)
+
+
 def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], single_thread: bool) -> np.ndarray:
     """(model, measure, sample) similarity of every model's heatmaps of explainer ``ei`` to the trained model's
-    (Adebayo et al.); NaN where a method could not explain a model."""
+    (Adebayo et al.); NaN where a method could not explain a model. Read in blocks of whole archive chunks, so
+    memory does not grow with the samples (every measure is per sample)."""
     if single_thread:
         one_thread()
-    rel = zarr.open_group(heatmaps, mode="r")["relevance"]
+    group = zarr.open_group(heatmaps, mode="r")
+    rel = group["relevance"]
     n_models, n = rel.shape[0], rel.shape[2]
+    explained = _explained(group)
     out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
-    reference = Reference(torch.from_numpy(np.asarray(rel[0, ei])))  # its HOG once, not once per model
-    if torch.isnan(reference.heatmaps).any():
-        return out
-    for mi in range(n_models):
-        other = reference.heatmaps if mi == 0 else torch.from_numpy(np.asarray(rel[mi, ei]))
-        if torch.isnan(other).any():
-            continue
-        for qi, q in enumerate(measures):
-            out[mi, qi] = reference(other, q).numpy()
+    step = max(rel.chunks[2], 1024 // rel.chunks[2] * rel.chunks[2])  # whole archive chunks, ~1024 samples
+    failed = np.zeros(n_models, dtype=bool)  # a model with any NaN map (a method that cannot explain it)
+    for a in range(0, n, step):
+        if a >= explained[0]:  # the trained model's budget ends: nothing left to compare with
+            break
+        ref_block = np.asarray(rel[0, ei, a:a + step])
+        if np.isnan(ref_block[:explained[0] - a]).any():
+            return np.full_like(out, np.nan)
+        refs: dict[int, Reference] = {}  # the trained maps' HOG once per block (and per length compared)
+        for mi in np.flatnonzero(~failed & (explained > a)):
+            b = min(a + step, explained[mi], explained[0])  # the samples both models explained
+            if b not in refs:
+                refs[b] = Reference(torch.from_numpy(ref_block[:b - a]))
+            reference = refs[b]
+            other = reference.heatmaps if mi == 0 else torch.from_numpy(np.asarray(rel[mi, ei, a:b]))
+            if torch.isnan(other).any():
+                failed[mi] = True
+                continue
+            for qi, q in enumerate(measures):
+                out[mi, qi, a:b] = reference(other, q).numpy()
+    out[failed] = np.nan
     return out
 
 
-def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.ndarray:
+def _sample_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last (sample) axis of the samples that have a value; NaN where none has (a model outside
+    ``score.models``, or samples past a model's ``explain.samples`` budget)."""
+    count = np.isfinite(values).sum(-1)
+    total = np.where(np.isfinite(values), values, 0).sum(-1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(values.dtype)
+
+
+def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset, explained: np.ndarray) -> np.ndarray:
     """(explainer, sample) input-invariance error of each method on ``invariance.model`` (Kindermans et al.):
-    network 2 sees x + m with its first layer's bias compensated; NaN where a method cannot run on network 2."""
+    network 2 sees x + m with its first layer's bias compensated; NaN where a method cannot run on network 2,
+    and past the model's ``explain.samples`` budget."""
     ds, _ = load_saved(paths.dataset)
-    x_test, idx_test, _ = _images(str(paths.dataset))
-    x = x_test[np.searchsorted(idx_test, heatmaps.sample.values)]
+    x = ds.x_test[np.searchsorted(ds.idx_test.numpy(), heatmaps.sample.values)]
     target = torch.from_numpy(heatmaps.target.values)
     shift = ds.x_train[cfg.invariance.shift_image] * cfg.invariance.scale
     models = survey_models(paths)
@@ -100,6 +131,8 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
                            f"models ({', '.join(models)}); add its architecture to model.zoo")
     model = load_model(models[cfg.invariance.model])
     out = np.full((heatmaps.sizes["explainer"], x.shape[0]), np.nan, dtype=np.float32)
+    n = int(explained[[str(m) for m in heatmaps.model.values].index(cfg.invariance.model)])
+    x, target = x[:n], target[:n]
     for ei, name in enumerate(str(e) for e in heatmaps.explainer.values):
         if name in not_applicable(heatmaps).get(cfg.invariance.model, {}):
             continue
@@ -115,7 +148,7 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
                 net2 = shifted_network(model, shift, tuple(x.shape[1:]))
                 params2 = {**params2, **fitted_state(cfg, name, net2, ds.x_train + shift)}
             bs = cfg.explain.batch_of(name)
-            out[ei] = np.concatenate([input_invariance(model, x[i:i + bs], target[i:i + bs], name, shift,
+            out[ei, :n] = np.concatenate([input_invariance(model, x[i:i + bs], target[i:i + bs], name, shift,
                                                        params2=params2, **params).numpy()
                                       for i in range(0, x.shape[0], bs)])
         except XaiCoreError as e:
@@ -123,46 +156,43 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset) -> np.nda
     return out
 
 
-SCORE_PARAMS = ("seed", "score", "sanity", "invariance", "autoencoder", "patterns.batch_size",
-                "explain.method_params", "explain.batch_size", "explain.batch_sizes")  # dvc.yaml's, for resume
-
-
 def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
-                target: np.ndarray, n_explainers: int, journal: Journal, progress: bool
-                ) -> tuple[dict[tuple[int, int, int], dict[str, np.ndarray]], list[np.ndarray]]:
-    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side; each
-    result is recorded in ``journal`` as it arrives, and those an interrupted run recorded are taken from it."""
+                target: np.ndarray, n_explainers: int, journal: Journal, sink: Callable[[str, Any, Any], None],
+                progress: bool) -> None:
+    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side. Each
+    result goes to ``sink(kind, key, value)`` (the archive) and to ``journal`` as it arrives and is then dropped,
+    so memory does not grow with the samples; those an interrupted run recorded are taken from the journal."""
     args = (str(paths.heatmaps), str(paths.dataset))
     measures = tuple(cfg.sanity.measures)
-    results: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
-    sims: list[np.ndarray] = [np.empty(0)] * n_explainers
+    todo = []
     for job in jobs:
         if (found := journal.get("aopc-{}-{}-{}".format(*job[:3]))) is not None:
-            results[job[:3]] = found
+            sink("aopc", job, found)
+        else:
+            todo.append(job)
+    todo_sims = []
     for ei in range(n_explainers):
         if (found := journal.get(f"sanity-{ei}")) is not None:
-            sims[ei] = found["similarity"]
-    todo = [job for job in jobs if job[:3] not in results]
-    todo_sims = [ei for ei in range(n_explainers) if not sims[ei].size]
-    if len(todo) + len(todo_sims) < len(jobs) + n_explainers:
-        log.info("resuming the scores: %d of %d tasks of an interrupted run are kept",
-                 len(jobs) + n_explainers - len(todo) - len(todo_sims), len(jobs) + n_explainers)
+            sink("sanity", ei, found["similarity"])
+        else:
+            todo_sims.append(ei)
+    kept = len(jobs) + n_explainers - len(todo) - len(todo_sims)
+    if kept:
+        log.info("resuming the scores: %d of %d tasks of an interrupted run are kept", kept, len(jobs) + n_explainers)
 
     def chunk_args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
         mi, ei, a, b = job
         return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
 
     def done(kind: str, key: Any, value: Any) -> None:
+        sink(kind, key, value)
         if kind == "aopc":
-            results[key[:3]] = value
             journal.put("aopc-{}-{}-{}".format(*key[:3]), value)
         else:
-            sims[key] = value
             journal.put(f"sanity-{key}", {"similarity": value})
         bar.update()
 
-    bar = tqdm(total=len(jobs) + n_explainers, initial=len(jobs) + n_explainers - len(todo) - len(todo_sims),
-               desc="scoring tasks", disable=not progress)
+    bar = tqdm(total=len(jobs) + n_explainers, initial=kept, desc="scoring tasks", disable=not progress)
     with dask_client(cfg.score.workers if todo or todo_sims else 0, cfg.score.scheduler) as client:
         if client is None:
             for job in todo:
@@ -176,10 +206,9 @@ def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]]
                 client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in todo}
             futures.update({client.submit(explainer_similarities, args[0], ei, measures, True, pure=False):
                             ("sanity", ei) for ei in todo_sims})
-            for fut in as_completed(futures, loop=client.loop):
-                done(*futures[fut], fut.result())
+            for fut in as_completed(futures, loop=client.loop):  # popped: a worker keeps what is referenced
+                done(*futures.pop(fut), fut.result())
     bar.close()
-    return results, sims
 
 
 def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
@@ -187,10 +216,13 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
 
     ``aopc_curve`` (model, explainer, perturbation, order, sample, step) holds f(x⁽ᵏ⁾) and ``faithfulness``
     (model, explainer, perturbation, sample) the per-sample correlation, both for the models of
-    ``score.models`` (NaN for the others); ``aopc`` is the data-set mean AOPC; ``sanity_similarity``
-    (model, explainer, measure, sample) compares each model's heatmap with the trained model's (Adebayo et
-    al.); ``invariance`` (explainer, sample) is Kindermans et al.'s input-invariance error.
+    ``score.models`` (NaN for the others, and past a model's ``explain.samples`` budget); ``aopc`` is the data-set
+    mean AOPC; ``sanity_similarity`` (model, explainer, measure, sample) compares each model's heatmap with the
+    trained model's (Adebayo et al.); ``invariance`` (explainer, sample) is Kindermans et al.'s input-invariance
+    error. Each chunk's scores are written to the archive as they arrive, so memory stays flat in the samples.
     """
+    from xaicore.features import Regions
+
     hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA, verify=True)
     models = survey_models(paths)
     names = [str(m) for m in hm.model.values]
@@ -205,45 +237,53 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     n = hm.sizes["sample"]
     chunk = hm["relevance"].encoding.get("chunks", (1, 1, n))[2] or n
     skip = not_applicable(hm)
-    jobs = [(names.index(m), ei, a, min(a + chunk, n)) for m in s.models for ei, e in enumerate(explainers)
-            if e not in skip.get(m, {}) for a in range(0, n, chunk)]
-    journal = Journal(paths.root / RESUME_DIR / "score", run_key("score", cfg.section_json(*SCORE_PARAMS), [
-        paths.dataset, paths.models, paths.controls, paths.heatmaps, paths.autoencoder, paths.fitted]))
-    results, sims = _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values,
-                                len(explainers), journal, progress)
-
-    n_steps = next(iter(results.values()))[f"curve_{s.perturbations[0]}_{s.orders[0]}"].shape[1]
-    shape = (len(names), len(explainers), len(s.perturbations))
-    curve = np.full(shape + (len(s.orders), n, n_steps), np.nan, dtype=np.float32)
-    faith = np.full(shape + (n,), np.nan, dtype=np.float32)
-    for (mi, ei, a), r in results.items():
-        for pi, p in enumerate(s.perturbations):
-            for oi, o in enumerate(s.orders):
-                block = r[f"curve_{p}_{o}"]
-                curve[mi, ei, pi, oi, a:a + block.shape[0]] = block
-            if s.faithfulness:
-                faith[mi, ei, pi, a:a + block.shape[0]] = r[f"faith_{p}"]
+    explained = hm["n_explained"].values if "n_explained" in hm.coords else np.full(len(names), n)
+    jobs = [(mi, ei, a, min(a + chunk, explained[mi])) for m in s.models for mi in [names.index(m)]
+            for ei, e in enumerate(explainers) if e not in skip.get(m, {}) for a in range(0, explained[mi], chunk)]
+    shape = (hm.sizes["channel"], hm.sizes["y"], hm.sizes["x"])
+    n_steps = Regions(torch.zeros((1, *shape)), s.region).n_features + 1
     measures = tuple(cfg.sanity.measures)
-    per_sample = (curve[..., :1] - curve).mean(-1)
-    data: dict[str, Any] = {
-        "aopc_curve": (("model", "explainer", "perturbation", "order", "sample", "step"), curve),
-        "aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"), per_sample),
-        "aopc": (("model", "explainer", "perturbation", "order"), per_sample.mean(-1)),
-        "sanity_similarity": (("model", "explainer", "measure", "sample"), np.stack(sims, axis=1)),
+    M, E, P, O, Q = len(names), len(explainers), len(s.perturbations), len(s.orders), len(measures)
+    variables = {
+        "aopc_curve": (("model", "explainer", "perturbation", "order", "sample", "step"), (M, E, P, O, n, n_steps),
+                       (1, 1, P, O, chunk, n_steps)),
+        "aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"), (M, E, P, O, n),
+                            (1, 1, P, O, n)),
+        "aopc": (("model", "explainer", "perturbation", "order"), (M, E, P, O), (M, E, P, O)),
+        "sanity_similarity": (("model", "explainer", "measure", "sample"), (M, E, Q, n), (M, 1, Q, n)),
     }
     if s.faithfulness:
-        data["faithfulness"] = (("model", "explainer", "perturbation", "sample"), faith)
+        variables["faithfulness"] = (("model", "explainer", "perturbation", "sample"), (M, E, P, n), (1, 1, P, n))
     if cfg.invariance.enabled:
-        data["invariance"] = (("explainer", "sample"), invariance_scores(cfg, paths, hm))
-    ds = xr.Dataset(
-        data,
-        coords={"model": np.asarray(names, dtype=object), "explainer": np.asarray(explainers, dtype=object),
-                "perturbation": np.asarray(list(s.perturbations), dtype=object),
-                "order": np.asarray(list(s.orders), dtype=object), "measure": np.asarray(measures, dtype=object),
-                "sample": hm.sample.values, "step": np.arange(n_steps)},
+        variables["invariance"] = (("explainer", "sample"), (E, n), (E, n))
+    writer = ArchiveWriter(paths.scores, variables, coords={
+        "model": np.asarray(names, dtype=object), "explainer": np.asarray(explainers, dtype=object),
+        "perturbation": np.asarray(list(s.perturbations), dtype=object),
+        "order": np.asarray(list(s.orders), dtype=object), "measure": np.asarray(measures, dtype=object),
+        "sample": hm.sample.values, "step": np.arange(n_steps)},
         attrs={"params": cfg.section_json("seed", "score", "sanity", "invariance"), "region": s.region,
-               "score": s.score},
-    )
-    out = write_dataset(ds, paths.scores, schema=SCORES_SCHEMA)
+               "score": s.score}, schema=SCORES_SCHEMA)
+
+    def sink(kind: str, key: Any, value: Any) -> None:
+        if kind == "sanity":
+            writer.write("sanity_similarity", (slice(None), key), value)
+            return
+        mi, ei, a = key[:3]
+        curve = np.stack([np.stack([value[f"curve_{p}_{o}"] for o in s.orders]) for p in s.perturbations])
+        b = a + curve.shape[2]
+        writer.write("aopc_curve", (mi, ei, slice(None), slice(None), slice(a, b)), curve)
+        writer.write("aopc_per_sample", (mi, ei, slice(None), slice(None), slice(a, b)),
+                     (curve[..., :1] - curve).mean(-1))
+        if s.faithfulness:
+            writer.write("faithfulness", (mi, ei, slice(None), slice(a, b)),
+                         np.stack([value[f"faith_{p}"] for p in s.perturbations]))
+
+    journal = stage_journal(cfg, paths, "score")
+    _run_chunks(cfg, paths, jobs, [str(models[m]) for m in names], hm.target.values, E, journal, sink, progress)
+    for mi in sorted({names.index(m) for m in s.models}):  # the mean over samples, a model at a time
+        writer.write("aopc", (mi,), _sample_mean(writer.read("aopc_per_sample", (mi,))))
+    if cfg.invariance.enabled:
+        writer.write("invariance", (Ellipsis,), invariance_scores(cfg, paths, hm, explained))
+    out = writer.finalize()
     journal.remove()
     return out

@@ -51,6 +51,8 @@ def _rows(hm, sc, roar, accuracy: dict[str, float]) -> list[dict[str, Any]]:
     measures = [str(m) for m in sc.measure.values]
     faith = sc["faithfulness"].values if "faithfulness" in sc else None
     inv = sc["invariance"] if "invariance" in sc else None
+    explained = hm["n_explained"].values if "n_explained" in hm.coords else np.full(hm.sizes["model"],
+                                                                                      hm.sizes["sample"])
     rows = []
     for mi, model in enumerate(str(m) for m in hm.model.values):
         for ei, explainer in enumerate(str(e) for e in hm.explainer.values):
@@ -66,7 +68,8 @@ def _rows(hm, sc, roar, accuracy: dict[str, float]) -> list[dict[str, Any]]:
             row["conservation_error"] = _num(np.nanmedian(cons[mi, ei]) if np.isfinite(cons[mi, ei]).any()
                                              else float("nan"))
             row["positive_fraction"] = _num(_nanmean(pos[mi, ei]))
-            row["consistent_fraction"] = _num(((cons[mi, ei] < 1e-2) & (pos[mi, ei] == 1.0)).mean())
+            n = explained[mi]  # of the samples the model explained
+            row["consistent_fraction"] = _num(((cons[mi, ei, :n] < 1e-2) & (pos[mi, ei, :n] == 1.0)).mean())
             for qi, q in enumerate(measures):
                 row[f"similarity_{q}"] = _num(_nanmean(sim[mi, ei, qi]))
             if inv is not None and model == TRAINED:
@@ -129,6 +132,9 @@ def reliability(sc, roar, sets: dict[str, list[str]] | None = None) -> tuple[lis
         if "faithfulness" in sc:
             per_sample[f"faithfulness_{p}"] = sc["faithfulness"].sel(model=TRAINED, perturbation=p).values.T
     usable = [j for j, e in enumerate(explainers) if all(np.isfinite(a[:, j]).any() for a in per_sample.values())]
+    if usable:  # the samples the trained model explained (all, unless explain.samples budgets it)
+        scored = np.all([np.isfinite(a[:, usable]).any(1) for a in per_sample.values()], axis=0)
+        per_sample = {k: v[scored] for k, v in per_sample.items()}
     rows = []
     for set_name, members in sets.items():
         cols = [j for j in usable if explainers[j] in members]

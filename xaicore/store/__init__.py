@@ -3,6 +3,7 @@
 from xaicore.store.archive import (
     HEATMAP_SCHEMA,
     SCORES_SCHEMA,
+    ArchiveWriter,
     HeatmapArchiveWriter,
     not_applicable,
     open_archive,
@@ -10,5 +11,5 @@ from xaicore.store.archive import (
     write_dataset,
 )
 
-__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "HeatmapArchiveWriter", "not_applicable", "open_archive",
+__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "ArchiveWriter", "HeatmapArchiveWriter", "not_applicable", "open_archive",
            "verify_manifest", "write_dataset"]

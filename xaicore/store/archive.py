@@ -107,12 +107,15 @@ class HeatmapArchiveWriter:
     Coordinates and the per-(model, sample) ``prediction``/``score`` are written when the store is created;
     the per-heatmap axiom figures and the methods' ``extras`` (one (model, explainer, sample) variable each,
     NaN where a method does not return it) are kept (they are small) and written by :meth:`finalize`.
+    Model i's heatmaps cover its first ``explained[i]`` samples (all by default), the ``n_explained``
+    coordinate; the others stay NaN, Zarr's fill value, and take no disk.
     """
 
     def __init__(self, path: str | Path, *, models: Sequence[str], explainers: Sequence[str],
                  sample: np.ndarray, label: np.ndarray, target: np.ndarray, prediction: np.ndarray,
                  score: np.ndarray, image_shape: tuple[int, int, int], chunk: int, attrs: dict[str, Any],
-                 extras: Sequence[str] = (), journal: Journal | None = None) -> None:
+                 extras: Sequence[str] = (), journal: Journal | None = None,
+                 explained: Sequence[int] | None = None) -> None:
         self.path = Path(path)
         self.tmp = _partial(self.path)
         m, e, s = len(models), len(explainers), len(sample)
@@ -124,6 +127,11 @@ class HeatmapArchiveWriter:
         self.positive_fraction = np.full((m, e, s), np.nan, dtype=np.float32)
         self.extras = {k: np.full((m, e, s), np.nan, dtype=np.float32) for k in extras}
         self._written = np.zeros((m, e, s), dtype=bool)
+        explained = np.full(m, s, dtype=np.int64) if explained is None else np.asarray(explained, dtype=np.int64)
+        if explained.shape != (m,) or (explained < 0).any() or (explained > s).any():
+            raise XaiCoreError(f"archive {self.path}: explained must give 0..{s} samples for each of {m} models")
+        for mi, b in enumerate(explained):  # a model's samples past its budget stay NaN (the fill value)
+            self._written[mi, :, b:] = True
         self.not_applicable: dict[str, dict[str, str]] = {}
         #: (model, explainer, chunk start) blocks and (model, explainer) not-applicable marks an interrupted run
         #: of the same configuration left, verified against the chunk files: the caller skips their jobs
@@ -154,6 +162,7 @@ class HeatmapArchiveWriter:
                 "target": ("sample", np.asarray(target, dtype=np.int64)),
                 "prediction": (("model", "sample"), np.asarray(prediction, dtype=np.int64)),
                 "score": (("model", "sample"), np.asarray(score, dtype=np.float32)),
+                "n_explained": ("model", explained),
             },
             attrs={"xaicore_schema": HEATMAP_SCHEMA, "xaicore_version": __version__,
                    "complete": False, **attrs},
@@ -254,10 +263,50 @@ class HeatmapArchiveWriter:
         return self.path
 
 
-def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
-    """Write a whole (small) dataset as a complete archive, atomically; ``schema`` is ``name/version``."""
+class ArchiveWriter:
+    """An archive written region by region, for results too large to hold at once (the scores of every chunk):
+    float32 variables declared with their dims, shape and chunks; a region never written reads as NaN (Zarr's
+    fill value) and takes no disk. Built under ``<path>.partial``; :meth:`finalize` marks it complete, writes
+    the manifest and moves it into place, as :func:`write_dataset` does for a dataset held in memory."""
+
+    def __init__(self, path: str | Path, variables: dict[str, tuple[tuple[str, ...], tuple[int, ...],
+                                                                     tuple[int, ...]]],
+                 coords: dict[str, Any], attrs: dict[str, Any], *, schema: str) -> None:
+        import dask.array as da
+
+        _check_schema(schema)
+        self.path = Path(path)
+        self.tmp = _partial(self.path)
+        _clean(self.tmp)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        ds = xr.Dataset({name: (dims, da.zeros(shape, dtype=np.float32, chunks=chunks))
+                         for name, (dims, shape, chunks) in variables.items()},
+                        coords={k: (v.astype(object) if isinstance(v, np.ndarray) and v.dtype.kind == "U" else v)
+                                for k, v in coords.items()},
+                        attrs={**attrs, "xaicore_schema": schema, "xaicore_version": __version__, "complete": False})
+        ds.to_zarr(str(self.tmp), mode="w", compute=False, consolidated=False, zarr_format=3)
+        self.group = zarr.open_group(str(self.tmp), mode="r+")
+
+    def write(self, name: str, region: tuple[Any, ...], values: np.ndarray) -> None:
+        """Write ``values`` into ``name[region]``."""
+        self.group[name][region] = np.asarray(values, dtype=np.float32)
+
+    def read(self, name: str, region: tuple[Any, ...] = (Ellipsis,)) -> np.ndarray:
+        return np.asarray(self.group[name][region])
+
+    def finalize(self) -> Path:
+        _finalize(self.tmp, self.path)
+        return self.path
+
+
+def _check_schema(schema: str) -> None:
     if not isinstance(schema, str) or not re.fullmatch(r"[A-Za-z][\w.\-]*/\d+", schema):
         raise XaiCoreError(f"schema {schema!r} must be 'name/version', e.g. {SCORES_SCHEMA!r}")
+
+
+def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
+    """Write a whole (small) dataset as a complete archive, atomically; ``schema`` is ``name/version``."""
+    _check_schema(schema)
     path = Path(path)
     tmp = _partial(path)
     _clean(tmp)
