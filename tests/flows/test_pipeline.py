@@ -87,7 +87,34 @@ def test_a_per_model_sample_budget(tiny_survey, tiny_cfg):
         sample_budget(cfg, names, 16)
 
 
-def test_scores_and_sanity(tiny_survey):
+def test_the_archive_answers_the_readmes_queries(tiny_survey):
+    """The README's queries on the heatmap archive, as typed: coordinates in memory, so grouping by label and
+    selecting the misclassified samples work; the heatmaps stay lazy."""
+    import dask.array
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ds = open_archive(tiny_survey.heatmaps)
+    assert all(isinstance(ds[c].data, np.ndarray) for c in ("label", "target", "prediction", "score"))
+    assert isinstance(ds["conservation_error"].data, np.ndarray)
+    assert isinstance(ds["relevance"].data, dask.array.Array)
+    ds.relevance.sel(model="trained", explainer="integrated_gradients").isel(sample=0).squeeze().plot()
+    table = ds.conservation_error.median("sample").to_pandas()
+    assert table.shape == (ds.sizes["model"], ds.sizes["explainer"])
+    by_label = ds.relevance.sel(model="trained", explainer="gradient").groupby("label").mean()
+    rel, label = ds.relevance.sel(model="trained", explainer="gradient").values, ds.label.values
+    for lab in np.unique(label):
+        np.testing.assert_allclose(by_label.sel(label=lab).values, rel[label == lab].mean(0), rtol=1e-5)
+    for model in ("trained", "random_labels"):
+        wrong = ds.sel(model=model).where(lambda d: d.prediction != d.label, drop=True)
+        pred = ds.prediction.sel(model=model).values
+        assert wrong.sample.values.tolist() == ds.sample.values[pred != label].tolist()
+        np.testing.assert_array_equal(wrong.relevance.sel(explainer="gradient").values,
+                                      ds.relevance.sel(model=model, explainer="gradient").values[pred != label])
+    assert not isinstance(open_archive(tiny_survey.heatmaps, load_small=False)["label"].data, np.ndarray)
+
+
+
     sc = open_archive(tiny_survey.scores)
     assert sc["aopc_curve"].dims == ("model", "explainer", "perturbation", "order", "sample", "step")
     assert sc.sizes["step"] == 17  # 28x28 in 7x7 regions: L = 16

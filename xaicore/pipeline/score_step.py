@@ -223,7 +223,7 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """
     from xaicore.features import Regions
 
-    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA, verify=True)
+    hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA, verify=True, load_small=False)  # streamed
     models = survey_models(paths)
     names = [str(m) for m in hm.model.values]
     if names[0] != TRAINED or set(names) - set(models):

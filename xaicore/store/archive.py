@@ -321,9 +321,12 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
     return path
 
 
-def open_archive(path: str | Path, *, schema: str | None = None, verify: bool = False) -> xr.Dataset:
-    """Open a heatmap or scores archive lazily (dask-backed); refuse a missing, foreign, incomplete or corrupt
-    store (:func:`verify_manifest`; ``verify`` hashes every chunk as well)."""
+def open_archive(path: str | Path, *, schema: str | None = None, verify: bool = False,
+                 load_small: bool = True) -> xr.Dataset:
+    """Open a heatmap or scores archive; refuse a missing, foreign, incomplete or corrupt store
+    (:func:`verify_manifest`; ``verify`` hashes every chunk as well). The coordinates and the variables of at most
+    64 MiB are read into memory (``load_small=False``: every variable stays lazy, for the stages that stream); the
+    heatmaps themselves stay lazy (dask-backed)."""
     path = Path(path)
     if not path.exists():
         partial = _partial(path)
@@ -344,7 +347,22 @@ def open_archive(path: str | Path, *, schema: str | None = None, verify: bool = 
         raise XaiCoreError(f"archive {path} is incomplete: the run that wrote it did not finish; rerun it")
     if not (path / MANIFEST).exists():
         verify_manifest(path)  # a finished xaicore archive without its manifest: says so
-    return ds
+    return _small_in_memory(ds) if load_small else ds
+
+
+IN_MEMORY_BYTES = 64 * 2**20
+ALWAYS_LAZY = ("relevance", "aopc_curve")  # the maps and curves: read chunk by chunk, whatever their size
+
+
+def _small_in_memory(ds: xr.Dataset) -> xr.Dataset:
+    """Read the coordinates, and the variables of at most ``IN_MEMORY_BYTES``, into memory; the heatmaps'
+    ``relevance``, the scores' ``aopc_curve`` and anything larger stay lazy. Grouping by ``label`` or
+    ``prediction`` and selecting on a condition of them (``ds.where(ds.prediction != ds.label, drop=True)``)
+    then work as on any in-memory dataset; xarray refuses both on dask-backed coordinates."""
+    small = [n for n in ds.coords if n not in ds.dims] + \
+        [n for n in ds.data_vars if n not in ALWAYS_LAZY and ds[n].nbytes <= IN_MEMORY_BYTES]
+    return ds.assign_coords({n: ds[n].compute() for n in small if n in ds.coords}).assign(
+        {n: ds[n].compute() for n in small if n in ds.data_vars})
 
 
 def not_applicable(ds: xr.Dataset) -> dict[str, dict[str, str]]:
