@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install survey test lint bench clean
+.PHONY: install browser survey test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,16 @@ survey: install
 	@echo "  figures   $(CURDIR)/outputs/figures/"
 	@echo "  MLflow    sqlite:///$(CURDIR)/outputs/mlflow.db  (mlflow ui --backend-store-uri ...)"
 
-test: install
+# report.html's browser test drives Debian's chromium with chromium-driver; installed here when apt-get can (as
+# root), else the test is skipped with a message saying so
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && { apt-get install -y -q chromium chromium-driver >/dev/null \
+	            || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } } \
+	  || echo "make: no chromium/chromedriver and no apt-get as root: the report's browser test will be skipped"
+
+test: install browser
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -91,4 +91,5 @@ def aggregate_flow(params: str = "params.yaml", out: str = "outputs") -> None:
 def report_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     cfg, paths = tasks.load_params(params, out)
     figures = tasks.make_figures(paths)
-    tasks.log_mlflow_run(cfg, paths, figures)
+    page = tasks.write_html_report(paths, figures)
+    tasks.log_mlflow_run(cfg, paths, figures, page)

@@ -25,8 +25,9 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.run_maximize(cfg, paths)
     tasks.aggregate_metrics(paths)
     figures = tasks.make_figures(paths)
-    tasks.log_mlflow_run(cfg, paths, figures)
-    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.metrics}, {paths.figures}/")
+    page = tasks.write_html_report(paths, figures)
+    tasks.log_mlflow_run(cfg, paths, figures, page)
+    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.metrics}, {paths.figures}/, {page}")
 
 
 if __name__ == "__main__":

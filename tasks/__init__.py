@@ -15,6 +15,7 @@ from tasks.survey import (
     run_roar,
     score_heatmaps,
     train_models,
+    write_html_report,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "run_roar",
     "score_heatmaps",
     "train_models",
+    "write_html_report",
 ]

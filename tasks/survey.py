@@ -74,9 +74,15 @@ def make_figures(paths: Paths) -> list[Path]:
     return report.make_figures(paths)
 
 
+@task(name="write_html_report", cache_policy=NO_CACHE)
+def write_html_report(paths: Paths, figures: list[Path]) -> Path:
+    return report.write_html_report(paths, figures)
+
+
 @task(name="log_mlflow_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path]) -> str:
-    """Record params.yaml, the metrics of metrics.json, the figures and the git/dvc.lock revisions."""
+def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path], page: Path | None = None) -> str:
+    """Record params.yaml, the metrics of metrics.json, the figures, report.html and the git/dvc.lock
+    revisions."""
     import mlflow
 
     from xaicore.pipeline.explain_step import git_revision
@@ -96,5 +102,7 @@ def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path]) -> str:
         for fig in figures:
             mlflow.log_artifact(str(fig), artifact_path="figures")
         mlflow.log_artifact(str(paths.metrics))
+        if page is not None:
+            mlflow.log_artifact(str(page))
         return run.info.run_id
 

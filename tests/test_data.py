@@ -191,13 +191,14 @@ def test_save_and_load_dataset_round_trip(tmp_path, digits):
     assert set(extra) == {"y_random"} and torch.equal(extra["y_random"], shuffled)
 
 
-def test_load_saved_errors(tmp_path):
-    with pytest.raises(XaiCoreError, match="is missing; run the data stage first"):
-        load_saved(tmp_path / "nope.npz")
+@pytest.mark.parametrize("reader", [load_saved, DatasetFile])
+def test_a_missing_or_corrupt_dataset_file_is_named(tmp_path, reader):
+    with pytest.raises(XaiCoreError, match="nope.npz is missing; run the data stage first"):
+        reader(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip archive")
-    with pytest.raises(XaiCoreError, match="is corrupt"):
-        load_saved(bad)
+    with pytest.raises(XaiCoreError, match="bad.npz is corrupt"):
+        reader(bad)
 
 
 def test_dataset_file_reads_slices_and_the_training_mean_without_loading_the_file(tmp_path, digits):
@@ -217,13 +218,7 @@ def test_dataset_file_reads_slices_and_the_training_mean_without_loading_the_fil
         assert torch.equal(f.train_mean(block), expected)
 
 
-def test_dataset_file_errors(tmp_path, digits):
-    with pytest.raises(XaiCoreError, match="is missing; run the data stage first"):
-        DatasetFile(tmp_path / "nope.npz")
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(b"not a zip archive")
-    with pytest.raises(XaiCoreError, match="bad.npz is corrupt"):
-        DatasetFile(bad)
+def test_dataset_file_refuses_a_compressed_file(tmp_path, digits):
     squeezed = tmp_path / "compressed.npz"
     np.savez_compressed(squeezed, name=np.array("d"), y_test=digits.y_test.numpy(), idx_test=digits.idx_test.numpy(),
                         x_train=digits.x_train.numpy(), x_test=digits.x_test.numpy())

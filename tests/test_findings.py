@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from xaicore.report.document import write_report
 from xaicore.report.findings import (
     LRP_COMPOSITES,
     adebayo,
@@ -19,7 +20,6 @@ from xaicore.report.findings import (
     kindermans,
     samek,
     tomsett,
-    write_report,
 )
 from xaicore.report.tables import duplicate_methods
 

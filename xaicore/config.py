@@ -19,7 +19,7 @@ import yaml
 
 from xaicore.errors import XaiCoreError
 
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "imagefolder", "npz")
 ARCHS = ("cnn", "mlp", "vgg_bn", "resnet", "densenet")
 ORDERS = ("morf", "lerf")
 PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
@@ -65,10 +65,25 @@ class DataConfig:
     size: int = 28
     test_fraction: float = 0.2
     n_explain: int | None = 256
+    #: imagefolder: scale each image's shorter side to this, then centre-crop ``size`` (null: images are size x size)
+    resize: int | None = None
+    #: imagefolder: 1 (grey) or 3 (RGB, the default); npz images keep their channels
+    channels: int | None = None
 
     def validate(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
         _positive("data.size", self.size)
+        if self.resize is not None:
+            _positive("data.resize", self.resize)
+            if self.resize < self.size:
+                raise _fail("data.resize", f"is {self.resize}, smaller than data.size {self.size}; the shorter side "
+                                           "is scaled to resize and the centre size x size cropped")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise _fail("data.channels", f"is {self.channels!r}; expected 1 (grey), 3 (RGB) or null")
+        if self.dataset != "imagefolder":
+            for key in ("resize", "channels"):
+                if getattr(self, key) is not None:
+                    raise _fail(f"data.{key}", f"applies to data.dataset imagefolder, not {self.dataset}; set null")
         if not 0.0 < self.test_fraction < 1.0:
             raise _fail("data.test_fraction", f"is {self.test_fraction!r}; expected a fraction in (0, 1)")
         if self.n_explain is not None:

@@ -27,7 +27,7 @@ from xaicore.pipeline import (
     score_heatmaps,
     train_models,
 )
-from xaicore.report import aggregate_metrics, make_figures
+from xaicore.report import aggregate_metrics, write_html_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ STEPS: dict[str, Callable[[Config, Paths], object]] = {
     "roar": lambda cfg, paths: run_roar(cfg, paths, progress=False),
     "maximize": lambda cfg, paths: run_maximize(cfg, paths, progress=False),
     "aggregate": lambda cfg, paths: aggregate_metrics(paths),
-    "report": lambda cfg, paths: make_figures(paths),
+    "report": lambda cfg, paths: write_html_report(paths),
 }
 
 

@@ -123,7 +123,7 @@ def test_survey_flow_end_to_end(tiny_survey):
     """The session's tiny survey is the survey flow's run: every output and its MLflow run are there."""
     out = tiny_survey.root
     for name in ("heatmaps.zarr", "scores.zarr", "metrics.json", "metrics.csv", "figures/aopc_curves.png",
-                 "figures/cascading_randomization.png", "mlflow.db"):
+                 "figures/cascading_randomization.png", "figures/heatmaps_trained.png", "report.html", "mlflow.db"):
         assert (out / name).exists(), name
     import mlflow
 
@@ -132,4 +132,6 @@ def test_survey_flow_end_to_end(tiny_survey):
     assert len(runs) == 1
     assert runs["params.score.region"].iloc[0] == "7"
     assert runs["metrics.trained/gradient/aopc_morf"].notna().all()
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])}
+    assert {"report.html", "figures", "metrics.json"} <= logged
 

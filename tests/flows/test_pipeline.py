@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from xaicore.errors import XaiCoreError
-from xaicore.report import aggregate_metrics, make_figures
+from xaicore.report import aggregate_metrics
 from xaicore.store import open_archive
 
 pytestmark = pytest.mark.slow
@@ -400,10 +400,12 @@ def test_reports(tiny_survey, tiny_cfg):
     assert (tiny_survey.root / "report.md").read_text().startswith("# xaicore survey report")
     assert "ρ(S)" in (tiny_survey.root / "report.md").read_text()
     assert set(doc["pattern_quality"]) == {"trained", "random_labels", "zoo:mlp"}
-    figs = make_figures(tiny_survey)
-    assert [f.name for f in figs] == ["aopc_curves.png", "cascading_randomization.png", "input_invariance.png",
-                                      "roar_kar.png", "roar_fills.png", "cem.png", "maximize.png"]
+    figs = sorted(tiny_survey.figures.iterdir())  # the report stage's
+    assert [f.name for f in figs] == ["aopc_curves.png", "cascading_grid.png", "cascading_randomization.png",
+                                      "cem.png", "heatmaps_trained.png", "input_invariance.png", "maximize.png",
+                                      "roar_fills.png", "roar_kar.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
+    assert (tiny_survey.root / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_same_params_bitwise_identical_archives(tiny_survey, traced_rerun):

@@ -35,6 +35,8 @@ def test_inter_rater_limits():
     same = base[None] * g.uniform(0.5, 2.0, size=(40, 1)) + g.normal(size=(40, 1))  # same order, other scales
     assert inter_rater_reliability(same) == pytest.approx(1.0, abs=1e-12)
     assert abs(inter_rater_reliability(g.normal(size=(2000, 5)))) < 0.05
+    # every sample ties every method (a metric that cannot tell them apart): alpha is undefined, not a crash
+    assert np.isnan(inter_rater_reliability(np.ones((8, 5))))
 
 
 def test_inter_method_equals_scipy():

@@ -57,16 +57,26 @@ def save_dataset(ds: Dataset, path: str | Path, **extra: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def load_saved(path: str | Path) -> tuple[Dataset, dict[str, torch.Tensor]]:
-    """Read what :func:`save_dataset` wrote; returns the dataset and the extra arrays."""
+SAVED = ("dataset file", "is missing; run the data stage first (dvc repro data)", "is corrupt")
+
+
+def read_npz(path: str | Path, names: tuple[str, str, str] = SAVED) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (never a pickle). ``names`` words the errors: (what the file is, what to say when
+    it is missing, what to say when it cannot be read); the data stage's own file by default."""
     path = Path(path)
+    what, missing, corrupt = names
     if not path.is_file():
-        raise XaiCoreError(f"dataset file {path} is missing; run the data stage first (dvc repro data)")
+        raise XaiCoreError(f"{what} {path} {missing}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise XaiCoreError(f"dataset file {path} is corrupt: {e}") from None
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise XaiCoreError(f"{what} {path} {corrupt}: {e}") from None
+
+
+def load_saved(path: str | Path) -> tuple[Dataset, dict[str, torch.Tensor]]:
+    """Read what :func:`save_dataset` wrote; returns the dataset and the extra arrays."""
+    arrays = read_npz(path)
     fields = {f.name for f in dataclasses.fields(Dataset)}
     ds = Dataset(
         name=str(arrays.pop("name")),
@@ -84,8 +94,9 @@ class DatasetFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        what, missing, corrupt = SAVED
         if not self.path.is_file():
-            raise XaiCoreError(f"dataset file {self.path} is missing; run the data stage first (dvc repro data)")
+            raise XaiCoreError(f"{what} {self.path} {missing}")
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 self.name = str(z["name"])
@@ -93,7 +104,7 @@ class DatasetFile:
                 self.idx_test = torch.from_numpy(z["idx_test"])
             self._members = {k: _npy_member(self.path, k) for k in ("x_train", "x_test")}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            raise XaiCoreError(f"dataset file {self.path} is corrupt: {e}") from None
+            raise XaiCoreError(f"{what} {self.path} {corrupt}: {e}") from None
 
     @property
     def n_test(self) -> int:
@@ -154,13 +165,20 @@ def _npy_member(path: Path, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
 
 
 def load_dataset(name: str, *, root: str | Path = "data/mnist", size: int = 28, test_fraction: float = 0.2,
-                 seed: int = 0) -> Dataset:
-    """The dataset params.yaml names: ``digits`` (embedded) or ``mnist`` (IDX files under ``root``)."""
+                 seed: int = 0, resize: int | None = None, channels: int | None = None) -> Dataset:
+    """The dataset params.yaml names: ``digits`` (embedded), ``mnist`` (IDX files under ``root``), ``imagefolder``
+    (class subfolders of images under ``root``) or ``npz`` (arrays in the file ``root``)."""
     from xaicore.data.digits import load_digits28
+    from xaicore.data.files import load_imagefolder, load_npz
     from xaicore.data.mnist import load_mnist
 
     if name == "digits":
         return load_digits28(size=size, test_fraction=test_fraction, seed=seed)
     if name == "mnist":
         return load_mnist(root)
-    raise XaiCoreError(f"unknown dataset {name!r}; expected digits or mnist")
+    if name == "imagefolder":
+        return load_imagefolder(root, size=size, resize=resize, channels=channels or 3,
+                                test_fraction=test_fraction, seed=seed)
+    if name == "npz":
+        return load_npz(root, test_fraction=test_fraction, seed=seed)
+    raise XaiCoreError(f"unknown dataset {name!r}; expected digits, mnist, imagefolder or npz")

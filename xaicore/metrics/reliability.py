@@ -53,8 +53,11 @@ def method_ranks(scores: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def inter_rater_reliability(scores: np.ndarray | torch.Tensor) -> float:
     """Krippendorff's α (ordinal) of the per-sample rankings of methods (Tomsett et al. 2020, §3.1):
-    raters = samples, units = methods."""
+    raters = samples, units = methods. NaN where α is undefined: every rater ties every method (one rank value,
+    e.g. a metric that scores all methods alike), which leaves no disagreement to compare with chance."""
     ranks = method_ranks(scores)
+    if np.unique(ranks[np.isfinite(ranks)]).size < 2:
+        return float("nan")
     import krippendorff
 
     return float(krippendorff.alpha(reliability_data=ranks, level_of_measurement="ordinal"))

@@ -27,7 +27,14 @@ from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.steps import TRAINED, survey_models
-from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, ArchiveWriter, not_applicable, open_archive
+from xaicore.store import (
+    HEATMAP_SCHEMA,
+    SCORES_SCHEMA,
+    ArchiveWriter,
+    explained_counts,
+    not_applicable,
+    open_archive,
+)
 from xaicore.store.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -237,7 +244,7 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     n = hm.sizes["sample"]
     chunk = hm["relevance"].encoding.get("chunks", (1, 1, n))[2] or n
     skip = not_applicable(hm)
-    explained = hm["n_explained"].values if "n_explained" in hm.coords else np.full(len(names), n)
+    explained = explained_counts(hm)
     jobs = [(mi, ei, a, min(a + chunk, explained[mi])) for m in s.models for mi in [names.index(m)]
             for ei, e in enumerate(explainers) if e not in skip.get(m, {}) for a in range(0, explained[mi], chunk)]
     shape = (hm.sizes["channel"], hm.sizes["y"], hm.sizes["x"])

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from xaicore.config import Config
 from xaicore.data import load_dataset, load_saved, randomized_labels, save_dataset
+from xaicore.errors import XaiCoreError
 from xaicore.models import (
     accuracy,
     build_model,
@@ -28,16 +29,24 @@ TRAINED, RANDOM_LABELS = "trained", "random_labels"
 
 def preflight(cfg: Config) -> None:
     """Fail early, with one clear error, on input the run would only trip over later (missing data)."""
-    if cfg.data.dataset == "mnist":
+    d = cfg.data
+    if d.dataset == "mnist":
         from xaicore.data.mnist import check_mnist_dir
 
-        check_mnist_dir(cfg.data.root)
+        check_mnist_dir(d.root)
+    elif d.dataset == "imagefolder" and not Path(d.root).is_dir():
+        raise XaiCoreError(f"params.yaml: data.root {d.root} is not a folder; data.dataset imagefolder reads one "
+                           "subfolder of images per class from it")
+    elif d.dataset == "npz" and not Path(d.root).is_file():
+        raise XaiCoreError(f"params.yaml: data.root {d.root} is not a file; data.dataset npz reads arrays x, y "
+                           "from it")
 
 
 def prepare_data(cfg: Config, paths: Paths) -> Path:
     """Materialize the configured dataset and its randomized-label training copy (one ``.npz``)."""
     d = cfg.data
-    ds = load_dataset(d.dataset, root=d.root, size=d.size, test_fraction=d.test_fraction, seed=cfg.seed)
+    ds = load_dataset(d.dataset, root=d.root, size=d.size, test_fraction=d.test_fraction, seed=cfg.seed,
+                      resize=d.resize, channels=d.channels)
     save_dataset(ds, paths.dataset, y_train_random=randomized_labels(ds.y_train, cfg.seed).numpy())
     return paths.dataset
 

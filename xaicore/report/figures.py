@@ -2,7 +2,7 @@
 curve (Adebayo et al. 2018, Fig. 2's shape), ROAR/KAR accuracy against the fraction removed (Hooker et al.
 2019, Fig. 4's shape), input invariance per method (Kindermans et al.) and CEM's pertinent positives and negatives
 (Dhurandhar et al. 2018, the survey's Fig. 7) and the class maximisers of the trained model and its controls
-(survey §6.6)."""
+(survey §6.6). The heatmap grids are in :mod:`xaicore.report.grids`."""
 
 from __future__ import annotations
 
@@ -187,26 +187,41 @@ def maximize_figure(maxi: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
-def make_figures(paths: Paths) -> list[Path]:
+def _inputs(paths: Paths, samples: np.ndarray) -> np.ndarray:
+    """The test images of the archive's ``samples`` (ids into the data set), in pixel space."""
+    from xaicore.data import DatasetFile
+
+    ds = DatasetFile(paths.dataset)
+    return ds.test_images_at(np.searchsorted(ds.idx_test.numpy(), samples)).numpy()
+
+
+def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
     """Write every figure under ``paths.figures``; returns their paths."""
+    from tqdm import tqdm
+
+    from xaicore.report import grids
+
     scores = open_archive(paths.scores, schema=SCORES_SCHEMA)
+    heatmaps = open_archive(paths.heatmaps)
     paths.figures.mkdir(parents=True, exist_ok=True)
-    out = [aopc_curves_figure(scores, paths.figures / "aopc_curves.png"),
-           cascading_figure(scores, paths.figures / "cascading_randomization.png")]
+    fig = paths.figures
+    x = _inputs(paths, heatmaps.sample.values[:6])  # the first samples: the cascading grid and CEM's figure
+    pos = grids.grid_samples(heatmaps)  # one sample of each label in turn
+    x_grid = _inputs(paths, heatmaps.sample.values[pos])
+    todo = [lambda: grids.heatmap_grid_figure(heatmaps, x_grid, fig / "heatmaps_trained.png", pos),
+            lambda: aopc_curves_figure(scores, fig / "aopc_curves.png"),
+            lambda: cascading_figure(scores, fig / "cascading_randomization.png")]
+    if len(grids.cascade_steps(heatmaps)) > 1:
+        todo.append(lambda: grids.cascading_grid_figure(heatmaps, x, fig / "cascading_grid.png"))
     if "invariance" in scores:
-        out.append(invariance_figure(scores, paths.figures / "input_invariance.png"))
+        todo.append(lambda: invariance_figure(scores, fig / "input_invariance.png"))
     if paths.roar.exists():
         roar = open_archive(paths.roar)
-        out.append(roar_figure(roar, paths.figures / "roar_kar.png"))
+        todo.append(lambda: roar_figure(roar, fig / "roar_kar.png"))
         if "roar_accuracy_by_fill" in roar:
-            out.append(roar_fills_figure(roar, paths.figures / "roar_fills.png"))
-    heatmaps = open_archive(paths.heatmaps)
+            todo.append(lambda: roar_fills_figure(roar, fig / "roar_fills.png"))
     if {"cem.pp", "cem.pn"} <= {str(e) for e in heatmaps.explainer.values} and "trained" in heatmaps.model:
-        from xaicore.data import load_saved
-
-        ds, _ = load_saved(paths.dataset)
-        idx = np.searchsorted(ds.idx_test.numpy(), heatmaps.sample.values)
-        out.append(cem_figure(heatmaps, ds.x_test.numpy()[idx], paths.figures / "cem.png"))
+        todo.append(lambda: cem_figure(heatmaps, x, fig / "cem.png"))
     if paths.maximize.exists():
-        out.append(maximize_figure(open_archive(paths.maximize), paths.figures / "maximize.png"))
-    return out
+        todo.append(lambda: maximize_figure(open_archive(paths.maximize), fig / "maximize.png"))
+    return [draw() for draw in tqdm(todo, desc="figures", unit="figure", disable=not progress)]

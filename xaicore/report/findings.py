@@ -1,4 +1,5 @@
-"""The survey's published findings, checked against this run's numbers, and ``report.md``.
+"""The survey's published findings, checked against this run's numbers (shown by ``report.md`` and
+``report.html``, :mod:`xaicore.report.document`).
 
 Each finding states the claim, where it comes from, the figures it was judged on, the rule used, and whether
 it holds here: ``holds`` true/false, or ``null`` when the run lacks what it needs (e.g. the method is not in
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,93 +258,4 @@ def findings(doc: dict[str, Any], sc: xr.Dataset, roar: xr.Dataset | None = None
     return out
 
 
-def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        cells = [("" if r.get(k) is None else f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r[k]))
-                 for k in keys]
-        out.append("| " + " | ".join(cells) + " |")
-    return out
-
-
-def write_report(doc: dict[str, Any], path: Path) -> Path:
-    """A Markdown page with the findings and the main tables of metrics.json."""
-    lines = [f"# xaicore survey report — {doc['dataset']}, {doc['n_samples']} test samples", "",
-             "## Published findings, checked on this run", ""]
-    for f in doc["findings"]:
-        verdict = f"**{VERDICTS[f['holds']]}**"
-        lines += [f"- {f['claim']} ({f['source']}): {verdict}.", f"  Rule: {f.get('rule', '-')}."]
-        if f.get("reason") and f["reason"] != f.get("rule"):
-            lines += [f"  Why: {f['reason']}."]
-        if f.get("divergence"):
-            lines += [f"  What could explain it: {f['divergence']}"]
-        lines += [f"  Evidence: `{f['evidence']}`", ""]
-    trained = [r for r in doc["rows"] if r["model"] == "trained"]
-    keys = [k for k in trained[0] if k.startswith(("aopc_", "faithfulness_")) and k.count("_") >= 2]
-    keys = ["explainer"] + keys + ["conservation_error", "positive_fraction", "invariance",
-                                   "roar_accuracy", "kar_accuracy"]
-    lines += ["## Trained model, per method", ""] + _table(trained, [k for k in keys if k in trained[0]]) + [""]
-    lines += ["## Sanity checks for metrics (Tomsett et al.)", ""]
-    sets = doc.get("reliability_sets", {})
-    if sets.get("duplicates_dropped"):
-        lines += ["Method sets: `full` (every method), `deduplicated` (without "
-                  + ", ".join(f"{d} (= {k})" for d, k in sets["duplicates_dropped"].items())
-                  + f", equal to within {sets.get('duplicate_tolerance')} of the larger max |R|) and `tomsett_like` "
-                  f"({', '.join(sets.get('tomsett_like', []))}).", ""]
-    lines += _table(doc["reliability"], ["metric", "set", "raters", "n_raters", "n_methods", "inter_rater_alpha",
-                                         "inter_method_rho"])
-    if doc.get("perturbation_methods"):
-        pm = doc["perturbation_methods"]
-        lines += ["## Perturbation methods (§6): rank among all methods", "",
-                  "AOPC MoRF on the trained model per perturbation (rank 1 = highest AOPC = best; beats_random: "
-                  "above the uniform-noise baseline), and the cascading randomization check at the fully randomized "
-                  "model (mean similarity to the trained model's heatmap; rank 1 = least similar = most "
-                  "model-dependent). surrogate_r2: LIME's weighted fidelity on its neighbourhood.", ""]
-        keys = list(dict.fromkeys(k for r in pm for k in r))
-        lines += _table(pm, keys) + [""]
-    cem = {e: v for e, v in doc.get("extras", {}).items() if e.startswith("cem.")}
-    if cem:
-        lines += ["## CEM (§6.3): pertinent positives and negatives of the trained model", "",
-                  "found: the fraction of samples with a valid PP/PN (class condition with margin κ); l0: the mean "
-                  "number of pixels kept (PP) or added (PN); c: the mean constant of the best iterate. Figure: "
-                  "figures/cem.png.", ""]
-        lines += _table([{"explainer": e, **{k: v.get(k) for k in ("found", "l0", "c")}} for e, v in cem.items()],
-                        ["explainer", "found", "l0", "c"]) + [""]
-    if doc.get("maximize"):
-        lines += ["## Activation maximisation (§6.6): class maximisers of the trained model and its controls", "",
-                  "own_class_rate: the fraction of classes whose maximiser the model itself assigns to that class "
-                  "(higher: the optimisation worked); trained_class_rate: the fraction the *trained* model "
-                  "recognises (a randomized control's maximisers should not look like digits: lower is the sane "
-                  "outcome for the controls); reconstruction_error: the autoencoder's mean squared error on the "
-                  "maximisers (lower looks more like the digits). Figure: figures/maximize.png.", ""]
-        lines += _table([{"model": m, "parameterization": p, **v} for m, ps in doc["maximize"].items()
-                         for p, v in ps.items()],
-                        ["model", "parameterization", "own_class_rate", "trained_class_rate",
-                         "reconstruction_error"]) + [""]
-    ic = doc["internal_consistency"]
-    lines += ["", f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): "
-              f"{ic['mean']}", ""]
-    if any("roar_accuracy" in r for r in trained):
-        lines += ["Reading ROAR/KAR: pixels are replaced by the training set's per-channel mean, which differs from "
-                  "an empty background (digits: mean ≈ 0.16 on a 0 background). The replaced pixels then keep the "
-                  "*shape* of what was removed, and a retrained model can read the class from that silhouette — "
-                  "high accuracy at 90 % removal says the removal pattern leaks the label, not that the heatmap "
-                  "missed what matters (Hooker et al. discuss what degraded inputs reveal).", ""]
-    if doc.get("pattern_quality"):
-        lines += ["## Signal estimators of PatternNet/PatternAttribution (Kindermans et al. 2018)", "",
-                  "ρ(S) = 1 − max_v corr(y, vᵀ(x − S(x))) per layer (mean over its units; 1 = the distractor "
-                  "holds no linear trace of the output): patterns and v fitted on the training set, the "
-                  "correlation measured on the test set. S_a is the optimum of this linear criterion on its "
-                  "fitting data (ρ = 1 there); S_w keeps the output's trace in its distractor.", ""]
-        quality = [{"model": m, "layer": layer, **{e: q[e].get(layer) for e in q}}
-                   for m, q in doc["pattern_quality"].items() for layer in next(iter(q.values()))]
-        lines += _table(quality, ["model", "layer", "filter", "linear", "two_component"]) + [""]
-    models = sorted({r["model"] for r in doc["rows"]}, key=lambda m: (m != "trained", m))
-    grad = {r["model"]: r for r in doc["rows"] if r["explainer"] == "gradient"}
-    lines += ["## Models", ""] + _table([{"model": m, "test_accuracy": grad.get(m, {}).get("test_accuracy")}
-                                         for m in models], ["model", "test_accuracy"]) + [""]
-    path.write_text("\n".join(lines))
-    return path
-
-
-__all__ = ["findings", "write_report"]
+__all__ = ["findings"]

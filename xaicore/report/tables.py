@@ -15,8 +15,9 @@ import numpy as np
 from xaicore.metrics import inter_method_reliability, inter_rater_reliability, internal_consistency
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, read_index
-from xaicore.report.findings import findings, perturbation_methods, write_report
-from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, open_archive
+from xaicore.report.document import write_report
+from xaicore.report.findings import findings, perturbation_methods
+from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, explained_counts, open_archive
 
 DIRECTIONS = {
     "aopc_morf*": "higher is better (the most relevant regions first destroy the score fastest)",
@@ -51,8 +52,7 @@ def _rows(hm, sc, roar, accuracy: dict[str, float]) -> list[dict[str, Any]]:
     measures = [str(m) for m in sc.measure.values]
     faith = sc["faithfulness"].values if "faithfulness" in sc else None
     inv = sc["invariance"] if "invariance" in sc else None
-    explained = hm["n_explained"].values if "n_explained" in hm.coords else np.full(hm.sizes["model"],
-                                                                                      hm.sizes["sample"])
+    explained = explained_counts(hm)
     rows = []
     for mi, model in enumerate(str(m) for m in hm.model.values):
         for ei, explainer in enumerate(str(e) for e in hm.explainer.values):

@@ -5,11 +5,12 @@ from xaicore.store.archive import (
     SCORES_SCHEMA,
     ArchiveWriter,
     HeatmapArchiveWriter,
+    explained_counts,
     not_applicable,
     open_archive,
     verify_manifest,
     write_dataset,
 )
 
-__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "ArchiveWriter", "HeatmapArchiveWriter", "not_applicable", "open_archive",
-           "verify_manifest", "write_dataset"]
+__all__ = ["HEATMAP_SCHEMA", "SCORES_SCHEMA", "ArchiveWriter", "HeatmapArchiveWriter", "explained_counts",
+           "not_applicable", "open_archive", "verify_manifest", "write_dataset"]

@@ -365,6 +365,14 @@ def _small_in_memory(ds: xr.Dataset) -> xr.Dataset:
         {n: ds[n].compute() for n in small if n in ds.data_vars})
 
 
+def explained_counts(ds: xr.Dataset) -> np.ndarray:
+    """How many samples each model explained (the ``n_explained`` (model) coordinate of ``explain.samples``);
+    every sample for an archive written without a budget."""
+    if "n_explained" in ds.coords or "n_explained" in ds:
+        return np.asarray(ds["n_explained"].values, dtype=int)
+    return np.full(ds.sizes["model"], ds.sizes["sample"], dtype=int)
+
+
 def not_applicable(ds: xr.Dataset) -> dict[str, dict[str, str]]:
     """``{model: {explainer: reason}}`` of the heatmaps a method could not compute (NaN in the archive)."""
     if not isinstance(ds, xr.Dataset) or "xaicore_schema" not in ds.attrs:

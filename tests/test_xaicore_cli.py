@@ -1,0 +1,111 @@
+"""The ``xaicore`` console script: --help everywhere, ``explain`` on image files, one line and status 2 on bad
+input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xaicore import explain, methods
+from xaicore.cli import _read_image, main
+from xaicore.models.io import save_model
+from xaicore.models.zoo import build_model
+
+COMMANDS = ["survey", "explain", "report", "methods", "schedule"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_console_script_is_installed_and_has_help():
+    exe = Path(sys.executable).with_name("xaicore")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert all(c in res.stdout for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    code, out, _ = run([command, "--help"], capsys)
+    assert code == 0 and f"usage: xaicore {command}" in out
+
+
+def test_methods_lists_every_registered_method(capsys):
+    code, out, _ = run(["methods"], capsys)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == methods()
+    assert "[fitted on data]" in next(line for line in out.splitlines() if line.startswith("patternnet "))
+
+
+@pytest.fixture(scope="module")
+def model_and_images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = build_model("cnn", (1, 28, 28), 10)
+    save_model(model, d / "cnn.pt", arch="cnn", input_shape=(1, 28, 28), n_classes=10)
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(d / "a.png")
+    Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(d / "b.png")  # RGB, other size
+    return d, model.eval()
+
+
+def test_explain_writes_a_heatmap_png_per_image_and_method(model_and_images, capsys):
+    d, _ = model_and_images
+    code, out, err = run(["explain", "--model", str(d / "cnn.pt"), "--method", "gradient", "--method",
+                          "lrp.epsilon", "--out", str(d / "maps"), str(d / "a.png"), str(d / "b.png")], capsys)
+    assert code == 0, err
+    names = sorted(Path(p).name for p in out.split())
+    assert names == ["a.gradient.png", "a.lrp.epsilon.png", "b.gradient.png", "b.lrp.epsilon.png"]
+    assert all((d / "maps" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+
+
+def test_images_are_read_as_the_model_sees_them(model_and_images):
+    """Grey for a one-channel model, [0, 1]; another size: the shorter side scaled, the centre cropped."""
+    d, model = model_and_images
+    a = _read_image(d / "a.png", (1, 28, 28))
+    assert torch.equal(a[0], torch.from_numpy(np.asarray(Image.open(d / "a.png"), dtype=np.float32) / 255.0))
+    b = _read_image(d / "b.png", (1, 28, 28))
+    ref = Image.open(d / "b.png").convert("L").resize((28, 31), Image.Resampling.BILINEAR).crop((0, 1, 28, 29))
+    assert b.shape == (1, 28, 28) and torch.equal(b[0], torch.from_numpy(np.asarray(ref, np.float32) / 255.0))
+    x = torch.stack([a, b])
+    t = model(x).argmax(1)
+    assert explain(model, x, t, "gradient").abs().sum() > 0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["explain", "--model", "{d}/cnn.pt", "--method", "no_such", "{d}/a.png"], "unknown method 'no_such'"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "gradient", "{d}/nope.png"], "image {d}/nope.png not found"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "gradient", "{d}/cnn.json"], "is not an image file"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "gradient", "--target", "10", "{d}/a.png"],
+     "target 10 is not a class of the model (0..9)"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "patternnet", "{d}/a.png"], "pass --fit-data"),
+    (["explain", "--model", "{d}/missing.pt", "--method", "gradient", "{d}/a.png"], "missing.pt"),
+    (["explain", "--method", "gradient", "{d}/a.png"], "the following arguments are required: --model"),
+    (["schedule", "every monday"], "is not a cron expression of 5 fields"),
+    (["report", "--out", "{d}/no_outputs"], "metrics.json is missing"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_status_2(model_and_images, capsys, argv, says):
+    d, _ = model_and_images
+    code, _, err = run([a.format(d=d) for a in argv], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert says.format(d=d) in err and err.startswith("xaicore")
+
+
+def test_survey_outside_the_project_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["survey"], capsys)
+    assert code == 2 and "has no dvc.yaml and flows/" in err

@@ -1,0 +1,258 @@
+"""``xaicore``: the survey and its parts from one command.
+
+    xaicore survey [--params FILE]          the whole survey (``dvc repro``; another params file: the Prefect flow)
+    xaicore explain --model W --method M IMAGE...   heatmap PNGs for a few images, no pipeline
+    xaicore report [--params FILE]          figures and report.html from the archives
+    xaicore methods                         the registered methods, with family and paper
+    xaicore schedule CRON [--params FILE]   serve the survey as a Prefect deployment on a cron schedule
+
+Bad input ends with one line ``xaicore <command>: error: ...`` and exit status 2. The library stays free of
+Prefect, DVC and MLflow: ``survey`` and ``schedule`` start the project's ``flows`` in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from xaicore.errors import XaiCoreError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line on bad usage (the usage itself is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _fail(command: str, message: str) -> NoReturn:
+    print(f"xaicore {command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _project(command: str) -> Path:
+    """The project folder (the one with dvc.yaml and flows/): the working directory."""
+    root = Path.cwd()
+    if not (root / "dvc.yaml").is_file() or not (root / "flows").is_dir():
+        _fail(command, f"{root} has no dvc.yaml and flows/: run it in the xaicore project's folder")
+    return root
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for a child: this interpreter's bin first on PATH (dvc, prefect), threads as set."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def cmd_survey(args: argparse.Namespace) -> int:
+    root = _project("survey")
+    if args.params is None or Path(args.params).resolve() == (root / "params.yaml").resolve():
+        cmd = [sys.executable, "flows/server.py", "dvc", "repro"]  # DVC versions what it produces
+    else:
+        if not Path(args.params).is_file():
+            _fail("survey", f"params file {args.params} not found")
+        cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out]
+    print("xaicore survey: " + " ".join(cmd[1:]), file=sys.stderr)
+    return subprocess.call(cmd, cwd=root, env=_child_env())
+
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#LW-]+$")
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    root = _project("schedule")
+    fields = args.cron.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        _fail("schedule", f"{args.cron!r} is not a cron expression of 5 fields (minute hour day month weekday), "
+                          "e.g. '0 3 * * 1' for Mondays at 03:00")
+    cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out, "--serve", args.cron]
+    return subprocess.call(cmd, cwd=root, env=_child_env())
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from xaicore.explain import get_explainer, methods
+
+    rows = [(m, get_explainer(m)) for m in methods()]
+    width = max(len(m) for m, _ in rows)
+    for m, ex in rows:
+        fitted = " [fitted on data]" if ex.fit is not None else ""
+        print(f"{m:<{width}}  {ex.family:<12} {ex.reference}{fitted}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xaicore.config import load_config
+    from xaicore.pipeline.paths import Paths
+    from xaicore.report.html import write_html_report
+
+    load_config(args.params)  # a bad params file is refused before anything is read
+    paths = Paths(Path(args.out))
+    page = write_html_report(paths, progress=True)
+    print(page)
+    return 0
+
+
+def _read_image(path: Path, shape: tuple[int, ...]) -> Any:
+    """An image file as the model's (C, H, W) input in [0, 1]: its channels, and, at another size, the shorter side
+    scaled to H and the centre cropped, as ``data.resize`` prepares a data set."""
+    import torch
+
+    from xaicore.data.files import IMAGE_SUFFIXES, read_image
+
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise XaiCoreError(f"{path} is not an image file ({', '.join(IMAGE_SUFFIXES)})")
+    c, h, w = shape
+    if h != w:
+        raise XaiCoreError(f"the model takes {h}x{w} inputs; xaicore explain prepares square images only")
+    return torch.from_numpy(read_image(path, size=h, resize=h, channels=c))
+
+
+def explain_images(model_path: str | Path, methods: Sequence[str], images: Sequence[str | Path],
+                   out: str | Path, *, target: int | None = None, fit_data: str | Path | None = None,
+                   progress: bool = True) -> list[Path]:
+    """Heatmaps of ``methods`` for each image file on the model saved at ``model_path`` (with its ``.json``),
+    written as ``<out>/<image>.<method>.png`` (the input beside the heatmap, red/blue centred at 0). The target is
+    ``target`` or the model's prediction. Methods fitted on data are fitted on ``fit_data``'s training images (a
+    saved ``dataset.npz``). Returns the PNG paths."""
+    import json
+
+    import torch
+    from tqdm import tqdm
+
+    from xaicore.explain import explanation, get_explainer
+    from xaicore.explain import fit as fit_method
+    from xaicore.models.io import load_model
+
+    exps = [get_explainer(m) for m in methods]  # unknown methods: refused before any work
+    needs_fit = [e.name for e in exps if e.fit is not None]
+    if needs_fit and fit_data is None:
+        raise XaiCoreError(f"{', '.join(needs_fit)} must be fitted on training data: pass --fit-data "
+                           "outputs/data/dataset.npz (a saved data set)")
+    model = load_model(model_path)
+    meta = json.loads(Path(model_path).with_suffix(".json").read_text())
+    shape = tuple(meta["input_shape"])
+    x = torch.stack([_read_image(Path(p), shape) for p in images])
+    with torch.no_grad():
+        logits = model(x)
+    if target is not None and not 0 <= target < logits.shape[1]:
+        raise XaiCoreError(f"target {target} is not a class of the model (0..{logits.shape[1] - 1})")
+    t = torch.full((x.shape[0],), target) if target is not None else logits.argmax(1)
+    states: dict[str, Any] = {}
+    if needs_fit:
+        from xaicore.data import load_saved
+
+        ds, _ = load_saved(fit_data)  # type: ignore[arg-type]
+        if tuple(ds.input_shape) != shape:
+            raise XaiCoreError(f"--fit-data {fit_data} holds {tuple(ds.input_shape)} images, the model takes {shape}")
+        states = {m: fit_method(model, ds.x_train, m) for m in needs_fit}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for m in tqdm(methods, desc="explain", unit="method", disable=not progress):
+        rel = explanation(model, x, t, m, state=states.get(m)).relevance
+        for i, p in enumerate(images):
+            written.append(_heatmap_png(x[i].numpy(), rel[i].numpy(), out / f"{Path(p).stem}.{m}.png",
+                                        f"{m} — class {int(t[i])} (logit {float(logits[i, t[i]]):.3g})"))
+    return written
+
+
+def _heatmap_png(x: Any, rel: Any, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xaicore.report.grids import _show_heatmap, _show_input
+
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
+    _show_input(axes[0], x)
+    _show_heatmap(axes[1], rel)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_title("input", fontsize=8)
+    axes[1].set_title("red +, blue −", fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": "xaicore"})
+    plt.close(fig)
+    return path
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    for p in args.images:
+        if not Path(p).is_file():
+            _fail("explain", f"image {p} not found")
+    for p in explain_images(args.model, args.method, args.images, args.out, target=args.target,
+                            fit_data=args.fit_data):
+        print(p)
+    return 0
+
+
+def _params_and_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="the survey's configuration (default: params.yaml)")
+    p.add_argument("--out", default="outputs", help="the survey's output folder (default: outputs)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``xaicore`` command line."""
+    p = _Parser(prog="xaicore", description="The heatmapping survey (Gradient, LRP, Grad-CAM, LIME, occlusion, "
+                "..., their sanity checks and metrics) as one reproducible pipeline.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    s = sub.add_parser("survey", help="run the whole survey (dvc repro)",
+                       description="Run every stage of the survey with `dvc repro` in this project folder; "
+                                   "stages whose inputs did not change are skipped. With --params FILE other than "
+                                   "params.yaml, the same stages run as one Prefect flow (not versioned by DVC).")
+    s.add_argument("--params", help="a params file other than params.yaml (default: params.yaml, with DVC)")
+    s.add_argument("--out", default="outputs", help="output folder with --params (default: outputs)")
+    s.set_defaults(fn=cmd_survey)
+    e = sub.add_parser("explain", help="heatmap PNGs for a few images, no pipeline",
+                       description="Explain image files with a saved model: one PNG per image and method, "
+                                   "<out>/<image>.<method>.png, input beside a red (+) / blue (-) heatmap.")
+    e.add_argument("--model", required=True, help="model weights (.pt, with its .json beside it), e.g. "
+                   "outputs/models/trained.pt")
+    e.add_argument("--method", required=True, action="append", help="a method (repeat for several); "
+                   "see `xaicore methods`")
+    e.add_argument("--target", type=int, help="class to explain (default: the model's prediction)")
+    e.add_argument("--out", default="heatmaps", help="folder for the PNGs (default: heatmaps)")
+    e.add_argument("--fit-data", help="a saved dataset.npz to fit methods that need it (patternnet, pda, cem)")
+    e.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files (resized to the model's input)")
+    e.set_defaults(fn=cmd_explain)
+    r = sub.add_parser("report", help="figures and report.html from the archives",
+                       description="Redraw the figures and outputs/report.html from the survey's archives "
+                                   "(heatmaps.zarr, scores.zarr, roar.zarr, metrics.json).")
+    _params_and_out(r)
+    r.set_defaults(fn=cmd_report)
+    m = sub.add_parser("methods", help="list the registered methods",
+                       description="Every method name xaicore.explain accepts, with its family and paper.")
+    m.set_defaults(fn=cmd_methods)
+    c = sub.add_parser("schedule", help="run the survey on a cron schedule (Prefect deployment)",
+                       description="Serve the survey flow as a Prefect deployment that runs on CRON, e.g. "
+                                   "'0 3 * * 1' (Mondays 03:00); stops with Ctrl-C.")
+    c.add_argument("cron", metavar="CRON", help="cron expression, 5 fields")
+    _params_and_out(c)
+    c.set_defaults(fn=cmd_schedule)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xaicore`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except XaiCoreError as err:
+        _fail(args.command, str(err))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
