@@ -204,3 +204,20 @@ def test_composites_accept_a_hand_built_composite(lrp_kit):
     assert bool(torch.isfinite(rel).all())
     torch.testing.assert_close(lrp(model, x, target, uniform(r.z_rule())),
                                xaicore.explain(model, x, target, method="gradient_x_input"), rtol=0, atol=1e-12)
+
+
+class _SiLU(nn.Module):  # a custom leaf module: its gradient is no relevance rule
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+@pytest.mark.parametrize("layer", [nn.GELU(), nn.Sigmoid(), _SiLU(), nn.LayerNorm([4, 6, 6]), nn.ReLU6()])
+@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.epsilon_plus", "dtd.zplus", "excitation_backprop"])
+def test_a_layer_no_rule_covers_is_not_applicable_naming_its_type(layer, method):
+    """Not a heatmap from the plain gradient through it (not conservative, not LRP): NotApplicable, which the
+    pipeline records per model and method."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), layer, nn.Flatten(), nn.Linear(144, 3)).eval()
+    with pytest.raises(xaicore.errors.NotApplicable, match=rf"module '1' of type {type(layer).__name__}"):
+        xaicore.explain(model, torch.rand(2, 1, 6, 6), torch.tensor([0, 1]), method)
+    relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)).eval()
+    assert torch.isfinite(xaicore.explain(relu, torch.rand(2, 1, 6, 6), torch.tensor([0, 1]), method)).all()

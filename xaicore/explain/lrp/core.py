@@ -29,10 +29,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore.engine import hooks
-from xaicore.errors import XaiCoreError
+from xaicore.errors import NotApplicable, XaiCoreError
 
 Modifier = Callable[[torch.Tensor], torch.Tensor]
 LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: parameter-free layers whose gradient is their LRP rule (see above); any other leaf module is refused, since the
+#: gradient of e.g. GELU, SiLU, Sigmoid or LayerNorm is not a relevance rule and would give a wrong heatmap
+PASS_TYPES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+              nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+              nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten,
+              nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +259,10 @@ RuleMap = Callable[[str, nn.Module, bool], Rule | None]
 
 
 def assign_rules(model: nn.Module, rule_map: RuleMap) -> dict[nn.Module, Rule]:
-    """The rule of every Linear/Conv layer; raises for layers with parameters that no rule covers."""
+    """The rule of every Linear/Conv layer. :class:`NotApplicable`, naming the module and its type, for a layer no
+    rule covers: one with parameters other than Linear/Conv/BatchNorm, or a parameter-free leaf module outside
+    :data:`PASS_TYPES`. Functional calls inside a container's own ``forward`` (``torch.relu``, ``a + b``,
+    ``torch.cat``) are not seen by this check; the engine handles those three."""
     rules: dict[nn.Module, Rule] = {}
     first = True
     for name, m in model.named_modules():
@@ -265,8 +274,12 @@ def assign_rules(model: nn.Module, rule_map: RuleMap) -> dict[nn.Module, Rule]:
         elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.PReLU):
             continue  # BatchNorm: merged by the canonizer, else an affine map under LRP-0; PReLU: pass-through
         elif any(True for _ in m.parameters(recurse=False)):
-            raise XaiCoreError(f"no LRP rule for module {name!r} of type {type(m).__name__}; supported layers "
-                               "with parameters: Linear, Conv1d/2d/3d, BatchNorm")
+            raise NotApplicable(f"no LRP rule for module {name!r} of type {type(m).__name__}; supported layers "
+                                "with parameters: Linear, Conv1d/2d/3d, BatchNorm")
+        elif not any(True for _ in m.children()) and not isinstance(m, PASS_TYPES):
+            raise NotApplicable(f"no LRP rule for module {name!r} of type {type(m).__name__}: its gradient is not "
+                                "a relevance rule; supported layers without parameters: ReLU, LeakyReLU, PReLU, "
+                                "max/average pooling, Flatten, Dropout, Identity")
     return rules
 
 
