@@ -49,9 +49,9 @@ def similarity_rows(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str
 def sections(doc: dict[str, Any]) -> list[Section]:
     """The report's sections in reading order."""
     out = [Section("Heatmaps", [
-        "Every method's heatmaps of the trained model on the first test samples (figures/heatmaps_trained.png) and "
-        "along the cascading randomization (figures/cascading_grid.png): red = positive, blue = negative relevance, "
-        "white = 0."], figures=["heatmaps_trained.png"])]
+        "Every method's heatmaps of the trained model on a test sample of each class in turn "
+        "(figures/heatmaps_trained.png) and along the cascading randomization (figures/cascading_grid.png): "
+        "red = positive, blue = negative relevance, white = 0."], figures=["heatmaps_trained.png"])]
     out.append(Section("Published findings, checked on this run", list(doc["findings"])))
     trained = [r for r in doc["rows"] if r["model"] == "trained"]
     keys = [k for k in (trained[0] if trained else {}) if k.startswith(("aopc_", "faithfulness_"))

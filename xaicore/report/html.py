@@ -21,8 +21,8 @@ from xaicore.report.findings import VERDICTS
 
 #: one line per figure: what it shows, and which direction is better
 CAPTIONS = {
-    "heatmaps_trained.png": "Each method's heatmap for the target class on the first test samples, the input on the "
-                            "left; red = positive, blue = negative relevance, white = 0, each scaled to its own "
+    "heatmaps_trained.png": "Each method's heatmap for the target class on a test sample of each class, the input "
+                            "on the left; red = positive, blue = negative relevance, white = 0, each scaled to its own "
                             "max |R|. Better: relevance on what the class depends on (the strokes), unlike the "
                             "`random` column.",
     "cascading_grid.png": "The same heatmaps as the layers are randomized from the output down (Adebayo et al.). "
