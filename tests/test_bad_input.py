@@ -155,6 +155,8 @@ PROBES: list[tuple[str, str, Callable[[], Any], str]] = [
     ("write_dataset", "unknown schema",
      lambda: S.write_dataset(xr.Dataset(), "/tmp/never-written.zarr", schema="heatmapz"), r"schema"),
     ("not_applicable", "not an archive", lambda: S.not_applicable(xr.Dataset()), r"archive|not_applicable"),
+    ("explained_counts", "not a heatmaps archive", lambda: S.explained_counts(xr.Dataset()),
+     r"heatmaps archive with model and sample dimensions"),
 ]
 
 

@@ -368,6 +368,9 @@ def _small_in_memory(ds: xr.Dataset) -> xr.Dataset:
 def explained_counts(ds: xr.Dataset) -> np.ndarray:
     """How many samples each model explained (the ``n_explained`` (model) coordinate of ``explain.samples``);
     every sample for an archive written without a budget."""
+    if not isinstance(ds, xr.Dataset) or not {"model", "sample"} <= set(ds.sizes):
+        raise XaiCoreError("explained_counts reads a heatmaps archive with model and sample dimensions: open it "
+                           "with xaicore.store.open_archive")
     if "n_explained" in ds.coords or "n_explained" in ds:
         return np.asarray(ds["n_explained"].values, dtype=int)
     return np.full(ds.sizes["model"], ds.sizes["sample"], dtype=int)
