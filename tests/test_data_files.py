@@ -65,6 +65,9 @@ def test_bad_image_folders_name_the_file(tmp_path):
         load_imagefolder(root, size=16)
     with pytest.raises(XaiCoreError, match=r"image folder .*nowhere not found \(data.root\)"):
         load_imagefolder(tmp_path / "nowhere", size=16)
+    few = folder(tmp_path / "e", n=1, size=(16, 16))  # one image per class: no class can be in both splits
+    with pytest.raises(XaiCoreError, match=r"cannot split 3 samples of 3 classes by test_fraction 0.2"):
+        load_imagefolder(few, size=16)
     one = folder(tmp_path / "d", classes=("only",), size=(16, 16))
     with pytest.raises(XaiCoreError, match="1 class subfolder"):
         load_imagefolder(one, size=16)

@@ -165,26 +165,19 @@ def explain_images(model_path: str | Path, methods: Sequence[str], images: Seque
 
 
 def _heatmap_png(x: Any, rel: Any, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from xaicore.report.grids import _show_heatmap, _show_input
+    from xaicore.report.figures import _save, plt
+    from xaicore.report.grids import heatmap_rgb, input_rgb
 
     fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
-    _show_input(axes[0], x)
-    _show_heatmap(axes[1], rel)
+    axes[0].imshow(input_rgb(x))
+    axes[1].imshow(heatmap_rgb(rel))
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_title("input", fontsize=8)
     axes[1].set_title("red +, blue −", fontsize=8)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": "xaicore"})
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -19,16 +19,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded: per class, ``round(test_fraction * n)`` samples (at least 1 of a class with 2 or more)
-    go to the test split. Returns sorted (train, test) indices."""
-    rng = np.random.default_rng([seed, 0x5B1])
-    test = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        k = min(max(int(round(test_fraction * idx.size)), 1 if idx.size > 1 else 0), idx.size - 1)
-        test.append(rng.permutation(idx)[:k])
-    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
-    return np.setdiff1d(np.arange(y.size), test_idx), test_idx
+    """Stratified and seeded, as the embedded digits are split (scikit-learn's ``train_test_split``); sorted
+    (train, test) indices."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        tr, te = train_test_split(np.arange(y.size), test_size=test_fraction, random_state=seed, stratify=y)
+    except ValueError as e:  # a class with one sample, or fewer test samples than classes
+        raise XaiCoreError(f"cannot split {y.size} samples of {np.unique(y).size} classes by test_fraction "
+                           f"{test_fraction} with every class in both splits ({e})") from None
+    return np.sort(tr), np.sort(te)
 
 
 def read_image(path: str | Path, *, size: int, resize: int | None, channels: int) -> np.ndarray:

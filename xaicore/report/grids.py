@@ -21,8 +21,6 @@ from xaicore.report.figures import _save  # noqa: E402
 from xaicore.store import explained_counts  # noqa: E402
 
 CMAP = "bwr"  # blue - white - red, the survey's diverging map; centred at 0 by symmetric limits
-
-
 PAD = 0.75  # grey between tiles, so that white (R = 0) backgrounds stay apart
 
 
@@ -43,14 +41,6 @@ def heatmap_rgb(rel: np.ndarray) -> np.ndarray:
         return np.full((*r.shape, 3), 0.85)
     lim = float(np.nanmax(np.abs(r))) or 1.0
     return plt.get_cmap(CMAP)((np.nan_to_num(r) / lim + 1.0) / 2.0)[..., :3]
-
-
-def _show_input(ax: plt.Axes, img: np.ndarray) -> None:
-    ax.imshow(input_rgb(img))
-
-
-def _show_heatmap(ax: plt.Axes, rel: np.ndarray) -> None:
-    ax.imshow(heatmap_rgb(rel))
 
 
 def _mosaic(tiles: list[list[np.ndarray | None]], pad: int = 2) -> np.ndarray:
