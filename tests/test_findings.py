@@ -215,3 +215,19 @@ def test_hooker_is_undetermined_with_one_repeat_or_without_its_methods():
     plain = hooker(roar_archive({"mean": {"random": RANDOM, "gradient": NEAR, "smoothgrad": BELOW}}, squared=False))
     assert plain["holds"] is None and "smoothgrad with squared: true, or vargrad" in plain["reason"]
     assert hooker(None)["holds"] is None
+
+
+def test_one_scored_metric_has_no_internal_consistency_but_a_reason():
+    """One perturbation, one order, no faithfulness (the own-model survey's scoring): the reliability rows are
+    there and internal consistency says why it is missing, instead of failing the aggregate stage."""
+    from xaicore.report.tables import reliability
+
+    rng = np.random.default_rng(0)
+    explainers = ["gradient", "lrp.epsilon", "random"]
+    sc = xr.Dataset(
+        {"aopc_per_sample": (("model", "explainer", "perturbation", "order", "sample"),
+                             rng.normal(size=(1, 3, 1, 1, 5)))},
+        coords={"model": ["trained"], "explainer": explainers, "perturbation": ["uniform"], "order": ["morf"]})
+    rows, consistency = reliability(sc, None)
+    assert [r["metric"] for r in rows] == ["aopc_morf_uniform"] and rows[0]["n_methods"] == 3
+    assert consistency["mean"] is None and "needs two metrics" in consistency["note"]

@@ -91,8 +91,21 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class NormalizeConfig:
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    #: zoo (xaicore.models.zoo) | torchvision (torchvision.models by name) | file (module:function or file.py:function)
+    source: str = "zoo"
     arch: str = "cnn"
+    #: a state_dict file of the network: the trained model is loaded from it and the train stage does not train it
+    weights: str | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # the torchvision/file builder's keywords
+    #: per-channel input normalization, part of the model (heatmaps stay on pixels in [0, 1])
+    normalize: NormalizeConfig | None = None
     epochs: int = 12
     batch_size: int = 64
     lr: float = 0.002
@@ -103,8 +116,24 @@ class ModelConfig:
     zoo_epochs: int | None = None  # epochs of the zoo models (null: ``epochs``)
     workers: int = 2  # Dask workers, one training run each (score.scheduler, if set, instead); 0 = in process
 
+    @property
+    def spec(self) -> Any:
+        """The :class:`~xaicore.models.spec.ModelSpec` of the survey's model."""
+        from xaicore.models.spec import ModelSpec
+
+        n = self.normalize
+        return ModelSpec(self.source, self.arch, dict(self.kwargs), n.mean if n else None, n.std if n else None)
+
     def validate(self) -> None:
-        _choice("model.arch", self.arch, ARCHS)
+        _choice("model.source", self.source, ("zoo", "torchvision", "file"))
+        if self.source == "zoo":
+            _choice("model.arch", self.arch, ARCHS)
+        if self.source == "zoo" and self.kwargs:
+            raise _fail("model.kwargs", "applies to model.source torchvision or file; set {}")
+        try:
+            self.spec.check()
+        except XaiCoreError as e:
+            raise XaiCoreError(f"params.yaml: {e}") from None
         for a in self.zoo:
             _choice("model.zoo", a, ARCHS)
         if len(set(self.zoo)) != len(self.zoo):
@@ -120,9 +149,15 @@ class ModelConfig:
 class ControlsConfig:
     cascading: bool = True
     independent: bool = True
+    #: the modules randomized, by name (e.g. a ResNet's conv1, layer1 ... layer4, fc); null: every parameter layer
+    layers: tuple[str, ...] | None = None
 
     def validate(self) -> None:
-        pass
+        if self.layers is not None:
+            if not self.layers or not all(self.layers):
+                raise _fail("controls.layers", "must list module names (or be null: every parameter layer)")
+            if len(set(self.layers)) != len(self.layers):
+                raise _fail("controls.layers", "lists a layer twice")
 
 
 def _check_method_params(key: str, params: dict[str, Any]) -> None:
@@ -248,7 +283,7 @@ class MaximizeConfig:
 @dataclasses.dataclass(frozen=True)
 class ScoreConfig:
     models: tuple[str, ...] = ("trained", "random_labels")
-    region: int = 4
+    region: int | None = 4  # side of the AOPC squares in pixels; null: a seventh of the image side (<= 7 x 7 squares)
     orders: tuple[str, ...] = ORDERS
     perturbations: tuple[str, ...] = ("uniform",)
     faithfulness: bool = True
@@ -261,7 +296,8 @@ class ScoreConfig:
     def validate(self) -> None:
         if not self.models:
             raise _fail("score.models", "is empty; name at least one model (trained, random_labels, cascade:...)")
-        _positive("score.region", self.region)
+        if self.region is not None:
+            _positive("score.region", self.region)
         if not self.orders:
             raise _fail("score.orders", "is empty")
         for o in self.orders:

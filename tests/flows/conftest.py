@@ -1,5 +1,7 @@
-"""A tiny survey (few samples, short training) run once per test session: by the survey flow, as a user runs
-it, and again in-process through the pipeline steps by the determinism test."""
+"""A tiny survey (few samples, short training) run once per test session, in process through the pipeline steps
+each flow calls, under a trace of what each stage runs and reads (the DVC-coverage test). The flows themselves,
+Prefect, MLflow and `dvc repro` are run end to end by tests/flows/test_own_model.py on a researcher's own
+network and images; the stages' determinism by the reruns of tests/flows/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -101,15 +103,12 @@ def tiny_cfg() -> Config:
 
 
 @pytest.fixture(scope="session")
-def tiny_survey(tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    """The survey flow's outputs (``python -m flows survey``), with its MLflow run: every stage, once."""
-    root = tmp_path_factory.mktemp("survey")
-    res = run_flow("survey", tiny_params(), root, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return Paths(root / "outputs")
+def traced_survey(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config) -> tuple[Paths, dict[str, StageTrace]]:
+    """The tiny survey, every stage in process and traced: its outputs and what each stage ran."""
+    return run_survey(tiny_cfg, tmp_path_factory.mktemp("survey") / "outputs", trace=True)
 
 
 @pytest.fixture(scope="session")
-def traced_rerun(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config) -> tuple[Paths, dict[str, StageTrace]]:
-    """The tiny survey again, in-process and traced: for the determinism and the DVC-coverage tests."""
-    return run_survey(tiny_cfg, tmp_path_factory.mktemp("rerun") / "outputs", trace=True)
+def tiny_survey(traced_survey: tuple[Paths, dict[str, StageTrace]]) -> Paths:
+    """The tiny survey's outputs: every stage, once."""
+    return traced_survey[0]

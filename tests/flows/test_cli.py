@@ -1,7 +1,8 @@
-"""The flows' command line: bad input gives one clear line and exit status 2; the survey flow runs."""
+"""The flows' command line: bad input gives one clear line and exit status 2; the survey flow chains the stages."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -118,20 +119,23 @@ def test_a_second_run_on_the_same_outputs_refuses_in_one_line(tmp_path, capsys, 
     assert not (tmp_path / "outputs" / "data").exists()
 
 
-@pytest.mark.slow
-def test_survey_flow_end_to_end(tiny_survey):
-    """The session's tiny survey is the survey flow's run: every output and its MLflow run are there."""
-    out = tiny_survey.root
-    for name in ("heatmaps.zarr", "scores.zarr", "metrics.json", "metrics.csv", "figures/aopc_curves.png",
-                 "figures/cascading_randomization.png", "figures/heatmaps_trained.png", "report.html", "mlflow.db"):
-        assert (out / name).exists(), name
-    import mlflow
+def _task_calls(tree: ast.AST) -> list[str]:
+    """The ``tasks.<name>(...)`` calls of a flow function, in order (``load_params`` aside)."""
+    return [n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name) and n.func.value.id == "tasks" and n.func.attr != "load_params"]
 
-    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["xaicore-survey"])
-    assert len(runs) == 1
-    assert runs["params.score.region"].iloc[0] == "7"
-    assert runs["metrics.trained/gradient/aopc_morf"].notna().all()
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])}
-    assert {"report.html", "figures", "metrics.json"} <= logged
 
+def test_the_survey_flow_chains_dvc_yamls_stage_flows_in_order():
+    """``python -m flows survey`` (the scheduled run) calls the same tasks, in the same order, as `dvc repro`'s
+    stage flows in dvc.yaml's order: each stage flow runs in tests/flows/test_own_model.py."""
+    stage_flows = {}
+    for node in ast.parse((ROOT / "flows/stages.py").read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                if isinstance(dec, ast.Call) and getattr(dec.func, "id", "") == "stage_flow":
+                    stage_flows[dec.args[0].value] = _task_calls(node)
+    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert set(stages) <= set(stage_flows), set(stages) - set(stage_flows)
+    survey = next(n for n in ast.parse((ROOT / "flows/survey.py").read_text()).body
+                  if isinstance(n, ast.FunctionDef) and n.name == "survey_flow")
+    assert _task_calls(survey) == [call for stage in stages for call in stage_flows[stage]]

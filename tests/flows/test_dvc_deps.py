@@ -1,7 +1,7 @@
 """dvc.yaml's ``deps`` and ``params`` cover what each stage runs and reads, so `dvc repro` never serves an output
 that an edit has made stale.
 
-What a stage runs is measured, not declared: the tiny survey is run again stage by stage under a trace
+What a stage runs is measured, not declared: the tiny survey runs stage by stage under a trace
 (tests/flows/tracing.py) and every project file whose code executed must lie under one of the stage's ``deps``;
 every ``params.yaml`` key the stage read must lie under one of its ``params``. The command's own modules
 (``python -m flows <stage>``: flows/ and tasks/) are found by following its imports, and xaicore/config.py,
@@ -79,25 +79,25 @@ def uncovered(stage: str, spec: dict, trace: StageTrace) -> list[str]:
     return lines
 
 
-def test_the_traced_stages_are_dvc_yamls_stages(traced_rerun):
-    _, traces = traced_rerun
+def test_the_traced_stages_are_dvc_yamls_stages(traced_survey):
+    _, traces = traced_survey
     assert list(traces) == list(dvc_stages()) == list(STEPS)
     assert all(t.files for t in traces.values())
     assert "xaicore/pipeline/explain_step.py" in traces["explain"].files
     assert "explain.methods" in traces["explain"].params and "roar.repeats" in traces["roar"].params
 
 
-def test_dvc_deps_and_params_cover_what_each_stage_runs_and_reads(traced_rerun):
-    _, traces = traced_rerun
+def test_dvc_deps_and_params_cover_what_each_stage_runs_and_reads(traced_survey):
+    _, traces = traced_survey
     stages = dvc_stages()
     missing = [line for stage, trace in traces.items() for line in uncovered(stage, stages[stage], trace)]
     assert not missing, "dvc.yaml misses:\n" + "\n".join(missing)
 
 
-def test_removing_any_needed_dependency_is_caught(traced_rerun):
+def test_removing_any_needed_dependency_is_caught(traced_survey):
     """The check can fail: every code dep and params entry that covers something a stage needs is removed in turn,
     and each removal is reported."""
-    _, traces = traced_rerun
+    _, traces = traced_survey
     stages = dvc_stages()
     removals = 0
     for stage, trace in traces.items():

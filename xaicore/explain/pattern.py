@@ -28,6 +28,7 @@ from xaicore.explain.signal_estimators import (
     layer_patterns,
     safe_div,
 )
+from xaicore.models.spec import split_normalization
 
 
 class _PatternBackward(torch.autograd.Function):
@@ -103,17 +104,25 @@ def pattern_backward(model: nn.Module, x: torch.Tensor, target: torch.Tensor, pa
                            "method='patternnet' or 'patternattribution'); explain(..., state=state)")
     if patterns is not None and not isinstance(patterns, Patterns):
         raise XaiCoreError(f"the state of PatternNet must be xaicore.explain.Patterns, got {type(patterns).__name__}")
+    # a network behind its input normalization (xaicore.models.Normalized): the backward runs on the network from
+    # the normalized input; the element-wise layer (w = 1/std) has the pattern a = std, so PatternAttribution
+    # (w * a = 1) passes through it and PatternNet multiplies by std. Patterns keep the wrapper's names (net.*).
+    normalize, net = split_normalization(model)
+    prefix = "" if normalize is None else "net."
+    if normalize is not None:
+        with torch.no_grad():
+            x = normalize(x)
     x = x.detach().requires_grad_(True)
-    with merge_batch_norm(model, x[:1]):
+    with merge_batch_norm(net, x[:1]):
         kinds = PATTERN_LAYERS + (nn.Conv1d, nn.Conv3d)
-        layers = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
+        layers = [(prefix + name, m) for name, m in net.named_modules() if isinstance(m, kinds)]
         for name, m in layers:
             check_layer(name, m)
         pairs = [(m, _Hook(*_layer_weights(name, m, patterns, estimator, attribution))) for name, m in layers]
         with hooks(pairs):
-            score = target_scores(model, x, target)
+            score = target_scores(net, x, target)
             (grad,) = torch.autograd.grad(score, x, grad_outputs=score.detach())
-    return grad
+    return grad if normalize is None or attribution else grad * normalize.std
 
 
 def fit_signal_estimators(model: nn.Module, x_train: torch.Tensor, *, batch_size: int = 256) -> Patterns:

@@ -284,12 +284,14 @@ def pattern_quality(model: nn.Module, patterns: Patterns, data: torch.Tensor | I
     out: dict[str, dict[str, float]] = {e: {} for e in ESTIMATORS}
     for name, mom in test.items():
         layer = layer_patterns(patterns, name, weights[name])
+        p_inv = None  # (C + λI)⁻¹: C = cov[x, x] is every estimator's, inverted once per layer
         for est in ESTIMATORS:
             a_p, a_n = estimator_patterns(layer, est)
             c_f, u_f, m_f, b_f, var_f = _distractor_moments(fit[name], a_p, a_n)
             dim = c_f.shape[0]
             lam = ridge * float(torch.trace(c_f)) / dim + 1e-300
-            p_inv = torch.linalg.inv(c_f + lam * torch.eye(dim, dtype=c_f.dtype, device=c_f.device))
+            if p_inv is None:
+                p_inv = torch.linalg.inv(c_f + lam * torch.eye(dim, dtype=c_f.dtype, device=c_f.device))
             pu = torch.einsum("ij,ojk->oik", p_inv, u_f)  # (out, in, 4)
             pb = b_f @ p_inv  # (out, in); P is symmetric
             inner = torch.eye(4, dtype=c_f.dtype, device=c_f.device) + m_f @ torch.einsum("oik,oil->okl", u_f, pu)

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from xaicore.errors import XaiCoreError, require_finite
 from xaicore.metrics.aopc import check_relevance
-from xaicore.models import accuracy, train_model
+from xaicore.models import ModelSpec, accuracy, train_model
 
 MODES = ("roar", "kar")
 FILLS = ("mean", "background", "noise")
@@ -111,7 +111,7 @@ class Trainer:
     """The default ``train_fn`` of :func:`roar_kar`: the project's :func:`~xaicore.models.train_model`
     (picklable, unlike a lambda). Called as ``trainer(x, y, seed) -> model``."""
 
-    arch: str = "cnn"
+    arch: str | ModelSpec = "cnn"  # a zoo architecture or a torchvision/own network's spec
     n_classes: int = 10
     epochs: int = 2
     batch_size: int = 64

@@ -11,28 +11,29 @@ import torch.nn as nn
 
 from xaicore._weights import load_tensors
 from xaicore.errors import XaiCoreError
-from xaicore.models.zoo import build_model
+from xaicore.models.spec import ModelSpec, as_spec
 
 
-def save_model(model: nn.Module, path: str | Path, *, arch: str, input_shape: tuple[int, ...], n_classes: int,
-               **info: object) -> None:
+def save_model(model: nn.Module, path: str | Path, *, arch: str | ModelSpec, input_shape: tuple[int, ...],
+               n_classes: int, **info: object) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     torch.save(model.state_dict(), tmp)
-    meta = {"arch": arch, "input_shape": list(input_shape), "n_classes": n_classes, **info}
+    meta = {**as_spec(arch).to_meta(), "input_shape": list(input_shape), "n_classes": n_classes, **info}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     tmp.replace(path)
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a zoo model from ``path`` (``.pt``) and its ``.json`` beside it; returned in eval mode."""
+    """Rebuild a model from ``path`` (``.pt``) and its ``.json`` beside it (what to build: zoo architecture, or
+    torchvision/own network with its normalization); returned in eval mode."""
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
         raise XaiCoreError(f"model weights {path} (or {meta_path.name}) are missing; run the train stage first")
     meta = json.loads(meta_path.read_text())
-    model = build_model(meta["arch"], tuple(meta["input_shape"]), meta["n_classes"])
+    model = ModelSpec.from_meta(meta).build(tuple(meta["input_shape"]), meta["n_classes"])
     state = load_tensors(path, "model weights", "the train stage (python -m flows train)")
     try:
         model.load_state_dict(state)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xaicore.models.zoo import build_model
+from xaicore.models.spec import ModelSpec, as_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +36,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict_logits(model, x).argmax(1) == y).float().mean())
 
 
-def train_model(arch: str, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, epochs: int, batch_size: int,
-                lr: float, seed: int, x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
-                desc: str = "train", progress: bool = True) -> TrainResult:
-    """Adam on cross-entropy with shuffles and init drawn from ``seed`` only: same seed, same weights (CPU)."""
+def train_model(arch: str | ModelSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, epochs: int,
+                batch_size: int, lr: float, seed: int, x_test: torch.Tensor | None = None,
+                y_test: torch.Tensor | None = None, desc: str = "train", progress: bool = True) -> TrainResult:
+    """Adam on cross-entropy with shuffles and init drawn from ``seed`` only: same seed, same weights (CPU).
+    ``arch``: a zoo architecture, or the :class:`~xaicore.models.spec.ModelSpec` of a torchvision/own network."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_model(arch, tuple(x.shape[1:]), n_classes)
+        model = as_spec(arch).build(tuple(x.shape[1:]), n_classes)
     gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []

@@ -85,7 +85,7 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     ds = _dataset(str(paths.dataset))
     model_path = str(survey_models(paths)[TRAINED])
     r, m = cfg.roar, cfg.model
-    trainer = Trainer(arch=m.arch, n_classes=ds.n_classes, epochs=r.epochs, batch_size=m.batch_size, lr=m.lr)
+    trainer = Trainer(arch=m.spec, n_classes=ds.n_classes, epochs=r.epochs, batch_size=m.batch_size, lr=m.lr)
     fills = [make_fill(kind, ds.x_train) for kind in r.fills]
     acc = np.empty((len(r.modes), len(r.methods), len(r.fractions), r.n_repeats), dtype=np.float32)
     by_fill = np.full((len(r.fills), len(r.methods), len(r.fractions), r.n_repeats), np.nan, dtype=np.float32)

@@ -52,6 +52,12 @@ def _images(dataset: str) -> tuple[DatasetFile, np.ndarray, torch.Tensor]:
     return ds, ds.idx_test.numpy(), ds.train_mean()
 
 
+def region_side(region: int | None, shape: tuple[int, ...]) -> int:
+    """The AOPC region's side in pixels: ``score.region``, or (null) a seventh of the shorter image side, rounded
+    up: at most 7 x 7 squares, as the 4-pixel squares of a 28-pixel digit; 10 pixels on 64, 32 on 224."""
+    return region if region is not None else -(-min(shape[-2:]) // 7)
+
+
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
                 target: np.ndarray, score_cfg: ScoreConfig, seed: int, single_thread: bool) -> dict[str, np.ndarray]:
     """AOPC curves (each perturbation and order) and faithfulness (each perturbation) of one archive chunk."""
@@ -64,8 +70,8 @@ def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, 
     rel = torch.from_numpy(np.asarray(group["relevance"][mi, ei, start:stop]))
     t = torch.from_numpy(target)
     model = _model(model_path)
-    kw = dict(region=score_cfg.region, score=score_cfg.score, seed=seed, backend=score_cfg.backend,
-              reference=mean_image)
+    kw = dict(region=region_side(score_cfg.region, tuple(x.shape[1:])), score=score_cfg.score, seed=seed,
+              backend=score_cfg.backend, reference=mean_image)
     out: dict[str, np.ndarray] = {}
     for p in score_cfg.perturbations:
         for order in score_cfg.orders:
@@ -248,7 +254,8 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     jobs = [(mi, ei, a, min(a + chunk, explained[mi])) for m in s.models for mi in [names.index(m)]
             for ei, e in enumerate(explainers) if e not in skip.get(m, {}) for a in range(0, explained[mi], chunk)]
     shape = (hm.sizes["channel"], hm.sizes["y"], hm.sizes["x"])
-    n_steps = Regions(torch.zeros((1, *shape)), s.region).n_features + 1
+    region = region_side(s.region, shape)
+    n_steps = Regions(torch.zeros((1, *shape)), region).n_features + 1
     measures = tuple(cfg.sanity.measures)
     M, E, P, O, Q = len(names), len(explainers), len(s.perturbations), len(s.orders), len(measures)
     variables = {
@@ -268,7 +275,7 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         "perturbation": np.asarray(list(s.perturbations), dtype=object),
         "order": np.asarray(list(s.orders), dtype=object), "measure": np.asarray(measures, dtype=object),
         "sample": hm.sample.values, "step": np.arange(n_steps)},
-        attrs={"params": cfg.section_json("seed", "score", "sanity", "invariance"), "region": s.region,
+        attrs={"params": cfg.section_json("seed", "score", "sanity", "invariance"), "region": region,
                "score": s.score}, schema=SCORES_SCHEMA)
 
     def sink(kind: str, key: Any, value: Any) -> None:

@@ -13,11 +13,12 @@ from xaicore.config import Config
 from xaicore.data import load_dataset, load_saved, randomized_labels, save_dataset
 from xaicore.errors import XaiCoreError
 from xaicore.models import (
+    ModelSpec,
     accuracy,
-    build_model,
     cascading_controls,
     independent_controls,
     load_model,
+    load_weights,
     save_model,
     train_model,
 )
@@ -40,6 +41,9 @@ def preflight(cfg: Config) -> None:
     elif d.dataset == "npz" and not Path(d.root).is_file():
         raise XaiCoreError(f"params.yaml: data.root {d.root} is not a file; data.dataset npz reads arrays x, y "
                            "from it")
+    if cfg.model.weights is not None and not Path(cfg.model.weights).is_file():
+        raise XaiCoreError(f"params.yaml: model.weights {cfg.model.weights} is not a file; it is the state_dict of "
+                           f"the {cfg.model.source} model {cfg.model.arch} (torch.save(net.state_dict(), path))")
 
 
 def prepare_data(cfg: Config, paths: Paths) -> Path:
@@ -65,7 +69,7 @@ def read_index(directory: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
-def train_one(dataset: str, arch: str, labels: str, epochs: int, batch_size: int, lr: float, seed: int,
+def train_one(dataset: str, arch: ModelSpec, labels: str, epochs: int, batch_size: int, lr: float, seed: int,
               single_thread: bool) -> tuple[dict[str, torch.Tensor], float, float, float]:
     """One training run of the train stage on the saved dataset (``labels``: ``y_train`` or ``y_train_random``):
     (weights, train accuracy, test accuracy, final loss). One torch thread, whichever process runs it, so the
@@ -82,16 +86,19 @@ def train_one(dataset: str, arch: str, labels: str, epochs: int, batch_size: int
 def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Train the survey's model on the true labels, the data-randomization control on permuted labels, and the
     ``model.zoo`` architectures on the true labels: one job each on ``model.workers`` Dask workers of one torch
-    thread (in this process, also on one thread, when it is 0), the longest first."""
+    thread (in this process, also on one thread, when it is 0), the longest first. With ``model.weights`` the
+    survey's model is the given network (loaded, not trained); the random-label control retrains its
+    architecture from scratch on the permuted training labels."""
     ds, _ = load_saved(paths.dataset)
     m = cfg.model
+    spec = m.spec
     paths.models.mkdir(parents=True, exist_ok=True)
-    runs = [(TRAINED, m.arch, "y_train", m.epochs, m.lr, cfg.seed),
-            (RANDOM_LABELS, m.arch, "y_train_random", m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1)]
+    runs = [] if m.weights is not None else [(TRAINED, spec, "y_train", m.epochs, m.lr, cfg.seed)]
+    runs.append((RANDOM_LABELS, spec, "y_train_random", m.random_labels_epochs, m.random_labels_lr, cfg.seed + 1))
     zoo_epochs = m.epochs if m.zoo_epochs is None else m.zoo_epochs
-    runs += [(f"zoo:{arch}", arch, "y_train", zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
-    cost = {"cnn": 1.0, "mlp": 0.3, "vgg_bn": 6.0, "resnet": 6.0, "densenet": 6.0}  # per epoch, roughly
-    order = sorted(range(len(runs)), key=lambda i: -cost.get(runs[i][1], 1.0) * runs[i][3])
+    runs += [(f"zoo:{arch}", ModelSpec("zoo", arch), "y_train", zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
+    cost = {"cnn": 1.0, "mlp": 0.3}  # per epoch, roughly; the deeper zoo and the user's networks: 6
+    order = sorted(range(len(runs)), key=lambda i: -cost.get(runs[i][1].arch, 6.0) * runs[i][3])
     results: dict[int, tuple[dict[str, torch.Tensor], float, float, float]] = {}
     bar = tqdm(total=len(runs), desc="train", unit="model", disable=not progress)
 
@@ -118,15 +125,23 @@ def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         torch.set_num_threads(threads)
     bar.close()
     entries: dict[str, dict[str, Any]] = {}
+    if m.weights is not None:
+        model = load_weights(spec, m.weights, ds.input_shape, ds.n_classes)
+        save_model(model, paths.models / f"{model_file(TRAINED)}.pt", arch=spec, input_shape=ds.input_shape,
+                   n_classes=ds.n_classes, weights=str(m.weights))
+        entries[TRAINED] = {"file": f"{model_file(TRAINED)}.pt", "train_accuracy": accuracy(model, ds.x_train,
+                            ds.y_train), "test_accuracy": accuracy(model, ds.x_test, ds.y_test),
+                            "final_loss": None, "weights": str(m.weights)}
     for i, (name, arch, *_) in enumerate(runs):
         weights, train_acc, test_acc, loss = results[i]
-        model = build_model(arch, ds.input_shape, ds.n_classes)
+        model = arch.build(ds.input_shape, ds.n_classes)
         model.load_state_dict(weights)
         stem = model_file(name)
         save_model(model, paths.models / f"{stem}.pt", arch=arch, input_shape=ds.input_shape, n_classes=ds.n_classes)
         entries[name] = {"file": f"{stem}.pt", "train_accuracy": train_acc, "test_accuracy": test_acc,
                          "final_loss": loss}
-    _write_index(paths.models, entries)
+    order_names = [TRAINED, RANDOM_LABELS]
+    _write_index(paths.models, {k: entries[k] for k in order_names + [k for k in entries if k not in order_names]})
     return paths.models
 
 
@@ -136,18 +151,19 @@ def build_controls(cfg: Config, paths: Paths) -> Path:
     trained = load_model(paths.models / f"{model_file(TRAINED)}.pt")
     meta = json.loads((paths.models / f"{model_file(TRAINED)}.json").read_text())
     controls: dict[str, torch.nn.Module] = {}
+    layers = cfg.controls.layers
     if cfg.controls.cascading:
-        controls.update(cascading_controls(trained, cfg.seed))
+        controls.update(cascading_controls(trained, cfg.seed, layers))
     if cfg.controls.independent:
-        controls.update(independent_controls(trained, cfg.seed))
+        controls.update(independent_controls(trained, cfg.seed, layers))
     paths.controls.mkdir(parents=True, exist_ok=True)
     for old in paths.controls.glob("*.pt"):
         old.unlink()
     entries = {}
     for name, model in controls.items():
         stem = model_file(name)
-        save_model(model, paths.controls / f"{stem}.pt", arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
-                   n_classes=meta["n_classes"])
+        save_model(model, paths.controls / f"{stem}.pt", arch=ModelSpec.from_meta(meta),
+                   input_shape=tuple(meta["input_shape"]), n_classes=meta["n_classes"])
         entries[name] = {"file": f"{stem}.pt", "test_accuracy": accuracy(model, ds.x_test, ds.y_test),
                          "train_accuracy": accuracy(model, ds.x_train, ds.y_train)}
     _write_index(paths.controls, entries)

@@ -108,7 +108,8 @@ def sections(doc: dict[str, Any]) -> list[Section]:
                   ["model", "parameterization", "own_class_rate", "trained_class_rate", "reconstruction_error"])],
             figures=["maximize.png"]))
     ic = doc["internal_consistency"]
-    notes = [f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): {ic['mean']}"]
+    notes = [f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): {ic['mean']}"
+             if ic["mean"] is not None else f"Internal consistency: {ic['note']}."]
     if any("roar_accuracy" in r for r in trained):
         notes.append(
             "Reading ROAR/KAR: pixels are replaced by the training set's per-channel mean, which differs from an "

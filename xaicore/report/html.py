@@ -139,6 +139,12 @@ def write_html_report(paths: Paths, figures: list[Path] | None = None, *, progre
     attrs = open_archive(paths.heatmaps).attrs
     meta = {"git revision": str(attrs.get("git_revision", "unknown"))[:12],
             "xaicore": str(attrs.get("xaicore_version", "")), "target": str(attrs.get("target", ""))}
+    trained = paths.models / "trained.json"
+    if trained.is_file():  # what the survey explains: a zoo architecture, or the researcher's network and weights
+        spec = json.loads(trained.read_text())
+        meta["model"] = " ".join(str(v) for v in (spec.get("source", "zoo"), spec["arch"]) if v) + (
+            f" (weights {spec['weights']})" if spec.get("weights") else "") + (
+            ", normalized input" if spec.get("normalize") else "")
     return write_html(read_metrics(paths.metrics), figures, paths.root / "report.html", meta=meta)
 
 

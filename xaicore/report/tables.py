@@ -159,6 +159,9 @@ def reliability(sc, roar, sets: dict[str, list[str]] | None = None) -> tuple[lis
     from xaicore.metrics import DIRECTIONS as SIGNS
 
     signs = {k: SIGNS.get(k.rsplit("_", 1)[0], 1) for k in per_sample}
+    if len(per_sample) < 2:  # one perturbation, one order, no faithfulness: nothing to compare
+        return rows, {"metrics": list(per_sample), "spearman": [], "mean": None,
+                      "note": "needs two metrics (score.perturbations x score.orders, faithfulness); one was scored"}
     ic = internal_consistency(per_sample, directions=signs)
     consistency = {"metrics": list(ic.names), "spearman": [[_num(v) for v in r] for r in ic.matrix],
                    "mean": _num(ic.mean), "note": "scores signed so that a positive rho means agreement"}

@@ -17,6 +17,8 @@ import torch.nn as nn
 from xaicore.engine import target_scores
 from xaicore.explain.lrp.canonizers import merge_batch_norm
 from xaicore.explain.lrp.core import Rule, assign_rules, attach
+from xaicore.explain.lrp.rules import zb
+from xaicore.models.spec import split_normalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,14 @@ class Composite:
     conv: Rule
     first: Rule | None = None
     canonize: bool = True  # merge BatchNorm into the preceding layer
+
+    def normalized(self, normalize: nn.Module, shape: tuple[int, ...]) -> Composite:
+        """This composite for the network behind ``normalize``: z^B's pixel box becomes the normalized box."""
+        rule = self.first
+        if rule is None or rule.box is None:
+            return self
+        low, high = (normalize(torch.as_tensor(b, dtype=torch.float32).expand(1, *shape))[0] for b in rule.box)
+        return dataclasses.replace(self, first=zb(low, high, rule.stabilizer))
 
     def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule:
         if first and self.first is not None:
@@ -42,7 +52,15 @@ def uniform(rule: Rule) -> Composite:
 def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, composite: Composite) -> torch.Tensor:
     """Relevance of ``x`` for the ``target`` logit, starting from R = f(x) (survey §5.1, constraint 3).
 
-    The model is canonized and hooked only inside this call and restored in ``finally``."""
+    The model is canonized and hooked only inside this call and restored in ``finally``. A network behind its
+    input normalization (:class:`xaicore.models.Normalized`) is explained from the normalized input, and its
+    relevance passes the element-wise normalization unchanged (each pixel feeds one input), on the pixel grid.
+    """
+    normalize, net = split_normalization(model)
+    if normalize is not None:
+        with torch.no_grad():
+            xn = normalize(x)
+        return lrp(net, xn, target, composite.normalized(normalize, tuple(x.shape[1:])))
     x = x.detach().requires_grad_(True)
     input_ref = [x]
     with merge_batch_norm(model, x[:1]) if composite.canonize else contextlib.nullcontext():

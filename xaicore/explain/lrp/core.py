@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -72,6 +73,7 @@ class Rule:
     groups: tuple[Group, ...]
     stabilizer: float = 0.0
     returns_relevance: bool = False  # input-layer rules (w², flat, z^B): the backward yields R_x, not R_x / x
+    box: tuple[Any, Any] | None = None  # z^B's (low, high) input box, kept to re-express it for a normalized input
 
 
 # --- modifiers: plain module-level functions (picklable, unlike lambdas) ------------------------------------
@@ -97,8 +99,12 @@ def ones(t: torch.Tensor) -> torch.Tensor:
 
 
 def constant(t: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
-    """``value`` broadcast to ``t``'s shape (a bound of z^B: a number, or a tensor of one sample's shape)."""
-    return torch.as_tensor(value, dtype=t.dtype, device=t.device).expand_as(t)
+    """``value`` broadcast to ``t``'s shape (a bound of z^B: a number, or a tensor of one sample's shape, also
+    when the layer sees the sample flattened)."""
+    v = torch.as_tensor(value, dtype=t.dtype, device=t.device)
+    if v.ndim and v.shape != t.shape[1:] and v.numel() == t[0].numel():
+        v = v.reshape(t.shape[1:])
+    return v.expand_as(t)
 
 
 def gamma_mod(t: torch.Tensor, gamma: float, sign: int) -> torch.Tensor:

@@ -87,4 +87,5 @@ def zb(low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0,
     lo = functools.partial(constant, value=low)
     hi = functools.partial(constant, value=high)
     return Rule("zb", (Group((Term(identity, identity, False), Term(lo, positive, False, -1.0),
-                              Term(hi, negative, False, -1.0))),), stabilizer, returns_relevance=True)
+                              Term(hi, negative, False, -1.0))),), stabilizer, returns_relevance=True,
+                box=(low, high))

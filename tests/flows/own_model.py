@@ -1,0 +1,84 @@
+"""The survey on a researcher's own network and images: a generated ImageFolder (3 classes of 72×72 RGB PNGs,
+resized and centre-cropped to 64×64) and a torchvision ResNet-18 with weights this module trains itself, behind
+ImageNet's normalization."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ("disc", "bars", "checks")
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+GRADIENT_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deeplift", "deconvnet",
+                    "guided_backprop", "gradcam", "excitation_backprop", "lrp.z", "lrp.epsilon", "lrp.alpha_beta",
+                    "lrp.epsilon_plus", "lrp.epsilon_plus_flat", "lrp.epsilon_gamma_box",
+                    "lrp.epsilon_alpha2_beta1", "taylor", "dtd.w2", "dtd.zplus", "dtd.zb", "random"]
+
+
+def write_images(root: Path, per_class: int = 10, side: int = 72, seed: int = 0) -> None:
+    """``root/<class>/<i>.png``: a disc, vertical bars or a checkerboard in a random colour on noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cy, cx = rng.integers(side // 3, 2 * side // 3, size=2)
+            if c == 0:
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (side // 5) ** 2
+            elif c == 1:
+                mask = ((xx + cx) // 6) % 2 == 0
+            else:
+                mask = (((xx + cx) // 9) + ((yy + cy) // 9)) % 2 == 0
+            img = rng.uniform(0, 0.35, size=(side, side, 3))
+            img[mask] = rng.uniform(0.5, 1.0, size=3)
+            Image.fromarray((img * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+
+
+def write_resnet18(path: Path, seed: int = 0) -> None:
+    """torchvision's ResNet-18 for the 3 classes, initialised from ``seed`` and trained for a few steps on the
+    images (its state_dict, as a researcher saves one)."""
+    import torchvision
+
+    from xaicore.data import load_dataset
+    from xaicore.models import Normalize
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet18(num_classes=len(CLASSES))
+    ds = load_dataset("imagefolder", root=str(path.parent / "images"), size=64, resize=64, test_fraction=0.3,
+                      seed=seed)
+    norm = Normalize(IMAGENET["mean"], IMAGENET["std"])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    for _ in range(12):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(norm(ds.x_train)), ds.y_train).backward()
+        opt.step()
+    torch.save(net.eval().state_dict(), path)
+
+
+def own_model_params(data: str = "data") -> dict:
+    raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw["data"].update(dataset="imagefolder", root=f"{data}/images", size=64, resize=64, channels=3,
+                       test_fraction=0.3, n_explain=4)
+    raw["model"].update(source="torchvision", arch="resnet18", weights=f"{data}/resnet18.pt", normalize=IMAGENET,
+                        random_labels_epochs=2, random_labels_lr=0.001, batch_size=16, zoo=[], workers=0)
+    raw["controls"] = {"cascading": True, "independent": True, "layers": ["fc", "layer4"]}
+    raw["explain"].update(methods=GRADIENT_METHODS, chunk=4, batch_size=4, batch_sizes={}, workers=0, samples={},
+                          method_params={"integrated_gradients": {"n_steps": 8},
+                                         "smoothgrad": {"n_samples": 4, "noise_level": 0.15},
+                                         "taylor": {"n_steps": 4}})
+    raw["autoencoder"].update(epochs=1)
+    raw["maximize"] = {**raw["maximize"], "models": ["trained"], "parameterizations": ["pixels"],
+                       "pixels": {"lr": 0.1, "n_steps": 5}}
+    raw["score"].update(models=["trained"], region=16, orders=["morf"], perturbations=["uniform"],
+                        faithfulness=False, workers=0)
+    raw["invariance"]["enabled"] = False
+    raw["roar"].update(methods=["gradient", "random"], fills=["mean"], fractions=[0.5], repeats=1, epochs=1,
+                       workers=0, method_params={})
+    return raw

@@ -1,0 +1,170 @@
+"""The whole survey on a researcher's own network and images, as the README configures it: a generated
+ImageFolder (3 classes of 72x72 RGB PNGs, resized and centre-cropped to 64x64) and a torchvision ResNet-18 given
+as a state_dict file, behind ImageNet's normalization (tests/flows/own_model.py), in a copy of the project.
+
+The survey flow runs every stage (``python -m flows survey``: the tasks of dvc.yaml's stage flows in its order,
+tests/flows/test_cli.py), MLflow included; then ``dvc commit`` records its outputs and ``dvc status`` must find the
+pipeline up to date — dvc.yaml's deps and outs fit this layout — and see the data and train stages change when the
+weights file does. ``XAICORE_OWN_MODEL_RUNNER=dvc`` runs ``dvc repro`` itself instead (flows/server.py, one
+Prefect server; about 2½ minutes more on 2 cores: 11 processes that each import torch, Prefect and xarray).
+Every gradient and LRP-family method explains the given model, its random-label retraining and its randomized
+blocks (cascading and independent, by name); AOPC scores them on regions of 16 pixels.
+PatternNet/PatternAttribution are left out here for time only: their ρ(S) check inverts cov[x, x] of ResNet-18's
+4608-dimensional layer4 inputs, about a minute per model on one core (tests/explain_lrp/test_normalized.py covers
+them behind a normalization).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.flows.own_model import GRADIENT_METHODS, own_model_params, write_images, write_resnet18
+from tests.flows.test_pipeline import tree_digest
+from xaicore.config import load_config
+from xaicore.pipeline import Paths, generate_heatmaps
+from xaicore.store import open_archive
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+CONTROLS = ["cascade:fc", "cascade:layer4", "independent:fc", "independent:layer4"]
+RUNNER = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "flow")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project (its code, dvc.yaml) with data/images, data/resnet18.pt and the params; after
+    `dvc repro`."""
+    proj = tmp_path_factory.mktemp("own-model")
+    for sub in ("flows", "tasks", "xaicore"):
+        shutil.copytree(ROOT / sub, proj / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    write_images(proj / "data" / "images")
+    write_resnet18(proj / "data" / "resnet18.pt")
+    (proj / "params.yaml").write_text(yaml.safe_dump(own_model_params()))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "PREFECT_HOME": str(proj / ".prefect"),
+           "PYTHONPATH": str(proj), "DVC_NO_ANALYTICS": "1"}
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=proj, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert dvc("init", "--no-scm", "-q").returncode == 0
+    cmd = ["flows/server.py", "dvc", "repro"] if RUNNER == "dvc" else ["-m", "flows", "survey"]
+    res = subprocess.run([sys.executable, *cmd], cwd=proj, env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
+    if RUNNER != "dvc":
+        committed = dvc("commit", "-f", "-q")
+        assert committed.returncode == 0, committed.stderr
+    status = dvc("status")
+    assert "up to date" in status.stdout, status.stdout
+    return proj
+
+
+def test_dvc_sees_a_new_weights_file(project, tmp_path):
+    """The weights live under data/, a dependency of the data and train stages."""
+    weights = project / "data" / "resnet18.pt"
+    kept = tmp_path / "kept.pt"
+    shutil.copy(weights, kept)
+    try:
+        state = torch.load(weights, weights_only=True)
+        state["fc.bias"] += 1.0
+        torch.save(state, weights)
+        status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        changed = {line.rstrip(":").strip() for line in status.stdout.splitlines() if line.endswith(":")
+                   and not line.startswith("\t")}
+        assert {"data", "train"} <= changed, status.stdout
+    finally:
+        shutil.copy(kept, weights)
+
+
+def test_the_given_model_is_loaded_not_trained_and_its_controls_are_its_blocks(project):
+    index = json.loads((project / "outputs/models/index.json").read_text())
+    assert list(index) == ["trained", "random_labels"]
+    assert index["trained"]["weights"] == "data/resnet18.pt" and index["trained"]["final_loss"] is None
+    meta = json.loads((project / "outputs/models/trained.json").read_text())
+    assert meta["source"] == "torchvision" and meta["arch"] == "resnet18" and meta["input_shape"] == [3, 64, 64]
+    assert meta["normalize"]["std"] == [0.229, 0.224, 0.225]
+    rl = json.loads((project / "outputs/models/random_labels.json").read_text())
+    assert rl["arch"] == "resnet18" and index["random_labels"]["final_loss"] > 0  # retrained on permuted labels
+    assert list(json.loads((project / "outputs/controls/index.json").read_text())) == CONTROLS
+
+
+def test_every_gradient_method_explains_every_model_on_the_pixels(project):
+    hm = open_archive(project / "outputs/heatmaps.zarr")
+    assert list(hm.model.values) == ["trained", "random_labels", *CONTROLS]
+    assert list(hm.explainer.values) == GRADIENT_METHODS
+    assert dict(hm["relevance"].sizes) == {"model": 6, "explainer": len(GRADIENT_METHODS), "sample": 4,
+                                            "channel": 3, "y": 64, "x": 64}
+    rel = hm["relevance"].values
+    assert np.isfinite(rel).all()
+    mass = np.abs(rel).reshape(6, len(GRADIENT_METHODS), 4, -1).sum(-1)
+    cam = GRADIENT_METHODS.index("gradcam")  # ReLU(CAM) on layer4's 2x2 map is 0 where no region speaks for the
+    assert (np.delete(mass, cam, axis=1) > 0).all()  # target: Grad-CAM's own outcome, not a failure
+    assert (mass[:, cam] > 0).any()
+    # the randomized top layer changes every method's heatmap of the given model (Adebayo et al.'s check)
+    trained, top = (hm["relevance"].sel(model=m, explainer="gradient").values for m in ("trained", "cascade:fc"))
+    assert not np.allclose(trained, top)
+    assert set(hm.label.values) <= {0, 1, 2} and hm.label.dtype.kind == "i"
+
+
+def test_aopc_and_the_sanity_checks_are_scored(project):
+    sc = open_archive(project / "outputs/scores.zarr")
+    assert sc.attrs["region"] == 16 and sc.sizes["step"] == 17  # (64 / 16)² regions, and the unperturbed step
+    aopc = sc["aopc"].sel(model="trained", perturbation="uniform", order="morf").values
+    assert aopc.shape == (len(GRADIENT_METHODS),) and np.isfinite(aopc).all()
+    sim = sc["sanity_similarity"].sel(model=CONTROLS).values  # (model, explainer, measure, sample)
+    hm = open_archive(project / "outputs/heatmaps.zarr")
+    flat = np.abs(hm["relevance"].sel(model="trained").values).reshape(len(GRADIENT_METHODS), 4, -1).sum(-1) == 0
+    # a similarity to a constant (all-zero Grad-CAM) heatmap is undefined: NaN there, finite everywhere else
+    assert np.isfinite(sim.transpose(0, 2, 1, 3)[:, :, ~flat]).all()
+    assert np.isnan(sim.transpose(0, 2, 1, 3)[:, :2][:, :, flat]).all()  # spearman, spearman_abs
+    doc = json.loads((project / "outputs/metrics.json").read_text())
+    assert {r["model"] for r in doc["rows"]} >= {"trained", "random_labels", *CONTROLS}
+    roar = open_archive(project / "outputs/roar.zarr")
+    assert np.isfinite(roar["roar_accuracy"].values).all()  # ROAR retrained the ResNet-18 architecture
+
+
+def test_the_report_and_the_mlflow_run(project):
+    out = project / "outputs"
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "resnet18" in page
+    assert {"heatmaps_trained.png", "cascading_grid.png", "aopc_curves.png"} <= {p.name for p in
+                                                                                 (out / "figures").iterdir()}
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["xaicore-survey"])
+    assert len(runs) == 1
+    assert runs["params.model.arch"].iloc[0] == "resnet18" and runs["params.score.region"].iloc[0] == "16"
+    assert runs["metrics.trained/lrp.epsilon_gamma_box/aopc_morf"].notna().all()
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])}
+    assert {"report.html", "figures", "metrics.json"} <= logged
+
+
+def test_the_flows_heatmaps_equal_an_in_process_rerun(project, tmp_path, monkeypatch):
+    """Same params, same bytes: `dvc repro`'s explain stage (a Prefect flow in its own process) and the pipeline
+    step in this process, for the methods that draw random numbers and the box rule behind the normalization."""
+    monkeypatch.chdir(project)  # params.yaml's relative paths (data/, model.weights)
+    cfg = load_config(project / "params.yaml")
+    methods = ("smoothgrad", "integrated_gradients", "lrp.epsilon_gamma_box", "random")
+    cfg = dataclasses.replace(cfg, explain=dataclasses.replace(cfg.explain, methods=methods))
+    paths = Paths(tmp_path / "outputs")
+    for sub in ("data", "models", "controls", "fitted"):
+        shutil.copytree(project / "outputs" / sub, paths.root / sub)
+    generate_heatmaps(cfg, paths, progress=False)
+    ours = open_archive(paths.heatmaps)
+    theirs = open_archive(project / "outputs/heatmaps.zarr").sel(explainer=list(methods))
+    np.testing.assert_array_equal(ours["relevance"].values, theirs["relevance"].values)
+    assert tree_digest(paths.models) == tree_digest(project / "outputs/models")
