@@ -6,7 +6,13 @@ Models are rebuilt for every test (cheap), so a test that mutates one cannot lea
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +131,37 @@ def helpers() -> types.SimpleNamespace:
     """The helper functions above, for test modules (which do not import conftest by name)."""
     return types.SimpleNamespace(seeded_model=seeded_model, model_state=model_state,
                                  assert_states_equal=assert_states_equal, assert_no_hooks=assert_no_hooks)
+
+
+# The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 64x64 images, about 3 minutes on one core)
+# starts in a child process once collection has selected it, so that it runs on the second core while the unit
+# tests run on the first; its test waits for it. (process, project folder, log file)
+OWN_MODEL_RUN = pytest.StashKey[tuple[subprocess.Popen, Path, Path]]()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_own_model_run(proj: Path, runner: str = "flow") -> tuple[subprocess.Popen, Path, Path]:
+    log = proj.parent / "own_model.log"
+    proj.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.flows.own_model", str(proj), runner], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                                stdout=fh, stderr=subprocess.STDOUT)
+    return proc, proj, log
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.nodeid.startswith("tests/flows/test_own_model.py") for item in session.items):
+        base = Path(tempfile.mkdtemp(prefix="xaicore-own-model-"))
+        runner = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "flow")
+        session.config.stash[OWN_MODEL_RUN] = start_own_model_run(base / "project", runner)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    started = session.config.stash.get(OWN_MODEL_RUN, None)
+    if started is not None:
+        proc, proj, _ = started
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(proj.parent, ignore_errors=True)

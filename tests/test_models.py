@@ -90,7 +90,8 @@ def test_randomize_layers_uses_default_init_and_keeps_global_rng(cnn):
     w = model.fc1.weight.detach()
     assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound
     assert abs(float(w.std()) - bound / 3 ** 0.5) < 0.01 * bound  # U(-a, a) has sd a/√3
-    with pytest.raises(XaiCoreError, match=r"cannot randomize layer 'relu1'; parameter layers: conv1, conv2"):
+    with pytest.raises(XaiCoreError,
+                       match=r"cannot randomize layer 'relu1': it has no parameters; parameter layers: conv1, conv2"):
         randomize_layers(cnn, ["relu1"], seed=0)
     with pytest.raises(XaiCoreError, match="cannot randomize layer 'fc9'"):
         randomize_layers(cnn, ["fc9"], seed=0)

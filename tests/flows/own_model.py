@@ -1,10 +1,19 @@
 """The survey on a researcher's own network and images: a generated ImageFolder (3 classes of 72×72 RGB PNGs,
 resized and centre-cropped to 64×64) and a torchvision ResNet-18 with weights this module trains itself, behind
-ImageNet's normalization."""
+ImageNet's normalization.
+
+``python -m tests.flows.own_model FOLDER [flow|dvc]`` builds the project copy in FOLDER and runs the survey there
+(see :func:`build_and_run`); tests/conftest.py starts it in the background when the session collects
+tests/flows/test_own_model.py, so that its minutes run on the second core beside the unit tests.
+"""
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +27,8 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 GRADIENT_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deeplift", "deconvnet",
                     "guided_backprop", "gradcam", "excitation_backprop", "lrp.z", "lrp.epsilon", "lrp.alpha_beta",
                     "lrp.epsilon_plus", "lrp.epsilon_plus_flat", "lrp.epsilon_gamma_box",
-                    "lrp.epsilon_alpha2_beta1", "taylor", "dtd.w2", "dtd.zplus", "dtd.zb", "random"]
+                    "lrp.epsilon_alpha2_beta1", "taylor", "dtd.w2", "dtd.zplus", "dtd.zb", "patternnet",
+                    "patternattribution", "random"]
 
 
 def write_images(root: Path, per_class: int = 10, side: int = 72, seed: int = 0) -> None:
@@ -65,11 +75,12 @@ def write_resnet18(path: Path, seed: int = 0) -> None:
 def own_model_params(data: str = "data") -> dict:
     raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["data"].update(dataset="imagefolder", root=f"{data}/images", size=64, resize=64, channels=3,
-                       test_fraction=0.3, n_explain=4)
+                       test_fraction=0.3, n_explain=3)
     raw["model"].update(source="torchvision", arch="resnet18", weights=f"{data}/resnet18.pt", normalize=IMAGENET,
                         random_labels_epochs=2, random_labels_lr=0.001, batch_size=16, zoo=[], workers=0)
-    raw["controls"] = {"cascading": True, "independent": True, "layers": ["fc", "layer4"]}
-    raw["explain"].update(methods=GRADIENT_METHODS, chunk=4, batch_size=4, batch_sizes={}, workers=0, samples={},
+    raw["controls"] = {"cascading": True, "independent": False, "layers": ["fc", "layer4"]}
+    raw["patterns"] = {**raw["patterns"], "quality": False}  # rho(S) inverts 4608 x 4608 covariances: minutes
+    raw["explain"].update(methods=GRADIENT_METHODS, chunk=3, batch_size=3, batch_sizes={}, workers=0, samples={},
                           method_params={"integrated_gradients": {"n_steps": 8},
                                          "smoothgrad": {"n_samples": 4, "noise_level": 0.15},
                                          "taylor": {"n_steps": 4}})
@@ -82,3 +93,43 @@ def own_model_params(data: str = "data") -> dict:
     raw["roar"].update(methods=["gradient", "random"], fills=["mean"], fractions=[0.5], repeats=1, epochs=1,
                        workers=0, method_params={})
     return raw
+
+
+def build_and_run(proj: Path, runner: str = "flow") -> None:
+    """A copy of the project (its code and dvc.yaml) in ``proj`` with data/images, data/resnet18.pt and the
+    params; then the survey: the survey flow (``python -m flows survey``) followed by ``dvc commit`` of what it
+    wrote, or (``runner="dvc"``) ``dvc repro`` against one Prefect server; then ``dvc status``, which must find
+    the pipeline up to date. Raises ``RuntimeError`` with the failing command's output."""
+    proj.mkdir(parents=True, exist_ok=True)
+    for sub in ("flows", "tasks", "xaicore"):
+        shutil.copytree(ROOT / sub, proj / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", proj / "dvc.yaml")
+    write_images(proj / "data" / "images")
+    write_resnet18(proj / "data" / "resnet18.pt")
+    (proj / "params.yaml").write_text(yaml.safe_dump(own_model_params()))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "PREFECT_HOME": str(proj / ".prefect"), "PYTHONPATH": str(proj), "DVC_NO_ANALYTICS": "1"}
+
+    def run(*args: str, timeout: int = 300) -> str:
+        res = subprocess.run([sys.executable, *args], cwd=proj, env=env, capture_output=True, text=True,
+                             timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited with {res.returncode}:\n{res.stdout[-2000:]}\n"
+                               f"{res.stderr[-4000:]}")
+        return res.stdout
+
+    run("-m", "dvc", "init", "--no-scm", "-q")
+    run("-m", "dvc", "config", "cache.type", "hardlink,symlink,copy")  # 45 MB a model: link, do not copy
+    if runner == "dvc":
+        run("flows/server.py", "dvc", "repro", timeout=1800)
+    else:
+        run("-m", "flows", "survey", timeout=1800)
+        run("-m", "dvc", "commit", "-f", "-q")
+    status = run("-m", "dvc", "status")
+    if "up to date" not in status:
+        raise RuntimeError(f"dvc status after the survey:\n{status}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    build_and_run(Path(sys.argv[1]), *sys.argv[2:3])

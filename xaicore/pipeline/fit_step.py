@@ -6,8 +6,9 @@ step runs it once per (fit, parameters) and model on the training set (once for 
 the model: PDA's patch Gaussians) and saves each state with its own
 ``save`` under ``outputs/fitted/`` with an ``index.json`` (method → model → file); the explain stage loads them,
 DVC tracks the folder. The quality ρ(S) of PatternNet's estimators per layer (v fitted on the training set, its
-correlation measured on the test set; controls excepted) goes to ``outputs/pattern_quality.json``, a separate
-output, so that a change of ``patterns.ridge`` does not make the explain stage rerun.
+correlation measured on the test set; controls excepted; ``patterns.quality: false`` skips it) goes to
+``outputs/pattern_quality.json``, a separate output, so that a change of ``patterns.ridge`` does not make the
+explain stage rerun.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                 continue
             model = load_model(path)
             state = fit(model, ds.x_train, group[0], **fit_kwargs(cfg, group[0]))
-            if isinstance(state, Patterns) and not is_control(name):
+            if isinstance(state, Patterns) and not is_control(name) and cfg.patterns.quality:
                 quality[name] = pattern_quality(model, state, ds.x_test, fit_data=ds.x_train,
                                                 batch_size=cfg.patterns.batch_size, ridge=cfg.patterns.ridge)
             file = f"{gi}_{model_file(name)}.pt"
