@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import types
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.flows.own_model import OWN_MODEL_RUN, start_own_model_run
 from xaicore.data import load_digits28
 from xaicore.models import build_model, train_model
 
@@ -133,24 +132,10 @@ def helpers() -> types.SimpleNamespace:
                                  assert_states_equal=assert_states_equal, assert_no_hooks=assert_no_hooks)
 
 
-# The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 64x64 images, about 3 minutes on one core)
-# starts in a child process once collection has selected it, so that it runs on the second core while the unit
-# tests run on the first; its test waits for it. (process, project folder, log file)
-OWN_MODEL_RUN = pytest.StashKey[tuple[subprocess.Popen, Path, Path]]()
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_own_model_run(proj: Path, runner: str = "flow") -> tuple[subprocess.Popen, Path, Path]:
-    log = proj.parent / "own_model.log"
-    proj.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.flows.own_model", str(proj), runner], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                                stdout=fh, stderr=subprocess.STDOUT)
-    return proc, proj, log
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
+    """The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 64x64 images, about 3 minutes on one
+    core) starts in a child process once collection has selected it, so that it runs on the second core while the
+    unit tests run on the first; its test waits for it."""
     if any(item.nodeid.startswith("tests/flows/test_own_model.py") for item in session.items):
         base = Path(tempfile.mkdtemp(prefix="xaicore-own-model-"))
         runner = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "flow")

@@ -17,11 +17,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the background run tests/conftest.py starts at collection: (process, project folder, log file)
+OWN_MODEL_RUN = pytest.StashKey[tuple[subprocess.Popen, Path, Path]]()
 CLASSES = ("disc", "bars", "checks")
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 GRADIENT_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deeplift", "deconvnet",
@@ -128,6 +131,18 @@ def build_and_run(proj: Path, runner: str = "flow") -> None:
     status = run("-m", "dvc", "status")
     if "up to date" not in status:
         raise RuntimeError(f"dvc status after the survey:\n{status}")
+
+
+def start_own_model_run(proj: Path, runner: str = "flow") -> tuple[subprocess.Popen, Path, Path]:
+    """``python -m tests.flows.own_model proj runner`` in a child process of one torch thread, its output in a log
+    beside ``proj``."""
+    log = proj.parent / "own_model.log"
+    proj.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.flows.own_model", str(proj), runner], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                                stdout=fh, stderr=subprocess.STDOUT)
+    return proc, proj, log
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import OWN_MODEL_RUN, start_own_model_run
-from tests.flows.own_model import GRADIENT_METHODS
+from tests.flows.own_model import GRADIENT_METHODS, OWN_MODEL_RUN, start_own_model_run
 from tests.flows.test_pipeline import tree_digest
 from xaicore.config import load_config
 from xaicore.pipeline import Paths, generate_heatmaps
