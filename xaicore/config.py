@@ -19,8 +19,12 @@ import yaml
 
 from xaicore.errors import XaiCoreError
 
+if typing.TYPE_CHECKING:
+    from xaicore.models.spec import ModelSpec
+
 DATASETS = ("digits", "mnist", "imagefolder", "npz")
 ARCHS = ("cnn", "mlp", "vgg_bn", "resnet", "densenet")
+SOURCES = ("zoo", "torchvision", "file")  # model.source: how xaicore.models.spec.ModelSpec builds the network
 ORDERS = ("morf", "lerf")
 PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
 SCORES = ("logit", "probability")
@@ -117,7 +121,7 @@ class ModelConfig:
     workers: int = 2  # Dask workers, one training run each (score.scheduler, if set, instead); 0 = in process
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> ModelSpec:
         """The :class:`~xaicore.models.spec.ModelSpec` of the survey's model."""
         from xaicore.models.spec import ModelSpec
 
@@ -125,7 +129,7 @@ class ModelConfig:
         return ModelSpec(self.source, self.arch, dict(self.kwargs), n.mean if n else None, n.std if n else None)
 
     def validate(self) -> None:
-        _choice("model.source", self.source, ("zoo", "torchvision", "file"))
+        _choice("model.source", self.source, SOURCES)
         if self.source == "zoo":
             _choice("model.arch", self.arch, ARCHS)
         if self.source == "zoo" and self.kwargs:

@@ -35,10 +35,10 @@ import torch
 import torch.nn as nn
 
 from xaicore._weights import load_tensors
+from xaicore.config import SOURCES
 from xaicore.errors import XaiCoreError
 from xaicore.models.zoo import ARCHS, build_model
 
-SOURCES = ("zoo", "torchvision", "file")
 _BUILDER = re.compile(r"^[\w./\\-]+:[A-Za-z_]\w*$")
 
 

@@ -30,12 +30,13 @@ class Composite:
     first: Rule | None = None
     canonize: bool = True  # merge BatchNorm into the preceding layer
 
-    def normalized(self, normalize: nn.Module, shape: tuple[int, ...]) -> Composite:
-        """This composite for the network behind ``normalize``: z^B's pixel box becomes the normalized box."""
+    def normalized(self, normalize: nn.Module, like: torch.Tensor) -> Composite:
+        """This composite for the network behind ``normalize``: z^B's pixel box becomes the normalized box (in the
+        dtype of the input ``like``, one sample's shape)."""
         rule = self.first
         if rule is None or rule.box is None:
             return self
-        low, high = (normalize(torch.as_tensor(b, dtype=torch.float32).expand(1, *shape))[0] for b in rule.box)
+        low, high = (normalize(torch.as_tensor(b, dtype=like.dtype).expand(1, *like.shape[1:]))[0] for b in rule.box)
         return dataclasses.replace(self, first=zb(low, high, rule.stabilizer))
 
     def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule:
@@ -60,7 +61,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, composite: Comp
     if normalize is not None:
         with torch.no_grad():
             xn = normalize(x)
-        return lrp(net, xn, target, composite.normalized(normalize, tuple(x.shape[1:])))
+        return lrp(net, xn, target, composite.normalized(normalize, x))
     x = x.detach().requires_grad_(True)
     input_ref = [x]
     with merge_batch_norm(model, x[:1]) if composite.canonize else contextlib.nullcontext():
