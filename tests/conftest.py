@@ -100,6 +100,33 @@ def digits_autoencoder(digits):
         return fit_autoencoder(digits.x_train, epochs=10, seed=0)
 
 
+@pytest.fixture(scope="session")
+def planted():
+    """The digits with a planted watermark (class 0), stripes (class 1) and dots (:mod:`xaicore.data.planted`)."""
+    from xaicore.data.planted import planted_digits
+
+    return planted_digits()
+
+
+@pytest.fixture(scope="session")
+def _planted_cnn_state(planted) -> dict[str, torch.Tensor]:
+    """The zoo CNN trained on the planted digits as the survey trains (12 epochs, seed 0; ~15 s on one thread)."""
+    ds = planted.dataset
+    with single_thread():
+        result = train_model("cnn", ds.x_train, ds.y_train, n_classes=N_CLASSES, epochs=12, batch_size=32,
+                             lr=0.002, seed=0, x_test=ds.x_test, y_test=ds.y_test, progress=False)
+    assert result.test_accuracy > 0.9
+    return model_state(result.model)
+
+
+@pytest.fixture
+def planted_cnn(_planted_cnn_state) -> nn.Module:
+    """A fresh copy of the CNN trained on the planted digits (float32, eval mode)."""
+    model = build_model("cnn", INPUT_SHAPE, N_CLASSES)
+    model.load_state_dict(_planted_cnn_state)
+    return model.eval()
+
+
 @pytest.fixture
 def trained_cnn(_trained_cnn_state) -> nn.Module:
     """A fresh copy of the briefly trained CNN (float32, eval mode); tests may change it freely."""

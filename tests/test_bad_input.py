@@ -40,8 +40,9 @@ def ctx() -> SimpleNamespace:
     nan[2, 0, 3, 3] = float("nan")
     inf = x.clone()
     inf[1, 0, 0, 0] = float("inf")
+    sets = [torch.rand(6, 1, 8, 8) for _ in range(3)]
     return SimpleNamespace(model=model, x=x, t=torch.tensor([0, 1, 2, 3]), rel=torch.rand(4, 1, 8, 8), nan=nan,
-                           inf=inf, scores=torch.rand(6, 3))
+                           inf=inf, scores=torch.rand(6, 3), sets=sets)
 
 
 def c() -> SimpleNamespace:
@@ -148,6 +149,16 @@ PROBES: list[tuple[str, str, Callable[[], Any], str]] = [
     ("dataset_examples", "more examples than inputs", lambda: A.dataset_examples(c().model, c().x, [0], k=9),
      r"k=9 is larger"),
     ("dataset_examples", "NaN in x", lambda: A.dataset_examples(c().model, c().nan, [0], k=2), r"NaN or inf"),
+    ("tcav", "unknown layer", lambda: A.tcav(c().model, c().x, 0, c().sets[0], c().sets[1:], layer="conv9"),
+     r"unknown layer 'conv9'; the model's layers are: conv1"),
+    ("tcav", "one random set", lambda: A.tcav(c().model, c().x, 0, c().sets[0], c().sets[1:2], layer="fc1"),
+     r"at least 2 random sets"),
+    ("tcav", "a concept set too small", lambda: A.tcav(c().model, c().x, 0, c().x, c().sets[1:], layer="fc1"),
+     r"concept 'concept' has 4 examples; the CAV classifier needs at least 6"),
+    ("dissect", "masks of another size", lambda: A.dissect(c().rel, c().rel[:, :, :4] > 0.5),
+     r"concept masks \(N, K, H, W\) = \(4, 1, 4, 8\) do not match activations"),
+    ("dissect", "NaN activations", lambda: A.dissect(c().nan, c().rel > 0.5), r"NaN or inf"),
+    ("unit_quantiles", "quantile out of range", lambda: A.unit_quantiles(c().rel, 1.5), r"quantile|q"),
     ("open_archive", "a folder that does not exist", lambda: S.open_archive("/no/such/heatmaps.zarr"),
      r"/no/such/heatmaps\.zarr"),
     ("verify_manifest", "a folder that is not an archive", lambda: S.verify_manifest("/tmp"),

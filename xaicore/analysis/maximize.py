@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xaicore.engine.model import eval_mode, hooks
+from xaicore.engine.model import eval_mode, hooks, named_layers
 from xaicore.errors import XaiCoreError, require_finite
 from xaicore.explain.optimisation.autoencoder import AutoencoderState
 
@@ -76,12 +76,7 @@ class DatasetExamples:
 # --- units ------------------------------------------------------------------------------------------------
 
 def _module(model: nn.Module, layer: str | None) -> nn.Module | None:
-    if layer is None:
-        return None
-    modules = {name: m for name, m in model.named_modules() if name}
-    if not isinstance(layer, str) or layer not in modules:
-        raise XaiCoreError(f"unknown layer {layer!r}; the model's layers are: {', '.join(modules) or '(none)'}")
-    return modules[layer]
+    return None if layer is None else named_layers(model, [layer])[layer]
 
 
 def _reduce(out: object, where: str) -> torch.Tensor:
