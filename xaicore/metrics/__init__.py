@@ -1,13 +1,16 @@
 """Metrics of the survey (§4.3–4.5): batched, stateless functions over tensors.
 
 Layout follows Quantus' taxonomy: faithfulness (``aopc``, ``faithfulness``, ``roar``), robustness
-(``invariance``), randomisation (``sanity``), axioms (``axioms``) and meta-evaluation (``reliability``).
+(``invariance``), randomisation (``sanity``), localisation against a planted ground truth (``localization``),
+axioms (``axioms``) and meta-evaluation (``reliability``).
 """
 
 from xaicore.metrics.aopc import AOPCResult, aopc
 from xaicore.metrics.axioms import conservation_error, positive_fraction
 from xaicore.metrics.faithfulness import faithfulness, pearson_rows, region_drops
 from xaicore.metrics.invariance import BiasMapConv2d, input_invariance, shifted_network
+from xaicore.metrics.localization import MEASURES as LOCALIZATION_MEASURES
+from xaicore.metrics.localization import LocalizationResult, localization
 from xaicore.metrics.perturbation import PERTURBATIONS, gaussian_blur, replacement_values
 from xaicore.metrics.reliability import (
     Correlations,
@@ -24,7 +27,7 @@ DIRECTIONS = {
     "aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1,
     "faithfulness": +1, "positive_fraction": +1,
     "sanity_similarity": -1, "spearman": -1, "spearman_abs": -1, "ssim": -1, "hog": -1,
-    "invariance": -1, "roar_accuracy": -1, "kar_accuracy": +1,
+    "invariance": -1, "localization": +1, "roar_accuracy": -1, "kar_accuracy": +1,
     "inter_rater_reliability": +1, "inter_method_reliability": +1, "internal_consistency": +1,
 }
 
@@ -34,6 +37,8 @@ __all__ = [
     "Correlations",
     "DIRECTIONS",
     "FILLS",
+    "LOCALIZATION_MEASURES",
+    "LocalizationResult",
     "PERTURBATIONS",
     "SIMILARITY_MEASURES",
     "Fill",
@@ -48,6 +53,7 @@ __all__ = [
     "inter_method_reliability",
     "inter_rater_reliability",
     "internal_consistency",
+    "localization",
     "make_fill",
     "pearson_rows",
     "positive_fraction",
