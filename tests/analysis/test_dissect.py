@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-import xaicore.analysis.dissect as dissect_module
 from xaicore.analysis.dissect import DissectionResult, dissect, unit_quantiles
 from xaicore.errors import XaiCoreError
 
@@ -92,7 +93,7 @@ def test_unit_quantiles_unit_groups_when_many_order_statistics_are_kept(monkeypa
             reads.append(index)
             return a[index]
 
-    monkeypatch.setattr(dissect_module, "_KEEP_BUDGET", 400)
+    monkeypatch.setattr(importlib.import_module("xaicore.analysis.dissect"), "_KEEP_BUDGET", 400)
     got = unit_quantiles(Rows(), 0.5, chunk=8)
     np.testing.assert_allclose(got, np.quantile(a.transpose(1, 0, 2, 3).reshape(4, -1), 0.5, axis=1), rtol=1e-12)
     assert len(reads) == 4 * 4  # 4 units one at a time x 4 chunks of at most 8 samples

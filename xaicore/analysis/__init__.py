@@ -6,7 +6,8 @@ archives, never explain a single input."""
 
 from xaicore.analysis.dissect import DissectionResult, dissect, unit_quantiles
 from xaicore.analysis.maximize import PARAMETERIZATIONS, DatasetExamples, dataset_examples, maximize
+from xaicore.analysis.spray import SprayResult, spray
 from xaicore.analysis.tcav import TCAVResult, tcav
 
-__all__ = ["PARAMETERIZATIONS", "DatasetExamples", "DissectionResult", "TCAVResult", "dataset_examples", "dissect",
-           "maximize", "tcav", "unit_quantiles"]
+__all__ = ["PARAMETERIZATIONS", "DatasetExamples", "DissectionResult", "SprayResult", "TCAVResult", "dataset_examples",
+           "dissect", "maximize", "spray", "tcav", "unit_quantiles"]
