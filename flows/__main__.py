@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-STAGES = ("data", "train", "controls", "autoencoder", "fit", "explain", "score", "roar", "maximize", "aggregate",
-          "report", "survey")
+STAGES = ("data", "train", "controls", "autoencoder", "fit", "explain", "score", "roar", "maximize", "planted",
+          "analysis", "aggregate", "report", "survey")
 
 
 def run(argv: list[str]) -> None:

@@ -81,6 +81,18 @@ def maximize_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.run_maximize(cfg, paths)
 
 
+@stage_flow("planted")
+def planted_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.run_planted(cfg, paths)
+
+
+@stage_flow("analysis")
+def analysis_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.run_analysis(cfg, paths)
+
+
 @stage_flow("aggregate")
 def aggregate_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     _, paths = tasks.load_params(params, out)

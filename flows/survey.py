@@ -23,11 +23,14 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.score_heatmaps(cfg, paths)
     tasks.run_roar(cfg, paths)
     tasks.run_maximize(cfg, paths)
+    tasks.run_planted(cfg, paths)
+    tasks.run_analysis(cfg, paths)
     tasks.aggregate_metrics(paths)
     figures = tasks.make_figures(paths)
     page = tasks.write_html_report(paths, figures)
     tasks.log_mlflow_run(cfg, paths, figures, page)
-    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.metrics}, {paths.figures}/, {page}")
+    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.analysis}, {paths.metrics}, "
+          f"{paths.figures}/, {page}")
 
 
 if __name__ == "__main__":

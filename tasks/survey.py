@@ -64,6 +64,16 @@ def run_maximize(cfg: Config, paths: Paths) -> Path:
     return pipeline.run_maximize(cfg, paths)
 
 
+@task(name="run_planted", cache_policy=NO_CACHE)
+def run_planted(cfg: Config, paths: Paths) -> Path:
+    return pipeline.run_planted(cfg, paths)
+
+
+@task(name="run_analysis", cache_policy=NO_CACHE)
+def run_analysis(cfg: Config, paths: Paths) -> Path:
+    return pipeline.run_analysis(cfg, paths)
+
+
 @task(name="aggregate_metrics", cache_policy=NO_CACHE)
 def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     return report.aggregate_metrics(paths)

@@ -389,6 +389,91 @@ class RoarConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SprayConfig:
+    """SpRAy (``xaicore.analysis.spray``) of the planted model's heatmaps of the watermarked class."""
+
+    method: str = "lrp.epsilon_plus"  # one of analysis.methods
+    size: int = 7  # maps block-summed to size×size (7: cells of 4 px on 28, the watermark's size)
+    n_neighbors: int = 10
+    k_max: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TcavConfig:
+    """TCAV (``xaicore.analysis.tcav``) of the planted concepts for every class."""
+
+    layers: tuple[str, ...] = ("conv2", "fc1")
+    n_examples: int = 50  # per concept and random set
+    n_random: int = 10
+    classifier: str = "sgd"
+    alpha: float = 0.05  # Bonferroni-corrected over concepts × layers
+
+
+@dataclasses.dataclass(frozen=True)
+class DissectConfig:
+    """Network Dissection (``xaicore.analysis.dissect``) on generated images with concept masks."""
+
+    layers: tuple[str, ...] = ("conv1", "conv2")
+    n_images: int = 500
+    quantile: float = 0.995
+    threshold: float = 0.04
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+    """The meta methods of §7 on the planted digits (``xaicore.data.planted``): the ``planted`` stage trains a
+    model on them, the ``analysis`` stage explains it (localisation, SpRAy), and runs TCAV and dissection."""
+
+    hans_class: int = 0  # the class with the Clever-Hans watermark
+    texture_class: int = 1  # the class trained to depend on stripes
+    arch: str = "cnn"
+    epochs: int = 12
+    methods: tuple[str, ...] = (
+        "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deeplift", "deconvnet",
+        "guided_backprop", "gradcam", "excitation_backprop", "lrp.z", "lrp.epsilon", "lrp.alpha_beta",
+        "lrp.epsilon_plus", "lrp.epsilon_plus_flat", "lrp.epsilon_gamma_box", "lrp.epsilon_alpha2_beta1", "taylor",
+        "dtd.w2", "dtd.zplus", "dtd.zb", "patternnet", "patternattribution", "occlusion", "random")
+    spray: SprayConfig = dataclasses.field(default_factory=SprayConfig)
+    tcav: TcavConfig = dataclasses.field(default_factory=TcavConfig)
+    dissect: DissectConfig = dataclasses.field(default_factory=DissectConfig)
+
+    def validate(self) -> None:
+        from xaicore.analysis.tcav import ADVISED_RANDOMS, CLASSIFIERS, MIN_EXAMPLES
+        from xaicore.explain.registry import methods as registered
+        from xaicore.models.zoo import ARCHS
+
+        for key, cls in (("analysis.hans_class", self.hans_class), ("analysis.texture_class", self.texture_class)):
+            if not 0 <= cls <= 9:
+                raise _fail(key, f"is {cls}; expected a digit class 0..9")
+        if self.hans_class == self.texture_class:
+            raise _fail("analysis.texture_class", "equals analysis.hans_class; the planted cues need two classes")
+        _choice("analysis.arch", self.arch, tuple(ARCHS))
+        _positive("analysis.epochs", self.epochs)
+        if not self.methods:
+            raise _fail("analysis.methods", "is empty; expected heatmap methods (e.g. lrp.epsilon_plus)")
+        for m in self.methods:
+            _choice("analysis.methods", m, tuple(registered()))
+        if self.spray.method not in self.methods:
+            raise _fail("analysis.spray.method", f"is {self.spray.method!r}, which analysis.methods does not list")
+        for key in ("size", "n_neighbors", "k_max"):
+            _positive(f"analysis.spray.{key}", getattr(self.spray, key))
+        if not self.tcav.layers or not self.dissect.layers:
+            raise _fail("analysis.tcav.layers" if not self.tcav.layers else "analysis.dissect.layers",
+                        "is empty; expected layer names of the model (e.g. conv2)")
+        if self.tcav.n_examples < MIN_EXAMPLES:
+            raise _fail("analysis.tcav.n_examples", f"is {self.tcav.n_examples}; a CAV needs at least {MIN_EXAMPLES}")
+        if self.tcav.n_random < 2:
+            raise _fail("analysis.tcav.n_random", f"is {self.tcav.n_random}; the significance test needs at least 2 "
+                                                  f"(Kim et al. use {ADVISED_RANDOMS} or more)")
+        _choice("analysis.tcav.classifier", self.tcav.classifier, CLASSIFIERS)
+        if not 0 < self.tcav.alpha < 1:
+            raise _fail("analysis.tcav.alpha", f"is {self.tcav.alpha}; expected a level in (0, 1)")
+        _positive("analysis.dissect.n_images", self.dissect.n_images)
+        if not 0 < self.dissect.quantile < 1 or not 0 <= self.dissect.threshold < 1:
+            raise _fail("analysis.dissect", "quantile must be in (0, 1) and threshold in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -402,6 +487,7 @@ class Config:
     sanity: SanityConfig = dataclasses.field(default_factory=SanityConfig)
     invariance: InvarianceConfig = dataclasses.field(default_factory=InvarianceConfig)
     roar: RoarConfig = dataclasses.field(default_factory=RoarConfig)
+    analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
 
     def validate(self) -> None:
         if self.seed < 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.flows.own_model import TINY_ANALYSIS
 from tests.flows.tracing import StageTrace, trace_stage
 from xaicore.config import Config, config_from_dict
 from xaicore.pipeline import (
@@ -24,7 +25,9 @@ from xaicore.pipeline import (
     fit_states,
     generate_heatmaps,
     prepare_data,
+    run_analysis,
     run_maximize,
+    run_planted,
     run_roar,
     score_heatmaps,
     train_models,
@@ -56,6 +59,7 @@ def tiny_params() -> dict:
     raw["roar"].update(fractions=[0.1], repeats=2, epochs=1, workers=0, fills=["mean", "noise"],
                        methods=["gradient", "vargrad", "random"],  # a base method, an ensemble, the baseline
                        method_params={"vargrad": {"n_samples": 8}})
+    raw["analysis"] = TINY_ANALYSIS
     return raw
 
 
@@ -80,6 +84,8 @@ STEPS: dict[str, Callable[[Config, Paths], object]] = {
     "score": lambda cfg, paths: score_heatmaps(cfg, paths, progress=False),
     "roar": lambda cfg, paths: run_roar(cfg, paths, progress=False),
     "maximize": lambda cfg, paths: run_maximize(cfg, paths, progress=False),
+    "planted": lambda cfg, paths: run_planted(cfg, paths, progress=False),
+    "analysis": lambda cfg, paths: run_analysis(cfg, paths, progress=False),
     "aggregate": lambda cfg, paths: aggregate_metrics(paths),
     "report": lambda cfg, paths: write_html_report(paths),
 }

@@ -75,6 +75,13 @@ def write_resnet18(path: Path, seed: int = 0) -> None:
     torch.save(net.eval().state_dict(), path)
 
 
+#: the analysis stages (planted digits, §7 meta methods) at test size: seconds instead of a minute
+TINY_ANALYSIS = {"epochs": 2, "methods": ["gradient", "lrp.epsilon_plus", "patternattribution", "random"],
+                 "spray": {"method": "lrp.epsilon_plus", "k_max": 4, "n_neighbors": 5},
+                 "tcav": {"layers": ["fc1"], "n_examples": 12, "n_random": 3},
+                 "dissect": {"layers": ["conv2"], "n_images": 40}}
+
+
 def own_model_params(data: str = "data") -> dict:
     raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["data"].update(dataset="imagefolder", root=f"{data}/images", size=64, resize=64, channels=3,
@@ -95,6 +102,7 @@ def own_model_params(data: str = "data") -> dict:
     raw["invariance"]["enabled"] = False
     raw["roar"].update(methods=["gradient", "random"], fills=["mean"], fractions=[0.5], repeats=1, epochs=1,
                        workers=0, method_params={})
+    raw["analysis"] = TINY_ANALYSIS
     return raw
 
 

@@ -3,6 +3,7 @@
 Prefect tasks in ``tasks/`` wrap these; a notebook can call them directly.
 """
 
+from xaicore.pipeline.analysis_step import run_analysis, run_planted
 from xaicore.pipeline.explain_step import generate_heatmaps
 from xaicore.pipeline.fit_step import fit_autoencoder_state, fit_states, load_states
 from xaicore.pipeline.maximize_step import run_maximize
@@ -20,7 +21,9 @@ __all__ = [
     "load_states",
     "preflight",
     "prepare_data",
+    "run_analysis",
     "run_maximize",
+    "run_planted",
     "run_roar",
     "score_heatmaps",
     "train_models",

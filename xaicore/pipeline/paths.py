@@ -51,6 +51,23 @@ class Paths:
         return self.root / "maximize.zarr"
 
     @property
+    def planted(self) -> Path:
+        """The ``planted`` stage's folder: the planted digits and the model trained on them."""
+        return self.root / "planted"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis.zarr"
+
+    @property
+    def planted_heatmaps(self) -> Path:
+        return self.root / "planted_heatmaps.zarr"
+
+    @property
+    def activations(self) -> Path:
+        return self.root / "activations.zarr"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

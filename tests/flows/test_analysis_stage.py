@@ -1,0 +1,69 @@
+"""The ``planted`` and ``analysis`` stages in the tiny survey: the archive has the variables and dims of DESIGN.md
+§3 (queryable with xarray), every localisation figure is where the watermark is, and a rerun of both stages is
+byte for byte the same (CPU determinism)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.flows.test_pipeline import tree_digest
+from xaicore.analysis import open_activations
+from xaicore.data.planted import CONCEPTS
+from xaicore.errors import XaiCoreError
+from xaicore.pipeline import run_analysis, run_planted
+from xaicore.store import open_archive
+
+pytestmark = pytest.mark.slow
+
+
+def test_analysis_archive_schema(tiny_survey, tiny_cfg):
+    ds = open_archive(tiny_survey.analysis, schema="xaicore.analysis/1")
+    assert ds["spray_cluster"].dims == ("class", "sample") and ds["spray_eigenvalue"].dims == ("class", "k")
+    assert ds["tcav_score"].dims == ds["tcav_pvalue"].dims == ("concept", "layer", "class")
+    assert ds["dissection_iou"].dims == ("layer", "unit", "concept")
+    assert ds["localization"].dims == ("model", "explainer", "measure", "sample")
+    assert list(ds["concept"].values) == list(CONCEPTS) and list(ds["layer"].values) == ["conv2", "fc1"]
+    hans = tiny_cfg.analysis.hans_class
+    # SpRAy: the watermarked class's own digits are clustered, the swapped ones and the other classes are not
+    labels = ds["spray_cluster"].sel({"class": hans})
+    assert ((labels >= 0) == ~ds["swapped"]).all() and (ds["spray_cluster"].drop_sel({"class": hans}) == -1).all()
+    assert int(ds["spray_n_clusters"].sel({"class": hans})) >= 1
+    assert np.isfinite(ds["spray_ari"].sel({"class": hans}))
+    # TCAV on fc1 only, for every class and planted cue; not on the masks' stroke/background
+    tested = ds["tcav_score"].sel(layer="fc1", concept=["watermark", "stripes", "dots"])
+    assert np.isfinite(tested).all() and ds["tcav_score"].sel(layer="conv2").isnull().all()
+    assert ds["tcav_score"].sel(concept="stroke").isnull().all()
+    # dissection of conv2's 32 units against all 5 concepts; none of fc1
+    iou = ds["dissection_iou"]
+    assert np.isfinite(iou.sel(layer="conv2")).all() and iou.sel(layer="fc1").isnull().all()
+    # localisation on the watermarked samples only, in [0, 1]
+    loc = ds["localization"].sel(model="clever_hans")
+    assert loc.where(ds["watermark"]).notnull().sum() > 0 and loc.where(~ds["watermark"]).isnull().all()
+    assert float(loc.min()) >= 0 and float(loc.max()) <= 1
+    assert json.loads(ds.attrs["watermark_box"]) == [0, 0, 4, 4]
+    hm = open_archive(tiny_survey.planted_heatmaps)
+    assert list(hm["explainer"].values) == list(tiny_cfg.analysis.methods)
+    assert hm.sizes["sample"] == ds.sizes["sample"]
+    acts = open_activations(tiny_survey.activations)
+    assert acts["conv2"].dims == ("model", "sample", "conv2:unit", "conv2:y", "conv2:x")
+
+
+def test_rerun_is_byte_for_byte_the_same(tiny_survey, tiny_cfg, tmp_path):
+    paths = type(tiny_survey)(tmp_path / "outputs")
+    run_planted(tiny_cfg, paths, progress=False)
+    for name in ("dataset.npz", "model.pt", "model.json", "reliance.json"):
+        assert (paths.planted / name).read_bytes() == (tiny_survey.planted / name).read_bytes(), name
+    run_analysis(tiny_cfg, paths, progress=False)
+    for out in ("analysis", "planted_heatmaps", "activations"):
+        assert tree_digest(getattr(paths, out)) == tree_digest(getattr(tiny_survey, out)), out
+
+
+def test_analysis_needs_the_planted_stage(tiny_cfg, tmp_path):
+    from xaicore.pipeline import Paths
+
+    with pytest.raises(XaiCoreError, match="run the planted stage first"):
+        run_analysis(tiny_cfg, Paths(tmp_path / "outputs"), progress=False)
+    assert not (tmp_path / "outputs" / "analysis.zarr").exists()
