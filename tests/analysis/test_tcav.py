@@ -200,3 +200,28 @@ def test_errors(planted_cnn, planted, sets):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(XaiCoreError, match="NaN"):
         tcav(planted_cnn, x, 0, {"dots": bad}, randoms, layer="fc1")
+
+
+def test_cavs_fitted_in_the_span_of_the_examples_equal_the_direct_fit(planted, planted_cnn, sets):
+    """conv2 has 6272 features and 67 training examples a pair: the span fit (module docstring) gives sklearn's
+    own CAV on the raw features, SGD to rounding and the logistic optimum to its solver's tolerance."""
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.model_selection import train_test_split
+
+    from xaicore.analysis.tcav import layer_activations
+
+    concepts, randoms = sets
+    a = layer_activations(planted_cnn, concepts["stripes"], ["conv2"])["conv2"].double().numpy()
+    b = layer_activations(planted_cnn, randoms[3], ["conv2"])["conv2"].double().numpy()
+    features, labels = np.concatenate([a, b]), np.r_[np.ones(50, int), np.zeros(50, int)]
+    for classifier in ("sgd", "logistic"):
+        v, acc = concept_activation_vector(a, b, classifier=classifier, seed=7)
+        x_tr, x_te, y_tr, y_te = train_test_split(features, labels, test_size=0.33, random_state=7, stratify=labels)
+        lm = (SGDClassifier(loss="hinge", alpha=0.01, max_iter=1000, tol=1e-3, random_state=7)
+              if classifier == "sgd" else LogisticRegression(C=1.0, max_iter=1000)).fit(x_tr, y_tr)
+        w = lm.coef_[0] / np.linalg.norm(lm.coef_[0])
+        if classifier == "sgd":
+            np.testing.assert_allclose(v, w, atol=1e-8)
+            assert acc == lm.score(x_te, y_te)
+        else:  # lbfgs stops at its tolerance, in other coordinates
+            assert float(v @ w) > 0.99 and abs(acc - lm.score(x_te, y_te)) <= 1 / len(y_te)  # 0.998 measured

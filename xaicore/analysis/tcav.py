@@ -11,7 +11,13 @@ Definitions (§2.2–2.5 of the paper; numbers of Kim et al. where they give one
   ``SGDClassifier(loss="hinge", alpha=0.01, max_iter=1000, tol=1e-3)`` (the linear SVM of Kim et al.'s code and
   Captum's default); ``"logistic"``: ``LogisticRegression(C=1, max_iter=1000)``. Each is fitted on a stratified
   (1 − ``test_fraction``) split and scored on the rest (``.accuracy``); split and SGD draw from ``seed`` and the
-  pair's index, nothing global. v = w/‖w‖.
+  pair's index, nothing global. v = w/‖w‖. When a layer has more features D than twice a set's examples (a
+  conv layer), each classifier is fitted on the coordinates of its training examples in an orthonormal basis
+  Q = A_trᵀ·U·S^(−1/2) of their span (A_tr·A_trᵀ = U·S·Uᵀ, a slice of one Gram matrix of all the sets per
+  layer; eigenvalues below 1e-12 of the largest dropped) and w = Q·w'. Both classifiers' weights start at 0 and
+  only ever gain multiples of training examples (SGD's updates; the L2-regularised optimum, by the representer
+  theorem), and w·x = w'·Qᵀx, so this is the same classifier — SGD's iterates equal up to rounding, the
+  logistic optimum within its solver's tolerance — at n instead of D numbers per example.
 * directional derivative S_{C,k,l}(x) = ∇h_{l,k}(f_l(x)) · v_C^l (paper eq. 1), h_{l,k} the logit of class k
   as a function of layer l's output (``.derivative``).
 * TCAV score TCAV_{Q,C,k,l} = |{x ∈ X_k : S_{C,k,l}(x) > 0}| / |X_k| (paper eq. 2), X_k the inputs given.
@@ -26,9 +32,9 @@ Definitions (§2.2–2.5 of the paper; numbers of Kim et al. where they give one
   s_i. At least 2 random sets are needed; fewer than 10 warn.
 
 Cost: every concept and random set goes through the model once for all layers (activations cached per set and
-layer), and the class inputs once forward and backward for all layers: (concepts + R)·⌈N/``forward_batch``⌉
-forward passes plus ⌈|X_k|/``forward_batch``⌉ forward and backward passes, whatever the number of CAVs. The
-model runs in eval mode, its parameters, ``.grad`` and flags are left as they were.
+layer; one Gram matrix of them per layer), and the class inputs once forward and backward for all layers:
+(concepts + R)·⌈N/``forward_batch``⌉ forward passes plus ⌈|X_k|/``forward_batch``⌉ forward and backward passes,
+whatever the number of CAVs. The model runs in eval mode, its parameters, ``.grad`` and flags are left as they were.
 """
 
 from __future__ import annotations
@@ -126,28 +132,63 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, lay
 
 # --- CAVs ----------------------------------------------------------------------------------------------------
 
-def concept_activation_vector(concept: np.ndarray, random: np.ndarray, *, classifier: str = "sgd",
-                              test_fraction: float = 0.33, seed: int = 0) -> tuple[np.ndarray, float]:
-    """(v, accuracy): the unit normal of the linear classifier separating ``concept`` (N_c, D) activations
-    (label 1) from ``random`` (N_r, D) ones (label 0), pointing toward the concept, and its held-out accuracy."""
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
-    from sklearn.model_selection import train_test_split
+class _LayerActivations:
+    """The activations of every concept and random set at one layer, stacked (float64), with the Gram matrix of
+    all of them when a CAV would have more features than examples (see :func:`concept_activation_vector`)."""
 
-    features = np.concatenate([concept, random]).astype(np.float64)
-    labels = np.concatenate([np.ones(len(concept), np.int64), np.zeros(len(random), np.int64)])
-    x_tr, x_te, y_tr, y_te = train_test_split(features, labels, test_size=test_fraction, random_state=seed,
-                                              stratify=labels)
+    def __init__(self, sets: list[np.ndarray]) -> None:
+        self.rows = np.concatenate([np.asarray(a, dtype=np.float64) for a in sets])
+        bounds = np.cumsum([0, *(len(a) for a in sets)])
+        self.index = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        pair = 2 * max(len(a) for a in sets)
+        self.gram = self.rows @ self.rows.T if self.rows.shape[1] > pair else None
+
+    def cav(self, concept: int, random: int, *, classifier: str, test_fraction: float,
+            seed: int) -> tuple[np.ndarray, float]:
+        rows = np.concatenate([self.index[concept], self.index[random]])
+        labels = np.concatenate([np.ones(len(self.index[concept]), np.int64),
+                                 np.zeros(len(self.index[random]), np.int64)])
+        from sklearn.model_selection import train_test_split
+
+        tr, te = train_test_split(np.arange(len(rows)), test_size=test_fraction, random_state=seed, stratify=labels)
+        if self.gram is None:
+            x_tr, x_te, back = self.rows[rows[tr]], self.rows[rows[te]], None
+        else:  # coordinates in an orthonormal basis Q = A_trᵀ·P of the training examples' span
+            g = self.gram[np.ix_(rows[tr], rows[tr])]
+            s, u = np.linalg.eigh(g)
+            keep = s > s[-1] * 1e-12
+            proj = u[:, keep] / np.sqrt(s[keep])
+            x_tr, x_te, back = g @ proj, self.gram[np.ix_(rows[te], rows[tr])] @ proj, proj
+        w, accuracy = _fit_linear(x_tr, labels[tr], x_te, labels[te], classifier, seed)
+        if back is not None:
+            w = self.rows[rows[tr]].T @ (back @ w)
+        norm = float(np.linalg.norm(w))
+        if not norm > 0:
+            raise XaiCoreError("the CAV classifier learned a zero normal: concept and random activations are not "
+                               "separable at all at this layer")
+        return w / norm, accuracy
+
+
+def _fit_linear(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, classifier: str,
+                seed: int) -> tuple[np.ndarray, float]:
+    """The classifier's weights (toward label 1) and its accuracy on the held-out rows."""
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+
     if classifier == "sgd":
         lm = SGDClassifier(loss="hinge", alpha=0.01, max_iter=1000, tol=1e-3, random_state=seed)
     else:
         lm = LogisticRegression(C=1.0, max_iter=1000)
     lm.fit(x_tr, y_tr)
     w = lm.coef_[0] if lm.classes_[1] == 1 else -lm.coef_[0]
-    norm = float(np.linalg.norm(w))
-    if not norm > 0:
-        raise XaiCoreError("the CAV classifier learned a zero normal: concept and random activations are not "
-                           "separable at all at this layer")
-    return w / norm, float(lm.score(x_te, y_te))
+    return w, float(lm.score(x_te, y_te))
+
+
+def concept_activation_vector(concept: np.ndarray, random: np.ndarray, *, classifier: str = "sgd",
+                              test_fraction: float = 0.33, seed: int = 0) -> tuple[np.ndarray, float]:
+    """(v, accuracy): the unit normal of the linear classifier separating ``concept`` (N_c, D) activations
+    (label 1) from ``random`` (N_r, D) ones (label 0), pointing toward the concept, and its held-out accuracy."""
+    return _LayerActivations([concept, random]).cav(0, 1, classifier=classifier, test_fraction=test_fraction,
+                                                   seed=seed)
 
 
 def tcav_score(derivative: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -257,19 +298,16 @@ def tcav(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor,
     cavs: dict[str, np.ndarray] = {}
     for j, name in enumerate(layers):
         grad = grads[name]
+        sets = _LayerActivations([*(acts[c][name].numpy() for c in concepts), *(r[name].numpy() for r in rand_acts)])
+        kw = dict(classifier=classifier, test_fraction=test_fraction)
         layer_cavs = np.zeros((n_c, n_r, grad.shape[1]))
-        for i, c in enumerate(concepts):
+        for i in range(n_c):
             for r in range(n_r):
-                v, acc = concept_activation_vector(acts[c][name].numpy(), rand_acts[r][name].numpy(),
-                                                   classifier=classifier, test_fraction=test_fraction,
-                                                   seed=seed * 1_000_003 + r)
-                layer_cavs[i, r], accuracy[i, j, r] = v, acc
+                layer_cavs[i, r], accuracy[i, j, r] = sets.cav(i, n_c + r, seed=seed * 1_000_003 + r, **kw)
         s = torch.matmul(grad.float(), torch.from_numpy(layer_cavs.reshape(-1, grad.shape[1])).float().T)
         derivative[:, j] = s.T.reshape(n_c, n_r, -1).double().numpy()
         scores[:, j] = tcav_score(derivative[:, j])
-        rand_cavs = np.stack([concept_activation_vector(rand_acts[0][name].numpy(), rand_acts[r][name].numpy(),
-                                                        classifier=classifier, test_fraction=test_fraction,
-                                                        seed=seed * 1_000_003 + n_r + r)[0]
+        rand_cavs = np.stack([sets.cav(n_c, n_c + r, seed=seed * 1_000_003 + n_r + r, **kw)[0]
                               for r in range(1, n_r)])
         random_scores[j] = tcav_score((grad.float() @ torch.from_numpy(rand_cavs).float().T).T.numpy())
         cavs[name] = layer_cavs
