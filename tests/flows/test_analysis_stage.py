@@ -67,3 +67,19 @@ def test_analysis_needs_the_planted_stage(tiny_cfg, tmp_path):
     with pytest.raises(XaiCoreError, match="run the planted stage first"):
         run_analysis(tiny_cfg, Paths(tmp_path / "outputs"), progress=False)
     assert not (tmp_path / "outputs" / "analysis.zarr").exists()
+
+
+def test_metrics_and_report_carry_the_meta_methods(tiny_survey, tiny_cfg):
+    doc = json.loads(tiny_survey.metrics.read_text())["analysis"]
+    assert doc["hans_class"] == tiny_cfg.analysis.hans_class and set(doc["reliance"]) >= {"swapped_accuracy",
+                                                                                          "flip_rate"}
+    assert {r["explainer"] for r in doc["localization"]} == set(tiny_cfg.analysis.methods)
+    masses = [r["mass"] for r in doc["localization"]]
+    assert masses == sorted(masses, reverse=True)  # best first
+    own_digits = int((~open_archive(tiny_survey.analysis)["swapped"]).sum())
+    assert sum(c["size"] for c in doc["spray"]["clusters"]) == own_digits
+    assert {(t["concept"], t["layer"]) for t in doc["tcav"]} == {(c, "fc1") for c in ("watermark", "stripes", "dots")}
+    assert set(doc["dissection"]) == {"conv2"} and doc["dissection"]["conv2"]["units"] == 32
+    page = (tiny_survey.root / "report.html").read_text()
+    assert "Meta methods (§7) on the planted digits" in page and "spray.png" in page and "tcav.png" in page
+    assert (tiny_survey.figures / "spray.png").stat().st_size > 10_000 and (tiny_survey.figures / "tcav.png").is_file()

@@ -107,6 +107,10 @@ def sections(doc: dict[str, Any]) -> list[Section]:
                    for p, v in ps.items()],
                   ["model", "parameterization", "own_class_rate", "trained_class_rate", "reconstruction_error"])],
             figures=["maximize.png"]))
+    if doc.get("analysis"):
+        from xaicore.report.meta import analysis_section
+
+        out.append(analysis_section(doc["analysis"]))
     ic = doc["internal_consistency"]
     notes = [f"Internal consistency (mean Spearman ρ between metrics, signed so that + is agreement): {ic['mean']}"
              if ic["mean"] is not None else f"Internal consistency: {ic['note']}."]

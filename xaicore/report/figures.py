@@ -224,4 +224,10 @@ def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
         todo.append(lambda: cem_figure(heatmaps, x, fig / "cem.png"))
     if paths.maximize.exists():
         todo.append(lambda: maximize_figure(open_archive(paths.maximize), fig / "maximize.png"))
+    if paths.analysis.exists():
+        from xaicore.report.meta import ANALYSIS_SCHEMA, spray_figure, tcav_figure
+
+        meta = open_archive(paths.analysis, schema=ANALYSIS_SCHEMA)
+        todo += [lambda: spray_figure(meta, fig / "spray.png", _save),
+                 lambda: tcav_figure(meta, fig / "tcav.png", _save)]
     return [draw() for draw in tqdm(todo, desc="figures", unit="figure", disable=not progress)]

@@ -39,6 +39,11 @@ CAPTIONS = {
                             "(Kindermans et al.). Lower is better (0: input invariant).",
     "cem.png": "CEM's pertinent positives (what must stay) and negatives (what must stay absent, added in red). "
                "Better: few pixels that keep (PP) or change (PN) the class.",
+    "spray.png": "SpRAy of the watermarked class: the eigenvalue spectrum (the eigengap sets the number of "
+                 "clusters), a t-SNE of the spectral embedding (rings: watermarked images) and each cluster's mean "
+                 "image and heatmap. Better: one cluster that is exactly the Clever-Hans images.",
+    "tcav.png": "TCAV score per class for each planted concept and layer, against the random-vs-random baseline. "
+                "Expected: the watermark significant for its class, the stripes for theirs.",
     "maximize.png": "Inputs that maximise each class logit, per model and parameterization. Better for the "
                     "trained model: class-like images; for the controls: nothing the trained model recognises.",
 }

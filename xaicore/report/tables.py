@@ -212,6 +212,10 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                                   model=m, parameterization=p).mean()))}
                      for p in mx.parameterization.values}
             for m in mx.model.values}
+    if paths.analysis.exists():  # the meta methods of §7 on the planted digits
+        from xaicore.report.meta import ANALYSIS_SCHEMA, analysis_summary
+
+        doc["analysis"] = analysis_summary(open_archive(paths.analysis, schema=ANALYSIS_SCHEMA, verify=True))
     from xaicore.explain import get_explainer, methods
 
     families = {m: get_explainer(m).family for m in methods()}
