@@ -432,7 +432,8 @@ class AnalysisConfig:
         "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deeplift", "deconvnet",
         "guided_backprop", "gradcam", "excitation_backprop", "lrp.z", "lrp.epsilon", "lrp.alpha_beta",
         "lrp.epsilon_plus", "lrp.epsilon_plus_flat", "lrp.epsilon_gamma_box", "lrp.epsilon_alpha2_beta1", "taylor",
-        "dtd.w2", "dtd.zplus", "dtd.zb", "patternnet", "patternattribution", "occlusion", "random")
+        "dtd.w2", "dtd.zplus", "dtd.zb", "patternnet", "patternattribution", "occlusion", "lime", "pda", "cem.pp",
+        "cem.pn", "random")
     spray: SprayConfig = dataclasses.field(default_factory=SprayConfig)
     tcav: TcavConfig = dataclasses.field(default_factory=TcavConfig)
     dissect: DissectConfig = dataclasses.field(default_factory=DissectConfig)

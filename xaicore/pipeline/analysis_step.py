@@ -143,8 +143,13 @@ def _explain_all(cfg: Config, model: torch.nn.Module, planted: PlantedDigits, ch
                         "dataset": "planted_digits"})
     mean_image = planted.dataset.x_train.mean(0, keepdim=True)
     bar = tqdm(methods, desc="explain clever_hans", unit="method", disable=not progress)
+    shared: dict[str, dict[str, Any]] = {}  # one autoencoder for cem.pp and cem.pn
     for ei, method in enumerate(bar):
-        kw = {**explain_kwargs(cfg, method), **fitted_state(cfg, method, model, planted.dataset.x_train)}
+        key = get_explainer(method).shared_state
+        if key is not None and key not in shared:
+            shared[key] = fitted_state(cfg, method, model, planted.dataset.x_train)
+        state = shared[key] if key is not None else fitted_state(cfg, method, model, planted.dataset.x_train)
+        kw = {**explain_kwargs(cfg, method), **state}
         if "reference" in get_explainer(method).defaults:
             kw.setdefault("reference", mean_image)
         try:
