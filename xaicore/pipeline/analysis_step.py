@@ -9,7 +9,8 @@ that the model uses the watermark (:func:`~xaicore.data.planted.watermark_relian
 
 * ``planted_heatmaps.zarr`` (the heatmaps schema, model ``clever_hans``): every ``analysis.methods`` heatmap of
   the watermarked class's images — its own digits of both splits (SpRAy's set) and the watermarked ones with
-  another class's strokes — with ``split``, ``watermark`` and ``swapped`` per sample;
+  another class's strokes; their ``split``, ``index`` and flags are coordinates of ``analysis.zarr``, whose
+  ``sample`` is the same;
 * ``activations.zarr``: the model's ``analysis.dissect.layers`` on ``analysis.dissect.n_images`` images with
   the cues planted at random (:func:`~xaicore.data.planted.dissection_probe`);
 * ``analysis.zarr`` (``xaicore.analysis/1``), queryable with xarray:
