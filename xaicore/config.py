@@ -470,8 +470,10 @@ class AnalysisConfig:
         if not 0 < self.tcav.alpha < 1:
             raise _fail("analysis.tcav.alpha", f"is {self.tcav.alpha}; expected a level in (0, 1)")
         _positive("analysis.dissect.n_images", self.dissect.n_images)
-        if not 0 < self.dissect.quantile < 1 or not 0 <= self.dissect.threshold < 1:
-            raise _fail("analysis.dissect", "quantile must be in (0, 1) and threshold in [0, 1)")
+        if not 0 < self.dissect.quantile < 1:
+            raise _fail("analysis.dissect.quantile", f"is {self.dissect.quantile}; expected a quantile in (0, 1)")
+        if not 0 <= self.dissect.threshold < 1:
+            raise _fail("analysis.dissect.threshold", f"is {self.dissect.threshold}; expected an IoU in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,7 +59,7 @@ def tiny_params() -> dict:
     raw["roar"].update(fractions=[0.1], repeats=2, epochs=1, workers=0, fills=["mean", "noise"],
                        methods=["gradient", "vargrad", "random"],  # a base method, an ensemble, the baseline
                        method_params={"vargrad": {"n_samples": 8}})
-    raw["analysis"] = TINY_ANALYSIS
+    raw["analysis"] = {**raw["analysis"], **TINY_ANALYSIS}
     return raw
 
 

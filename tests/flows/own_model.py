@@ -102,7 +102,7 @@ def own_model_params(data: str = "data") -> dict:
     raw["invariance"]["enabled"] = False
     raw["roar"].update(methods=["gradient", "random"], fills=["mean"], fractions=[0.5], repeats=1, epochs=1,
                        workers=0, method_params={})
-    raw["analysis"] = TINY_ANALYSIS
+    raw["analysis"] = {**raw["analysis"], **TINY_ANALYSIS}
     return raw
 
 
