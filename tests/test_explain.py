@@ -236,7 +236,8 @@ def test_unknown_keyword_is_refused(cnn, digit_batch):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_wrong_x_shape_is_refused(method, cnn, digit_batch):
     x, target = digit_batch
-    with pytest.raises(XaiCoreError, match=r"x must be \(B, C, H, W\) or \(B, F\), got shape \(8, 28, 28\)"):
+    with pytest.raises(XaiCoreError, match=r"x must be \(B, C, H, W\), \(B, F\) or \(B, T\) token ids, got shape "
+                                           r"\(8, 28, 28\)"):
         xaicore.explain(cnn, x[:, 0], target, method=method)
     with pytest.raises(XaiCoreError, match="floating-point"):
         xaicore.explain(cnn, (x * 255).long(), target, method=method)

@@ -10,6 +10,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 import xaicore
 from tests.explain_signal.conftest import assert_close, zoo_model
 from xaicore import XaiCoreError
+from xaicore.errors import NotApplicable
 from xaicore.explain.signal import gradcam_layer
 
 DEFAULT_LAYER = {"cnn": "conv2", "vgg_bn": "conv2_2", "resnet": "block2.conv2", "densenet": "transition.conv"}
@@ -62,7 +63,7 @@ def test_bad_layers_are_refused(cnn, digit_batch, helpers):
         xaicore.explain(cnn, x, target, method="gradcam", layer="conv9")
     with pytest.raises(XaiCoreError, match=r"layer 'fc1' outputs \(8, 128\).*\(B, K, h, w\)"):
         xaicore.explain(cnn, x, target, method="gradcam", layer="fc1")
-    with pytest.raises(XaiCoreError, match=r"gradcam needs images \(B, C, H, W\), got shape \(8, 784\)"):
+    with pytest.raises(NotApplicable, match=r"'gradcam' explains image inputs.*tabular \(B, F\) input \(8, 784\)"):
         xaicore.explain(cnn[5:], x.flatten(1), target, method="gradcam")
     helpers.assert_no_hooks(cnn)
 

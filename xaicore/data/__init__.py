@@ -1,16 +1,73 @@
-"""Datasets: the embedded digits, MNIST IDX files, and the randomized-label control."""
+"""Datasets: the embedded digits, MNIST IDX files, tabular and text data, and the randomized-label control."""
 
-from xaicore.data.core import Dataset, DatasetFile, load_dataset, load_saved, randomized_labels, save_dataset
+from xaicore.data.core import (
+    KINDS,
+    PAD,
+    UNK,
+    Dataset,
+    DatasetFile,
+    load_dataset,
+    load_saved,
+    randomized_labels,
+    save_dataset,
+)
 from xaicore.data.digits import load_digits28
 from xaicore.data.mnist import load_mnist
+from xaicore.data.tabular import (
+    TITANIC_ATTRIBUTES,
+    TITANIC_LOGODDS,
+    TITANIC_PRIORS,
+    encode_rows,
+    load_breast_cancer_data,
+    load_csv,
+    titanic,
+    titanic_logodds,
+)
+from xaicore.data.text import (
+    FILLER,
+    NEGATIVE,
+    NEGATOR,
+    POSITIVE,
+    build_vocab,
+    encode,
+    load_textfile,
+    sentences,
+    sentiment,
+    sentiment_corpus,
+    sentiment_rule,
+    tokenize,
+)
 
 __all__ = [
+    "FILLER",
+    "KINDS",
+    "NEGATIVE",
+    "NEGATOR",
+    "PAD",
+    "POSITIVE",
+    "TITANIC_ATTRIBUTES",
+    "TITANIC_LOGODDS",
+    "TITANIC_PRIORS",
+    "UNK",
     "Dataset",
     "DatasetFile",
+    "build_vocab",
+    "encode",
+    "encode_rows",
+    "load_breast_cancer_data",
+    "load_csv",
     "load_dataset",
     "load_digits28",
     "load_mnist",
     "load_saved",
+    "load_textfile",
     "randomized_labels",
     "save_dataset",
+    "sentences",
+    "sentiment",
+    "sentiment_corpus",
+    "sentiment_rule",
+    "titanic",
+    "titanic_logodds",
+    "tokenize",
 ]

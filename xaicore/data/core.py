@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,21 @@ import torch
 
 from xaicore.errors import XaiCoreError
 
+KINDS = ("image", "tabular", "text")
+PAD = 0  # text: the token id of padding, vocab[0] == "<pad>"
+UNK = 1  # text: the token id of an out-of-vocabulary word, vocab[1] == "<unk>"
+_META = ("kind", "feature_names", "categories", "vocab", "class_names")
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Images in [0, 1] as (N, C, H, W) float32 tensors with long labels.
+    """Two splits of one input kind with long labels.
+
+    * ``image``: (N, C, H, W) float tensors (pixels in [0, 1]).
+    * ``tabular``: (N, F) float32, one column per ``feature_names``; ``categories[j]`` names the values of a
+      nominal column j, stored as integer codes 0..K−1, and is ``()`` for a numeric column.
+    * ``text``: (N, T) int64 token ids into ``vocab`` (``vocab[PAD] == "<pad>"``, ``vocab[UNK] == "<unk>"``),
+      padded with PAD at the end.
 
     ``idx_test`` holds each test sample's index in the source dataset, the archive's ``sample`` coordinate.
     """
@@ -26,18 +39,76 @@ class Dataset:
     y_test: torch.Tensor
     idx_test: torch.Tensor
     n_classes: int = 10
+    kind: str = "image"
+    feature_names: tuple[str, ...] = ()
+    categories: tuple[tuple[str, ...], ...] = ()
+    vocab: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for key in ("feature_names", "vocab", "class_names"):  # JSON gives lists: keep the fields hashable
+            object.__setattr__(self, key, tuple(str(v) for v in getattr(self, key)))
+        object.__setattr__(self, "categories", tuple(tuple(str(v) for v in c) for c in self.categories))
+        if self.kind not in KINDS:
+            raise XaiCoreError(f"{self.name}: unknown data kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.kind != "tabular" and (self.feature_names or self.categories):
+            raise XaiCoreError(f"{self.name}: feature_names and categories describe tabular data, not {self.kind}")
+        if self.kind != "text" and self.vocab:
+            raise XaiCoreError(f"{self.name}: a vocab belongs to text data, not {self.kind}")
+        if self.class_names and len(self.class_names) != self.n_classes:
+            raise XaiCoreError(f"{self.name}: {len(self.class_names)} class_names for {self.n_classes} classes")
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.ndim != 4 or x.shape[0] != y.shape[0]:
+            if (self.kind == "image" and x.ndim != 4) or x.shape[0] != y.shape[0]:
                 raise XaiCoreError(f"{self.name}: x_{split} {tuple(x.shape)} and y_{split} {tuple(y.shape)} disagree")
+            if self.kind == "image" and not x.is_floating_point():
+                raise XaiCoreError(f"{self.name}: x_{split} images must be float (N, C, H, W), got {x.dtype}")
+            if self.kind == "tabular":
+                self._check_tabular(x, split)
+            elif self.kind == "text":
+                self._check_text(x, split)
         if self.idx_test.shape[0] != self.x_test.shape[0]:
             raise XaiCoreError(f"{self.name}: idx_test does not match x_test")
 
+    def _check_tabular(self, x: torch.Tensor, split: str) -> None:
+        f = len(self.feature_names)
+        if x.ndim != 2 or x.dtype != torch.float32:
+            raise XaiCoreError(f"{self.name}: tabular x_{split} must be (N, F) float32, got {tuple(x.shape)} "
+                               f"{x.dtype}")
+        if not x.shape[1] == f == len(self.categories):
+            raise XaiCoreError(f"{self.name}: x_{split} has {x.shape[1]} columns, feature_names {f}, categories "
+                               f"{len(self.categories)}; they must agree")
+        for j, cats in enumerate(self.categories):
+            col = x[:, j]
+            bad = ~torch.isfinite(col)
+            if cats:
+                bad |= (col != col.round()) | (col < 0) | (col >= len(cats))
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                what = f"a code of its {len(cats)} categories" if cats else "a finite number"
+                raise XaiCoreError(f"{self.name}: column {self.feature_names[j]!r} of x_{split} holds "
+                                   f"{float(col[row])} in row {row}, not {what}")
+
+    def _check_text(self, x: torch.Tensor, split: str) -> None:
+        if self.vocab[:2] != ("<pad>", "<unk>"):
+            raise XaiCoreError(f"{self.name}: a text vocab starts with '<pad>', '<unk>', got {list(self.vocab[:2])}")
+        if x.ndim != 2 or x.dtype != torch.int64:
+            raise XaiCoreError(f"{self.name}: text x_{split} must be (N, T) int64 token ids, got {tuple(x.shape)} "
+                               f"{x.dtype}")
+        bad = ((x < 0) | (x >= len(self.vocab))).any(1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise XaiCoreError(f"{self.name}: x_{split} row {row} holds token ids outside [0, {len(self.vocab)}) "
+                               f"(the vocab's size): {x[row].tolist()}")
+
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def nominal(self) -> tuple[int, ...]:
+        """Tabular: the indices of the nominal columns (empty for other kinds)."""
+        return tuple(j for j, cats in enumerate(self.categories) if cats)
 
 
 def randomized_labels(y: torch.Tensor, seed: int) -> torch.Tensor:
@@ -53,7 +124,9 @@ def save_dataset(ds: Dataset, path: str | Path, **extra: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.npz")
-    np.savez(tmp, name=np.array(ds.name), n_classes=np.array(ds.n_classes), **arrays, **extra)
+    meta = json.dumps({k: getattr(ds, k) for k in _META})  # a 0-d unicode array: read back without pickle
+    np.savez(tmp, name=np.array(ds.name), n_classes=np.array(ds.n_classes), dataset_meta=np.array(meta), **arrays,
+             **extra)
     tmp.replace(path)
 
 
@@ -75,13 +148,21 @@ def read_npz(path: str | Path, names: tuple[str, str, str] = SAVED) -> dict[str,
 
 
 def load_saved(path: str | Path) -> tuple[Dataset, dict[str, torch.Tensor]]:
-    """Read what :func:`save_dataset` wrote; returns the dataset and the extra arrays."""
+    """Read what :func:`save_dataset` wrote; returns the dataset and the extra arrays. A file written before
+    datasets had a kind reads as images."""
     arrays = read_npz(path)
-    fields = {f.name for f in dataclasses.fields(Dataset)}
+    fields = {f.name for f in dataclasses.fields(Dataset)} - set(_META)
+    meta = {}
+    if "dataset_meta" in arrays:
+        try:
+            meta = json.loads(str(arrays.pop("dataset_meta")))
+        except json.JSONDecodeError as e:
+            raise XaiCoreError(f"{SAVED[0]} {path} {SAVED[2]}: its dataset_meta is not JSON ({e})") from None
     ds = Dataset(
         name=str(arrays.pop("name")),
         n_classes=int(arrays.pop("n_classes")),
         **{k: torch.from_numpy(arrays.pop(k)) for k in list(arrays) if k in fields},
+        **{k: meta[k] for k in _META if k in meta},
     )
     return ds, {k: torch.from_numpy(v) for k, v in arrays.items()}
 
@@ -164,21 +245,40 @@ def _npy_member(path: Path, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
         return f.tell(), tuple(shape), dtype
 
 
+DATASETS = ("digits", "mnist", "imagefolder", "npz", "breast_cancer", "titanic", "sentiment", "csv", "textfile")
+
+
 def load_dataset(name: str, *, root: str | Path = "data/mnist", size: int = 28, test_fraction: float = 0.2,
-                 seed: int = 0, resize: int | None = None, channels: int | None = None) -> Dataset:
-    """The dataset params.yaml names: ``digits`` (embedded), ``mnist`` (IDX files under ``root``), ``imagefolder``
-    (class subfolders of images under ``root``) or ``npz`` (arrays in the file ``root``)."""
+                 seed: int = 0, resize: int | None = None, channels: int | None = None, label: str = "label",
+                 nominal: Sequence[str] | None = None, max_len: int | None = None) -> Dataset:
+    """The dataset params.yaml names. Images: ``digits`` (embedded), ``mnist`` (IDX files under ``root``),
+    ``imagefolder`` (class subfolders of images under ``root``) or ``npz`` (arrays in the file ``root``).
+    Tabular: ``breast_cancer`` (embedded), ``titanic`` (generated), ``csv`` (the file ``root``; ``label``,
+    ``nominal``). Text: ``sentiment`` (generated), ``textfile`` (the file ``root``; ``max_len``)."""
     from xaicore.data.digits import load_digits28
     from xaicore.data.files import load_imagefolder, load_npz
     from xaicore.data.mnist import load_mnist
+    from xaicore.data.tabular import load_breast_cancer_data, load_csv, titanic
+    from xaicore.data.text import load_textfile, sentiment
 
+    split = dict(test_fraction=test_fraction, seed=seed)
+    text_len = {} if max_len is None else {"max_len": max_len}
     if name == "digits":
-        return load_digits28(size=size, test_fraction=test_fraction, seed=seed)
+        return load_digits28(size=size, **split)
     if name == "mnist":
         return load_mnist(root)
     if name == "imagefolder":
-        return load_imagefolder(root, size=size, resize=resize, channels=channels or 3,
-                                test_fraction=test_fraction, seed=seed)
+        return load_imagefolder(root, size=size, resize=resize, channels=channels or 3, **split)
     if name == "npz":
-        return load_npz(root, test_fraction=test_fraction, seed=seed)
-    raise XaiCoreError(f"unknown dataset {name!r}; expected digits, mnist, imagefolder or npz")
+        return load_npz(root, **split)
+    if name == "breast_cancer":
+        return load_breast_cancer_data(**split)
+    if name == "titanic":
+        return titanic(**split)
+    if name == "csv":
+        return load_csv(root, label=label, nominal=None if nominal is None else tuple(nominal), **split)
+    if name == "sentiment":
+        return sentiment(**text_len, **split)
+    if name == "textfile":
+        return load_textfile(root, **text_len, **split)
+    raise XaiCoreError(f"unknown dataset {name!r}; expected {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

@@ -11,7 +11,9 @@ from xaicore.explain.registry import register
 _STREAM = 1
 
 
-@register("random", family="baseline", reference="uniform noise baseline (Hooker et al. 2019, 'random')")
+@register("random", family="baseline", kinds=("image", "tabular", "text"),
+          reference="uniform noise baseline (Hooker et al. 2019, 'random')")
 def random_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """U(0, 1) relevance, drawn per sample from (seed, sample content): independent of the model."""
-    return per_sample_uniform(x, seed, _STREAM).to(x.dtype)
+    noise = per_sample_uniform(x, seed, _STREAM)
+    return noise.to(x.dtype) if x.is_floating_point() else noise

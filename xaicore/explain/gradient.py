@@ -25,12 +25,13 @@ def target_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     return grad, score.detach()
 
 
-@register("gradient", family="function", reference="Simonyan et al. 2014, eq. (2): the sensitivity df/dx")
+@register("gradient", family="function", at_embedding=True,
+          reference="Simonyan et al. 2014, eq. (2): the sensitivity df/dx")
 def gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target_gradient(model, x, target)[0]
 
 
-@register("gradient_x_input", family="attribution", reference="Shrikumar et al. 2016: x * df/dx")
+@register("gradient_x_input", family="attribution", at_embedding=True, reference="Shrikumar et al. 2016: x * df/dx")
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return x * target_gradient(model, x, target)[0]
 
@@ -76,7 +77,7 @@ def resolve_baseline(x: torch.Tensor, baseline: float | torch.Tensor | None) -> 
     return b
 
 
-@register("integrated_gradients", family="attribution", conservative=True,
+@register("integrated_gradients", family="attribution", conservative=True, at_embedding=True,
           reference="Sundararajan et al. 2017, eq. (1); Riemann/Gauss-Legendre quadrature")
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_steps: int = 64,
                          baseline: float | torch.Tensor | None = None, rule: str = "riemann_trapezoid",

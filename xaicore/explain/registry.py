@@ -20,7 +20,10 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import eval_mode
-from xaicore.errors import XaiCoreError
+from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.features.tabular import describe_kind, input_kind
+
+KINDS = ("image", "tabular", "text")
 
 Kernel = Callable[..., Any]
 
@@ -56,6 +59,11 @@ class Explainer:
     #: False when ``fit`` ignores the model (PDA's patch Gaussians, CEM's autoencoder): one state serves every
     #: model, and the pipeline fits it once
     fit_uses_model: bool = True
+    #: the input kinds (``image``, ``tabular``, ``text``) the kernel explains on the raw input
+    kinds: tuple[str, ...] = ("image", "tabular")
+    #: True for methods of any differentiable network: on a model with an embedding (:func:`has_embedding`,
+    #: tabular and text models) they explain the head at the embedding's output, pooled per column/token
+    at_embedding: bool = False
 
     @property
     def fit_defaults(self) -> Mapping[str, Any]:
@@ -80,8 +88,9 @@ def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, A
 
 def register(name: str, *, family: str, reference: str, conservative: bool = False,
              fit: Callable[..., Any] | None = None, state_type: type | None = None,
-             extras: tuple[str, ...] = (), shared_state: str | None = None,
-             fit_uses_model: bool = True) -> Callable[[Kernel], Kernel]:
+             extras: tuple[str, ...] = (), shared_state: str | None = None, fit_uses_model: bool = True,
+             kinds: tuple[str, ...] = ("image", "tabular"), at_embedding: bool = False
+             ) -> Callable[[Kernel], Kernel]:
     """Decorator: register the kernel under ``name``; its keyword-only parameters are the hyper-parameters."""
 
     def deco(fn: Kernel) -> Kernel:
@@ -91,8 +100,11 @@ def register(name: str, *, family: str, reference: str, conservative: bool = Fal
             raise ValueError(f"explainer {name!r}: fit and state_type go together")
         if shared_state is not None and fit is None:
             raise ValueError(f"explainer {name!r}: a shared state needs a fit")
+        if set(kinds) - set(KINDS):
+            raise ValueError(f"explainer {name!r}: kinds {kinds} must be among {KINDS}")
         _REGISTRY[name] = Explainer(name, fn, family, reference, keyword_defaults(fn), conservative, fit,
-                                    state_type, tuple(extras), shared_state, fit_uses_model)
+                                    state_type, tuple(extras), shared_state, fit_uses_model, tuple(kinds),
+                                    at_embedding)
         return fn
 
     return deco
@@ -110,16 +122,24 @@ def get_explainer(name: str) -> Explainer:
 
 
 def check_inputs(x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Validate ``x`` (B, C, H, W) or (B, F), floating, finite, not empty, and ``target`` (B,) integer; returns
-    target as long."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise XaiCoreError(f"x must be a floating-point tensor, got {type(x).__name__} "
+    """Validate ``x`` — (B, C, H, W) or (B, F) floating and finite, or (B, T) integer token ids — not empty, and
+    ``target`` (B,) integer; returns target as long."""
+    if not isinstance(x, torch.Tensor) or x.dtype == torch.bool or x.is_complex():
+        raise XaiCoreError(f"x must be a floating-point tensor (or integer token ids), got {type(x).__name__} "
                            f"{getattr(x, 'dtype', '')}")
+    if not x.is_floating_point() and x.ndim != 2:
+        raise XaiCoreError(f"integer x is text: (B, T) token ids, got shape {tuple(x.shape)}; images and tables "
+                           "must be a floating-point tensor")
     if x.ndim not in (2, 4):
-        raise XaiCoreError(f"x must be (B, C, H, W) or (B, F), got shape {tuple(x.shape)}")
+        raise XaiCoreError(f"x must be (B, C, H, W), (B, F) or (B, T) token ids, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise XaiCoreError(f"x is an empty batch {tuple(x.shape)}")
-    finite = torch.isfinite(x).flatten(1).all(1)
+    if not x.is_floating_point():
+        if int(x.min()) < 0:
+            raise XaiCoreError(f"token ids must be >= 0, got {int(x.min())}")
+        finite = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    else:
+        finite = torch.isfinite(x).flatten(1).all(1)
     if not bool(finite.all()):
         raise XaiCoreError(f"x holds NaN or inf in {int((~finite).sum())} of {x.shape[0]} samples (first: sample "
                            f"{int((~finite).nonzero()[0, 0])})")
@@ -154,22 +174,62 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
         kw["state"] = state
     elif state is not None:
         raise XaiCoreError(f"method {method!r} is not fitted on data: it takes no state")
+    route = _route(ex, model, x)
     with eval_mode(model), torch.enable_grad():
-        out = ex.fn(model, x.detach(), target, **kw)
+        if route == "embedding":
+            with torch.no_grad():
+                e = model.embed(x.detach())
+            out = ex.fn(model.head, e, target, **kw)
+            out = out if isinstance(out, Explanation) else Explanation(out)
+            if out.relevance.shape != e.shape:
+                raise XaiCoreError(f"method {method!r} returned shape {tuple(out.relevance.shape)} for the "
+                                   f"embedding {tuple(e.shape)}")
+            out = Explanation(model.embed.pool(out.relevance.detach()), out.extras)
+        else:
+            out = ex.fn(model, x.detach(), target, **kw)
     if not isinstance(out, Explanation):
         out = Explanation(out)
     rel = out.relevance
     if rel.shape != x.shape:
         raise XaiCoreError(f"method {method!r} returned shape {tuple(rel.shape)} for x {tuple(x.shape)}")
-    rel = rel.detach().to(dtype=x.dtype, device=x.device)
+    rel = rel.detach().to(dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
     if not torch.isfinite(rel).all():
         raise XaiCoreError(f"method {method!r} produced non-finite relevance (NaN or inf) for "
                            f"{int((~torch.isfinite(rel)).flatten(1).any(1).sum())} of {x.shape[0]} samples")
-    extras = {k: torch.as_tensor(v).detach().to(x.device) for k, v in out.extras.items()}
+    extras = {k: tuple(v) if isinstance(v, (list, tuple)) else torch.as_tensor(v).detach().to(x.device)
+              for k, v in out.extras.items()}
     missing = set(ex.extras) - set(extras)
-    if missing or any(v.shape != (x.shape[0],) for v in extras.values()):
+    if missing or any(len(v) != x.shape[0] or (isinstance(v, torch.Tensor) and v.ndim != 1)
+                      for v in extras.values()):
         raise XaiCoreError(f"method {method!r} must return the (B,) extras {', '.join(ex.extras)}")
     return Explanation(rel, MappingProxyType(extras))
+
+
+def has_embedding(model: nn.Module) -> bool:
+    """Whether ``model`` is a tabular/text model of :mod:`xaicore.models.features`: children ``embed`` (with
+    ``pool``, relevance at its output → per column/token) and ``head``, forward = head(embed(x))."""
+    embed = getattr(model, "embed", None)
+    return isinstance(embed, nn.Module) and callable(getattr(embed, "pool", None)) and \
+        isinstance(getattr(model, "head", None), nn.Module)
+
+
+def _route(ex: Explainer, model: nn.Module, x: torch.Tensor) -> str:
+    """``embedding`` (explain the head at the embedding's output), ``input`` (the kernel takes x), or
+    :class:`NotApplicable` naming the input kind."""
+    kind = input_kind(x)
+    embedded = kind in ("tabular", "text") and has_embedding(model)
+    if embedded and ex.at_embedding:
+        return "embedding"
+    if kind in ex.kinds and (not embedded or ex.family in ("perturbation", "baseline")):
+        return "input"
+    if kind == "text" and ex.at_embedding:
+        raise NotApplicable(f"method {ex.name!r} explains text at the embedding: the model needs children "
+                            "'embed' (with pool) and 'head' (xaicore.models.features), got "
+                            f"{type(model).__name__}")
+    can = sorted(set(ex.kinds) | ({"tabular", "text"} if ex.at_embedding else set()))
+    where = " on models without an embedding" if embedded and kind in ex.kinds else ""
+    raise NotApplicable(f"method {ex.name!r} explains {' and '.join(can)} inputs{where}; it cannot explain "
+                        f"{describe_kind(x)}")
 
 
 def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient", *,

@@ -128,7 +128,7 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
     return (alpha * a).sum(1, keepdim=True).clamp_min(0)  # eq. 2
 
 
-@register("gradcam", family="attribution",
+@register("gradcam", family="attribution", kinds=("image",),
           reference="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
 def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM on ``layer`` (default: the last Conv2d), upsampled bilinearly (``align_corners=False``) to the

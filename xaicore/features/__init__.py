@@ -10,11 +10,13 @@ An adapter is built on a batch ``x`` and answers three questions:
   covering it; pixels no feature covers get 0).
 
 Image adapters: :class:`Regions` (the AOPC grid), :class:`Superpixels` (SLIC, quickshift or a grid) and
-:class:`Windows` (sliding, possibly overlapping windows: occlusion, PDA). Tabular columns and text tokens are
-adapters of the same interface.
+:class:`Windows` (sliding, possibly overlapping windows: occlusion, PDA). Tabular :class:`Columns` (with the
+training statistics of :class:`ColumnStats`) and text :class:`Tokens` are adapters of the same interface.
 """
 
 from xaicore.features.base import Features, Segments
 from xaicore.features.image import SEGMENTATIONS, Regions, Superpixels, Windows, make_features
+from xaicore.features.tabular import PAD, UNK, Columns, ColumnStats, Tokens, describe_kind, input_kind
 
-__all__ = ["SEGMENTATIONS", "Features", "Regions", "Segments", "Superpixels", "Windows", "make_features"]
+__all__ = ["PAD", "SEGMENTATIONS", "UNK", "ColumnStats", "Columns", "Features", "Regions", "Segments", "Superpixels",
+           "Tokens", "Windows", "describe_kind", "input_kind", "make_features"]

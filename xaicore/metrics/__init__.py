@@ -2,7 +2,8 @@
 
 Layout follows Quantus' taxonomy: faithfulness (``aopc``, ``faithfulness``, ``roar``), robustness
 (``invariance``), randomisation (``sanity``), localisation against a planted ground truth (``localization``),
-axioms (``axioms``) and meta-evaluation (``reliability``).
+axioms (``axioms``) and meta-evaluation (``reliability``); ``removal`` scores tabular and text data by removing
+columns and tokens (AOPC and faithfulness over features).
 """
 
 from xaicore.metrics.aopc import AOPCResult, aopc
@@ -18,6 +19,7 @@ from xaicore.metrics.reliability import (
     inter_rater_reliability,
     internal_consistency,
 )
+from xaicore.metrics.removal import feature_aopc, feature_drops, feature_faithfulness
 from xaicore.metrics.roar import FILLS, Fill, RoarResult, Trainer, degrade, make_fill, roar_cell, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
@@ -48,6 +50,9 @@ __all__ = [
     "conservation_error",
     "degrade",
     "faithfulness",
+    "feature_aopc",
+    "feature_drops",
+    "feature_faithfulness",
     "gaussian_blur",
     "input_invariance",
     "inter_method_reliability",

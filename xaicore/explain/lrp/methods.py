@@ -14,13 +14,13 @@ EPS = 1e-6
 STAB = r.DEFAULT_STABILIZER
 
 
-@register("lrp.z", family="attribution", conservative=True,
+@register("lrp.z", family="attribution", conservative=True, at_embedding=True,
           reference="Bach et al. 2015, LRP-0 (survey eq. 9): on every Linear/Conv layer, bias in the denominator")
 def lrp_z(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return lrp(model, x, target, uniform(r.z_rule()))
 
 
-@register("lrp.epsilon", family="attribution", conservative=True,
+@register("lrp.epsilon", family="attribution", conservative=True, at_embedding=True,
           reference="Bach et al. 2015, LRP-epsilon on every Linear/Conv layer")
 def lrp_epsilon(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, epsilon: float = EPS) -> torch.Tensor:
     return lrp(model, x, target, uniform(r.epsilon(epsilon)))

@@ -1,4 +1,4 @@
-"""LIME on images (Ribeiro et al. 2016; survey §6.1): a weighted linear surrogate over superpixels.
+"""LIME (Ribeiro et al. 2016; survey §6.1): a weighted linear surrogate over superpixels, columns or tokens.
 
 Per sample, ``n_samples`` binary masks z ∈ {0, 1}^F over its F superpixels (row 0 all ones, the rest uniform
 draws from (seed, sample content), as ``lime``'s image explainer), the target's score of each masked image, the
@@ -6,6 +6,9 @@ weights π(z) = sqrt(exp(−d(z, 1)² / kernel_width²)) of the cosine distance 
 weighted ridge regression (alpha, with intercept) of the scores on z, solved in closed form for the whole batch
 at once. The coefficients, spread over the superpixels, are the heatmap; the surrogate's weighted R² on the
 neighbourhood is the extra ``surrogate_r2``.
+
+Tabular rows and text draw their neighbourhoods as ``lime.lime_tabular`` and ``lime.lime_text`` do
+(:mod:`xaicore.explain.perturbation.lime_samplers`): the same surrogate, other samples and distances.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import torch
 import torch.nn as nn
 
 from xaicore._rng import sample_generators
-from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, perturbed_scores
+from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, packed_scores, perturbed_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.fill import FILLS, fill_for
+from xaicore.explain.perturbation.lime_samplers import tabular_neighbourhood, text_neighbourhood
 from xaicore.explain.registry import Explanation, register
-from xaicore.features import SEGMENTATIONS, Superpixels
+from xaicore.features import SEGMENTATIONS, Columns, ColumnStats, Superpixels, Tokens, describe_kind, input_kind
 
 _STREAM = 4
 
@@ -35,13 +39,17 @@ def lime_masks(x: torch.Tensor, counts: torch.Tensor, n_features: int, n_samples
     return torch.from_numpy(out).to(x.device)
 
 
-def kernel_weights(z: torch.Tensor, counts: torch.Tensor, kernel_width: float) -> torch.Tensor:
-    """(B, N) sqrt(exp(−d²/w²)) of the cosine distance d of each mask row to the all-ones row (scikit-learn's
-    cosine distance: an all-zero row is at distance 1)."""
+def kernel_weights(z: torch.Tensor, counts: torch.Tensor, kernel_width: float, *, distance: str = "cosine",
+                   scale: float = 1.0) -> torch.Tensor:
+    """(B, N) sqrt(exp(−d²/w²)) of the distance d of each mask row to the all-ones row: ``scale`` × the cosine
+    distance (scikit-learn's: an all-zero row is at distance 1) or the Euclidean one (√ of the zeros)."""
     zf = z.to(torch.float64)
     dot = zf.sum(2)  # z · 1
-    norm = zf.square().sum(2).sqrt() * counts.to(torch.float64).sqrt()[:, None]
-    d = 1.0 - torch.where(norm > 0, dot / norm.clamp_min(1e-300), torch.zeros_like(dot))
+    if distance == "euclidean":
+        d = (counts.to(torch.float64)[:, None] - dot).clamp_min(0).sqrt()
+    else:
+        norm = zf.square().sum(2).sqrt() * counts.to(torch.float64).sqrt()[:, None]
+        d = scale * (1.0 - torch.where(norm > 0, dot / norm.clamp_min(1e-300), torch.zeros_like(dot)))
     return torch.sqrt(torch.exp(-(d * d) / float(kernel_width) ** 2))
 
 
@@ -70,13 +78,13 @@ def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
 
 
 def lime_surrogate(z: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, *, kernel_width: float = 0.25,
-                   alpha: float = 1.0, n_features: int | None = None
+                   alpha: float = 1.0, n_features: int | None = None, distance: str = "cosine", scale: float = 1.0
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LIME's explanation model for a given neighbourhood: masks ``z`` (B, N, F) and scores ``y`` (B, N) →
     (coef (B, F), intercept (B,), weighted R² (B,)). With ``n_features``, the ``lime`` package's
     ``highest_weights`` selection: a ridge (α = 0.01) on every feature, the top ``n_features`` by |coef| kept
-    (stable order), then the surrogate refitted on those."""
-    w = kernel_weights(z, counts, kernel_width)
+    (stable order), then the surrogate refitted on those. ``distance``/``scale``: see :func:`kernel_weights`."""
+    w = kernel_weights(z, counts, kernel_width, distance=distance, scale=scale)
     active = torch.arange(z.shape[2], device=z.device)[None] < counts[:, None]
     if n_features is not None:
         coef0, _, _ = weighted_ridge(z, y, w, 0.01, active)
@@ -85,36 +93,68 @@ def lime_surrogate(z: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, *, ke
     return weighted_ridge(z, y, w, alpha, active)
 
 
-@register("lime", family="perturbation", extras=("surrogate_r2",),
+@register("lime", family="perturbation", extras=("surrogate_r2",), kinds=("image", "tabular", "text"),
           reference="Ribeiro et al. 2016, eqs. 1-2 (survey §6.1): weighted ridge surrogate over superpixels, "
-                    "pi(z) = sqrt(exp(-d_cos(z, 1)^2 / width^2)) as the lime package's image explainer")
-def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: str = "slic", n_segments: int = 50,
-         compactness: float = 0.1, cell: int = 4, n_samples: int = 1000, kernel_width: float = 0.25,
+                    "columns or tokens, pi(z) = sqrt(exp(-d(z, 1)^2 / width^2)) as the lime package's explainers")
+def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: str = "auto", n_segments: int = 50,
+         compactness: float = 0.1, cell: int = 4, n_samples: int = 1000, kernel_width: float | None = None,
          alpha: float = 1.0, n_features: int | None = None, fill: str = "segment_mean",
-         reference: torch.Tensor | None = None, score: str = "probability", seed: int = 0,
+         reference: torch.Tensor | ColumnStats | None = None, score: str = "probability", seed: int = 0,
          forward_batch: int = FORWARD_BATCH) -> Explanation:
-    """LIME: ``features`` (slic | quickshift | grid of side ``cell``) switched off to ``fill`` (segment_mean, the
-    lime package's default; zero | mean | blur | uniform) in ``n_samples`` masked copies per sample; relevance =
-    the surrogate's coefficient of each superpixel (of the target's ``score``, the probability as lime)."""
-    if features not in SEGMENTATIONS:
-        raise XaiCoreError(f"lime: unknown features {features!r}; expected one of {', '.join(SEGMENTATIONS)}")
+    """LIME: ``features`` (``auto``: slic on images, ``columns`` on tabular rows, ``tokens`` on text; images also
+    quickshift | grid of side ``cell``) switched off in ``n_samples`` copies per sample — superpixels to ``fill``
+    (segment_mean, the lime package's default; zero | mean | blur | uniform), columns redrawn from the training
+    statistics ``reference`` (a :class:`ColumnStats`), tokens erased to UNK — relevance = the surrogate's
+    coefficient of each feature (of the target's ``score``, the probability as lime). ``kernel_width``: None
+    takes lime's default for the kind (0.25 images, 0.75·√F tabular, 25 text)."""
+    kind = input_kind(x)
+    native = {"image": SEGMENTATIONS, "tabular": ("columns",), "text": ("tokens",)}[kind]
+    if features != "auto" and features not in native:
+        known = features in (*SEGMENTATIONS, "columns", "tokens")
+        raise XaiCoreError(f"lime: {'' if known else 'unknown '}features {features!r}"
+                           f"{f' do not apply to {describe_kind(x)}' if known else ''}; expected auto or "
+                           f"{', '.join(native)}")
     if fill not in FILLS:
         raise XaiCoreError(f"lime: unknown fill {fill!r}; expected one of {', '.join(FILLS)}")
     if score not in SCORES:
         raise XaiCoreError(f"lime: unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    if not float(kernel_width) > 0 or not float(alpha) > 0:
+    if kernel_width is not None and not float(kernel_width) > 0 or not float(alpha) > 0:
         raise XaiCoreError(f"lime: kernel_width={kernel_width!r} and alpha={alpha!r} must be > 0")
     check_forward_batch(forward_batch, "lime")
-    feats = Superpixels(x, features, n_segments=n_segments, compactness=compactness, cell=cell, seed=seed)
+    distance, scale = "cosine", 1.0
+    if kind == "image":
+        feats = Superpixels(x, "slic" if features == "auto" else features, n_segments=n_segments,
+                            compactness=compactness, cell=cell, seed=seed)
+        width = 0.25
+    elif kind == "tabular":
+        if not isinstance(reference, ColumnStats):
+            raise XaiCoreError("lime on tabular data samples from the training statistics: pass reference="
+                               "xaicore.features.ColumnStats.fit(x_train, nominal=...)")
+        feats = Columns(x, reference)
+        distance, width = "euclidean", 0.75 * feats.n_features ** 0.5
+    else:
+        feats = Tokens(x)
+        scale, width = 100.0, 25.0
     f_max = int(feats.counts.max())
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= f_max:
         raise XaiCoreError(f"lime: n_samples={n_samples!r} is too small for the surrogate: it must exceed the "
-                           f"number of superpixels ({f_max} here)")
+                           f"number of features ({f_max} here)")
     if n_features is not None and (not isinstance(n_features, int) or not 1 <= n_features <= feats.n_features):
         raise XaiCoreError(f"lime: n_features={n_features!r} must be in 1..{feats.n_features} or None")
-    values = fill_for(x, fill, seed=seed, reference=reference, features=feats, owner="lime")
-    z = lime_masks(x, feats.counts, feats.n_features, n_samples, seed)
     with torch.no_grad():
-        y = perturbed_scores(model, x, target, feats, z, values, score=score, forward_batch=forward_batch)
-    coef, _, r2 = lime_surrogate(z, y, feats.counts, kernel_width=kernel_width, alpha=alpha, n_features=n_features)
-    return Explanation(feats.spread(coef.to(x.dtype)), {"surrogate_r2": r2.float()})
+        if kind == "tabular":
+            z, rows = tabular_neighbourhood(x, reference, n_samples, seed)
+            y = packed_scores(model, x, target, n_samples, lambda k0, k1: rows[:, k0:k1].transpose(0, 1)
+                              .reshape(-1, x.shape[1]), score=score, forward_batch=forward_batch)
+        else:
+            if kind == "image":
+                values = fill_for(x, fill, seed=seed, reference=reference, features=feats, owner="lime")
+                z = lime_masks(x, feats.counts, feats.n_features, n_samples, seed)
+            else:
+                values = feats.default_fill()
+                z = text_neighbourhood(x, feats.counts, n_samples, seed)
+            y = perturbed_scores(model, x, target, feats, z, values, score=score, forward_batch=forward_batch)
+    coef, _, r2 = lime_surrogate(z, y, feats.counts, kernel_width=width if kernel_width is None else kernel_width,
+                                 alpha=alpha, n_features=n_features, distance=distance, scale=scale)
+    rel = feats.spread(coef.to(x.dtype if x.is_floating_point() else torch.float32))
+    return Explanation(rel, {"surrogate_r2": r2.float()})

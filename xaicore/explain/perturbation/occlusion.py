@@ -1,4 +1,9 @@
-"""Occlusion (Zeiler & Fergus 2014; survey §6.2): the drop of the target's score when a window is filled."""
+"""Occlusion (Zeiler & Fergus 2014; survey §6.2): the drop of the target's score when a window is filled.
+
+On tabular data a feature is a column, filled with its training mean (numeric) or mode (nominal); on text it is a
+token, erased to the unknown word (Li et al. 2016's word erasure, survey §6.2): the relevance of a feature is the
+drop f(x) − f(x with it removed), the same computation as :func:`xaicore.metrics.feature_drops`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,27 @@ from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, perturbed
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.fill import FILLS, fill_for
 from xaicore.explain.registry import register
-from xaicore.features import Windows
+from xaicore.features import ColumnStats, Windows, input_kind
 
 
-@register("occlusion", family="perturbation",
+@register("occlusion", family="perturbation", kinds=("image", "tabular", "text"),
           reference="Zeiler & Fergus 2014, sec. 4.2 (survey §6.2): R_p = mean over the windows w covering p of "
                     "f(x) - f(x with w filled), Captum's Occlusion convention")
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int = 4, stride: int = 2,
-              fill: str = "zero", reference: torch.Tensor | None = None, score: str = "logit", seed: int = 0,
-              forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
+              fill: str = "zero", reference: torch.Tensor | ColumnStats | None = None, score: str = "logit",
+              seed: int = 0, forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
     """Each ``window``×``window`` window (all channels, at steps of ``stride`` while it fits) is filled with
     ``fill`` (zero | mean of ``reference`` | blur | uniform) in its own copy of x; a pixel's relevance is the mean
-    drop of the target's ``score`` over the windows covering it (0 where none does)."""
+    drop of the target's ``score`` over the windows covering it (0 where none does). Tabular (B, F) rows and text
+    (B, T) token ids: one copy per column (``reference``: the training :class:`ColumnStats`) or token, removed
+    as in the module docstring; ``window``, ``stride`` and ``fill`` do not apply there."""
+    if input_kind(x) in ("tabular", "text"):
+        from xaicore.metrics.removal import feature_drops
+
+        if score not in SCORES:
+            raise XaiCoreError(f"occlusion: unknown score {score!r}; expected one of {', '.join(SCORES)}")
+        drops = feature_drops(model, x, target, reference=reference, score=score, forward_batch=forward_batch)
+        return drops.nan_to_num(0.0).to(x.dtype if x.is_floating_point() else torch.float32)
     if fill not in FILLS[:4]:
         raise XaiCoreError(f"occlusion: unknown fill {fill!r}; expected one of {', '.join(FILLS[:4])}")
     if score not in SCORES:

@@ -18,6 +18,11 @@ the borders, draws are clipped to the training data's range. ``marginal`` (eq. 2
 training images: each pixel follows its empirical training marginal (jointly within the window, as Zintgraf's
 marginal sampler); with ``n_samples`` at least the number stored, every stored image is used once, which is
 the exact expectation over the empirical marginal. Draws come from (seed, sample content) per sample.
+
+Table rows (B, F) (Robnik-Šikonja & Kononenko's own setting): an attribute is a column, its values are the bins
+of the training :class:`~xaicore.features.ColumnStats` passed as ``reference``, and eq. 22 (``marginal``) or
+eq. 21 (``conditional``) is the exact finite sum over them (:mod:`xaicore.explain.perturbation.pda_tabular`);
+no fit, no draws. Both kinds return p(c|x) as the extra ``p_class`` (the figure's headline, survey Fig. 9).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from xaicore._rng import sample_generators
 from xaicore._weights import load_tensors
 from xaicore.engine import FORWARD_BATCH, check_forward_batch, packed_scores, target_scores
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.explain.registry import register
-from xaicore.features import Windows
+from xaicore.explain.perturbation.pda_tabular import removed_probabilities
+from xaicore.explain.registry import Explanation, register
+from xaicore.features import ColumnStats, Windows, input_kind
 
 MEASURES = ("weight_of_evidence", "info_diff", "prob_diff")
 SAMPLINGS = ("conditional", "marginal")
@@ -244,23 +250,39 @@ def prediction_difference(p: torch.Tensor, q: torch.Tensor, measure: str, n_trai
 
 
 @register("pda", family="perturbation", fit=fit_patch_gaussian, state_type=PatchGaussian, fit_uses_model=False,
+          extras=("p_class",), kinds=("image", "tabular"),
           reference="Zintgraf et al. 2017 / Robnik-Sikonja & Kononenko 2008 (survey §6.4, eqs. 17-22): "
-                    "prediction difference of sliding windows, conditional Gaussian or marginal sampling")
+                    "prediction difference of sliding windows (conditional Gaussian or marginal sampling) or of "
+                    "table columns (eq. 21 or 22 over the column's values)")
 def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int = 4, padding: int = 2,
         stride: int = 1, n_samples: int = 10, sampling: str = "conditional",
         measure: str = "weight_of_evidence", ridge: float = 1e-6, seed: int = 0,
-        forward_batch: int = FORWARD_BATCH, state: PatchGaussian | None = None) -> torch.Tensor:
-    """PDA heatmap of the target class (see the module docstring); ``state`` from
-    ``xaicore.fit(model, x_train, method="pda", window=..., padding=...)``."""
+        forward_batch: int = FORWARD_BATCH, reference: ColumnStats | None = None,
+        state: PatchGaussian | None = None) -> Explanation:
+    """PDA relevance of the target class and p(c|x) as the extra ``p_class`` (see the module docstring).
+
+    Images: ``state`` from ``xaicore.fit(model, x_train, method="pda", window=..., padding=...)``; ``reference``
+    is not used. Table rows (B, F): ``reference`` = the training ``ColumnStats``; relevance (B, F) per column; the
+    image keywords (window, padding, stride, n_samples, ridge, seed) do not apply, and a fitted ``state`` (patch
+    Gaussians of images) is an error."""
+    if input_kind(x) == "tabular":
+        _check_options(measure, sampling, forward_batch)
+        if not isinstance(reference, ColumnStats):
+            raise XaiCoreError("pda on table rows needs the training columns' statistics: pass reference="
+                               "xaicore.features.ColumnStats.fit(x_train, nominal=...), got "
+                               f"{type(reference).__name__}")
+        if state is not None:
+            raise XaiCoreError("pda on table rows is not fitted: it takes no state (the patch Gaussians are for "
+                               "images); its training statistics come as reference=ColumnStats")
+        p, q, k = removed_probabilities(model, x, target, reference, sampling=sampling, forward_batch=forward_batch)
+        diff = prediction_difference(p[:, None], q, measure, reference.train.shape[0], k)
+        return Explanation(diff.to(x.dtype), {"p_class": p.to(x.dtype)})
     if state is None:
         raise XaiCoreError("pda needs its fitted patch statistics: state = xaicore.fit(model, x_train, method='pda', "
                            "window=..., padding=...), then explain(..., state=state) (the pipeline's fit stage)")
-    if measure not in MEASURES:
-        raise XaiCoreError(f"pda: unknown measure {measure!r}; expected one of {', '.join(MEASURES)}")
-    if sampling not in SAMPLINGS:
-        raise XaiCoreError(f"pda: unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
+    _check_options(measure, sampling, forward_batch)
     if x.ndim != 4:
-        raise XaiCoreError(f"pda explains images (B, C, H, W), got {tuple(x.shape)}")
+        raise XaiCoreError(f"pda explains images (B, C, H, W) and table rows (B, F), got {tuple(x.shape)}")
     _check_geometry(window, padding, *x.shape[2:])
     if (window, padding) != (state.window, state.padding):
         raise XaiCoreError(f"pda: the state was fitted for window={state.window}, padding={state.padding}, not "
@@ -275,7 +297,6 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
                            f"need ({d},) and ({d}, {d})")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise XaiCoreError(f"pda: n_samples={n_samples!r} must be a positive number of draws per window")
-    check_forward_batch(forward_batch, "pda")
     if sampling == "marginal":  # exact mode: each stored image once (more draws would repeat the last one)
         n_samples = min(n_samples, state.marginal.shape[0])
     feats = Windows(x, window, stride, partial=False)
@@ -288,4 +309,12 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
                               forward_batch=forward_batch)
     q = probs.to(torch.float64).view(x.shape[0], feats.n_features, n_samples).mean(2)
     diff = prediction_difference(p, q, measure, state.n_train, logits.shape[1])
-    return feats.spread(diff).to(x.dtype)
+    return Explanation(feats.spread(diff).to(x.dtype), {"p_class": p[:, 0].to(x.dtype)})
+
+
+def _check_options(measure: str, sampling: str, forward_batch: int) -> None:
+    if measure not in MEASURES:
+        raise XaiCoreError(f"pda: unknown measure {measure!r}; expected one of {', '.join(MEASURES)}")
+    if sampling not in SAMPLINGS:
+        raise XaiCoreError(f"pda: unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
+    check_forward_batch(forward_batch, "pda")
