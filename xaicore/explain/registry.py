@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from xaicore.engine import eval_mode
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.features.tabular import describe_kind, input_kind
+from xaicore.features.tabular import PAD, describe_kind, input_kind
 
 KINDS = ("image", "tabular", "text")
 
@@ -184,7 +184,10 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
             if out.relevance.shape != e.shape:
                 raise XaiCoreError(f"method {method!r} returned shape {tuple(out.relevance.shape)} for the "
                                    f"embedding {tuple(e.shape)}")
-            out = Explanation(model.embed.pool(out.relevance.detach()), out.extras)
+            pooled = model.embed.pool(out.relevance.detach())
+            if not x.is_floating_point():  # text: padding is no token, it gets no relevance
+                pooled = pooled.masked_fill(x == PAD, 0.0)
+            out = Explanation(pooled, out.extras)
         else:
             out = ex.fn(model, x.detach(), target, **kw)
     if not isinstance(out, Explanation):
