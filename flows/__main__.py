@@ -12,7 +12,7 @@ import importlib
 import sys
 
 STAGES = ("data", "train", "controls", "autoencoder", "fit", "explain", "score", "roar", "maximize", "planted",
-          "analysis", "aggregate", "report", "survey")
+          "analysis", "tabular", "text", "aggregate", "report", "survey")
 
 
 def run(argv: list[str]) -> None:

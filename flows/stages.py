@@ -93,6 +93,20 @@ def analysis_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.run_analysis(cfg, paths)
 
 
+@stage_flow("tabular")
+def tabular_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.train_branch(cfg, paths, "tabular")
+    tasks.explain_branch(cfg, paths, "tabular")
+
+
+@stage_flow("text")
+def text_flow(params: str = "params.yaml", out: str = "outputs") -> None:
+    cfg, paths = tasks.load_params(params, out)
+    tasks.train_branch(cfg, paths, "text")
+    tasks.explain_branch(cfg, paths, "text")
+
+
 @stage_flow("aggregate")
 def aggregate_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     _, paths = tasks.load_params(params, out)

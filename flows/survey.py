@@ -25,12 +25,15 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.run_maximize(cfg, paths)
     tasks.run_planted(cfg, paths)
     tasks.run_analysis(cfg, paths)
+    for kind in ("tabular", "text"):
+        tasks.train_branch(cfg, paths, kind)
+        tasks.explain_branch(cfg, paths, kind)
     tasks.aggregate_metrics(paths)
     figures = tasks.make_figures(paths)
     page = tasks.write_html_report(paths, figures)
     tasks.log_mlflow_run(cfg, paths, figures, page)
-    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.analysis}, {paths.metrics}, "
-          f"{paths.figures}/, {page}")
+    print(f"survey done: {paths.heatmaps}, {paths.scores}, {paths.roar}, {paths.analysis}, {paths.root}/tabular/, "
+          f"{paths.root}/text/, {paths.metrics}, {paths.figures}/, {page}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from tasks import _env  # noqa: F401  (sets the offline environment before prefe
 from tasks.survey import (
     aggregate_metrics,
     build_controls,
+    explain_branch,
     fit_autoencoder,
     fit_states,
     generate_heatmaps,
@@ -16,6 +17,7 @@ from tasks.survey import (
     run_planted,
     run_roar,
     score_heatmaps,
+    train_branch,
     train_models,
     write_html_report,
 )
@@ -23,6 +25,7 @@ from tasks.survey import (
 __all__ = [
     "aggregate_metrics",
     "build_controls",
+    "explain_branch",
     "fit_autoencoder",
     "fit_states",
     "generate_heatmaps",
@@ -35,6 +38,7 @@ __all__ = [
     "run_planted",
     "run_roar",
     "score_heatmaps",
+    "train_branch",
     "train_models",
     "write_html_report",
 ]

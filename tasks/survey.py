@@ -74,6 +74,16 @@ def run_analysis(cfg: Config, paths: Paths) -> Path:
     return pipeline.run_analysis(cfg, paths)
 
 
+@task(name="train_branch", cache_policy=NO_CACHE)
+def train_branch(cfg: Config, paths: Paths, kind: str) -> Path:
+    return pipeline.run_branch_train(cfg, paths, kind)
+
+
+@task(name="explain_branch", cache_policy=NO_CACHE)
+def explain_branch(cfg: Config, paths: Paths, kind: str) -> Path:
+    return pipeline.run_branch_explain(cfg, paths, kind)
+
+
 @task(name="aggregate_metrics", cache_policy=NO_CACHE)
 def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     return report.aggregate_metrics(paths)

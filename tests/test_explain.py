@@ -3,6 +3,7 @@ dtype/shape/device, input validation, and IG's completeness (Sundararajan et al.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import pytest
@@ -14,6 +15,7 @@ from tests.zoo_models import fitted_params
 from xaicore import XaiCoreError
 from xaicore.errors import NotApplicable
 from xaicore.explain import get_explainer
+from xaicore.features import ColumnStats
 
 ALL_METHODS = xaicore.methods()
 # cheap but non-trivial settings, so the loop over every method stays fast
@@ -21,7 +23,8 @@ ALL_METHODS = xaicore.methods()
 # δ = 0 does not meet): big steps, no autoencoder term
 CEM_FAST = {"c_steps": 2, "n_steps": 10, "lr": 0.05, "c_init": 100.0, "gamma": 0.0, "data_range": (0.0, 1.0)}
 FAST_PARAMS = {"integrated_gradients": {"n_steps": 8}, "lime": {"n_samples": 80, "n_segments": 20},
-               "pda": {"stride": 4, "n_samples": 2}, "occlusion": {"stride": 4}}
+               "pda": {"stride": 4, "n_samples": 2}, "occlusion": {"stride": 4},
+               "anchors": {"max_samples": 400, "batch_size": 20, "n_segments": 10}}
 FAST_PARAMS.update({"cem.pp": {**CEM_FAST, "kappa": 0.0}, "cem.pn": {**CEM_FAST, "kappa": 0.1}})
 
 
@@ -140,11 +143,20 @@ def test_flat_inputs_b_f_are_accepted(method):
         model = nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3)).double()
         x = torch.rand(4, 12, dtype=torch.float64)
     target = torch.tensor([0, 2, 1, 2])
-    if not_applicable(method, model, x, target):
-        return
-    out = run(model, x, target, method)
+    ex = get_explainer(method)
+    if ex.family == "perturbation" and "tabular" in ex.kinds and "reference" in ex.defaults:
+        # tabular perturbation methods draw from the training statistics of the columns
+        g = torch.Generator().manual_seed(11)
+        kw = {**FAST_PARAMS.get(method, {}), "reference": ColumnStats.fit(torch.rand(48, 12, generator=g))}
+        kw = {k: v for k, v in kw.items() if k in ("reference", "n_samples", "max_samples", "batch_size")}
+        explain = functools.partial(xaicore.explain, model, method=method, **kw)
+    else:
+        if not_applicable(method, model, x, target):
+            return
+        explain = functools.partial(run, model, method=method)
+    out = explain(x, target)
     assert out.shape == (4, 12) and out.dtype == torch.float64
-    single = torch.cat([run(model, x[i:i + 1], target[i:i + 1], method) for i in range(4)])
+    single = torch.cat([explain(x[i:i + 1], target[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(out, single, rtol=0, atol=1e-12)
 
 

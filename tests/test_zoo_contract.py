@@ -39,6 +39,7 @@ METHODS = xaicore.methods()
 CEM_FAST = {"c_steps": 2, "n_steps": 10, "lr": 0.05, "c_init": 100.0, "gamma": 0.0, "data_range": (0.0, 1.0)}
 FAST_PARAMS = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 4},
                "lime": {"n_samples": 80, "n_segments": 20}, "pda": {"stride": 4, "n_samples": 2},
+               "anchors": {"max_samples": 400, "batch_size": 20, "n_segments": 10},
                "occlusion": {"stride": 4}}
 #: (method, arch) pairs that must raise XaiCoreError: the method needs something the model lacks
 NOT_APPLICABLE = {("gradcam", "mlp")}

@@ -476,6 +476,74 @@ class AnalysisConfig:
             raise _fail("analysis.dissect.threshold", f"is {self.dissect.threshold}; expected an IoU in [0, 1)")
 
 
+def _default_tabular_params() -> dict[str, dict[str, Any]]:
+    return {"pda": {"measure": "info_diff"}, "lime": {"n_samples": 1000}, "anchors": {"threshold": 0.95}}
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularConfig:
+    """The tabular branch of §6 (the ``tabular`` stage): a table, an MLP trained on it, heatmaps per column of
+    ``n_explain`` test rows (the model's predictions), feature-removal scores, explainVis and the anchors found."""
+
+    dataset: str = "titanic"  # titanic (generated, known log-odds) | breast_cancer (embedded) | csv (the file root)
+    root: str = ""
+    label: str = "label"  # csv: the label column
+    nominal: tuple[str, ...] | None = None  # csv: nominal columns (null: those with a non-numeric value)
+    arch: str = "mlp"
+    epochs: int = 10
+    n_explain: int = 40
+    methods: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients", "lrp.epsilon", "occlusion",
+                                "lime", "pda", "anchors", "random")
+    method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_default_tabular_params)
+
+    def validate(self) -> None:
+        _validate_branch(self, "tabular", ("titanic", "breast_cancer", "csv"))
+
+
+def _default_text_params() -> dict[str, dict[str, Any]]:
+    return {"lime": {"n_samples": 500}, "anchors": {"threshold": 0.95}}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """The text branch of §6 (the ``text`` stage): sentences, an embedding with a bag/conv/GRU head, heatmaps per
+    token (gradient methods at the embedding), word-erasure scores and the anchors found."""
+
+    dataset: str = "sentiment"  # sentiment (generated, known rule) | textfile (the file root: label<TAB>text)
+    root: str = ""
+    max_len: int | None = None  # tokens per sentence (null: the data set's default)
+    arch: str = "bag"
+    epochs: int = 8
+    n_explain: int = 40
+    methods: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients", "occlusion", "lime",
+                                "anchors", "random")
+    method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_default_text_params)
+
+    def validate(self) -> None:
+        _validate_branch(self, "text", ("sentiment", "textfile"))
+        if self.max_len is not None:
+            _positive("text.max_len", self.max_len)
+
+
+def _validate_branch(branch: Any, kind: str, datasets: tuple[str, ...]) -> None:
+    from xaicore.explain import methods as registered
+    from xaicore.models.features import FEATURE_ARCHS
+
+    _choice(f"{kind}.dataset", branch.dataset, datasets)
+    if branch.dataset in ("csv", "textfile") and not branch.root:
+        raise _fail(f"{kind}.root", f"is empty; dataset {branch.dataset} reads the file it names")
+    _choice(f"{kind}.arch", branch.arch, FEATURE_ARCHS[kind])
+    _positive(f"{kind}.epochs", branch.epochs)
+    _positive(f"{kind}.n_explain", branch.n_explain)
+    if not branch.methods:
+        raise _fail(f"{kind}.methods", "is empty; name at least one method")
+    for m in branch.methods:
+        _choice(f"{kind}.methods", m, tuple(registered()))
+    if len(set(branch.methods)) != len(branch.methods):
+        raise _fail(f"{kind}.methods", "lists a method twice")
+    _check_method_params(f"{kind}.method_params", branch.method_params)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
@@ -491,6 +559,8 @@ class Config:
     invariance: InvarianceConfig = dataclasses.field(default_factory=InvarianceConfig)
     roar: RoarConfig = dataclasses.field(default_factory=RoarConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    tabular: TabularConfig = dataclasses.field(default_factory=TabularConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
 
     def validate(self) -> None:
         if self.seed < 0:

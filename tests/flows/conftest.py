@@ -26,6 +26,8 @@ from xaicore.pipeline import (
     generate_heatmaps,
     prepare_data,
     run_analysis,
+    run_branch_explain,
+    run_branch_train,
     run_maximize,
     run_planted,
     run_roar,
@@ -60,6 +62,10 @@ def tiny_params() -> dict:
                        methods=["gradient", "vargrad", "random"],  # a base method, an ensemble, the baseline
                        method_params={"vargrad": {"n_samples": 8}})
     raw["analysis"] = {**raw["analysis"], **TINY_ANALYSIS}
+    raw["tabular"] = {**raw["tabular"], "epochs": 3, "n_explain": 12}
+    raw["tabular"]["method_params"] = {**raw["tabular"]["method_params"], "lime": {"n_samples": 100}}
+    raw["text"] = {**raw["text"], "epochs": 3, "n_explain": 8}
+    raw["text"]["method_params"] = {**raw["text"]["method_params"], "lime": {"n_samples": 100}}
     return raw
 
 
@@ -86,6 +92,10 @@ STEPS: dict[str, Callable[[Config, Paths], object]] = {
     "maximize": lambda cfg, paths: run_maximize(cfg, paths, progress=False),
     "planted": lambda cfg, paths: run_planted(cfg, paths, progress=False),
     "analysis": lambda cfg, paths: run_analysis(cfg, paths, progress=False),
+    "tabular": lambda cfg, paths: (run_branch_train(cfg, paths, "tabular", progress=False),
+                                   run_branch_explain(cfg, paths, "tabular", progress=False)),
+    "text": lambda cfg, paths: (run_branch_train(cfg, paths, "text", progress=False),
+                                run_branch_explain(cfg, paths, "text", progress=False)),
     "aggregate": lambda cfg, paths: aggregate_metrics(paths),
     "report": lambda cfg, paths: write_html_report(paths),
 }

@@ -31,10 +31,11 @@ Kernel = Callable[..., Any]
 @dataclasses.dataclass(frozen=True)
 class Explanation:
     """A heatmap and what else a method found: ``relevance`` (x's shape) and ``extras``, a dict of (B,) tensors
-    (LIME's surrogate R², ...), stored in the archive as (model, explainer, sample) variables."""
+    (LIME's surrogate R², ...), stored in the archive as (model, explainer, sample) variables, or of B strings
+    (anchors' rules)."""
 
     relevance: torch.Tensor
-    extras: Mapping[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    extras: Mapping[str, torch.Tensor | tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Explainer:
     fit: Callable[..., Any] | None = None
     #: the class of the fitted state (``save(path)``, ``load(path)``), for the pipeline to store it
     state_type: type | None = None
-    #: names of the per-sample extras the method returns beside the heatmap
+    #: names of the per-sample numeric extras the method returns beside the heatmap
     extras: tuple[str, ...] = ()
     #: for a state fitted on the data alone (the model unused): the pipeline artifact holding it, fitted once for
     #: every model by its own stage (``"autoencoder"``: CEM's); None for states fitted per model
@@ -61,6 +62,8 @@ class Explainer:
     fit_uses_model: bool = True
     #: the input kinds (``image``, ``tabular``, ``text``) the kernel explains on the raw input
     kinds: tuple[str, ...] = ("image", "tabular")
+    #: names of the per-sample string extras (anchors' ``rule``): B strings, kept by the features archives
+    text_extras: tuple[str, ...] = ()
     #: True for methods of any differentiable network: on a model with an embedding (:func:`has_embedding`,
     #: tabular and text models) they explain the head at the embedding's output, pooled per column/token
     at_embedding: bool = False
@@ -89,8 +92,8 @@ def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, A
 def register(name: str, *, family: str, reference: str, conservative: bool = False,
              fit: Callable[..., Any] | None = None, state_type: type | None = None,
              extras: tuple[str, ...] = (), shared_state: str | None = None, fit_uses_model: bool = True,
-             kinds: tuple[str, ...] = ("image", "tabular"), at_embedding: bool = False
-             ) -> Callable[[Kernel], Kernel]:
+             kinds: tuple[str, ...] = ("image", "tabular"), at_embedding: bool = False,
+             text_extras: tuple[str, ...] = ()) -> Callable[[Kernel], Kernel]:
     """Decorator: register the kernel under ``name``; its keyword-only parameters are the hyper-parameters."""
 
     def deco(fn: Kernel) -> Kernel:
@@ -104,7 +107,7 @@ def register(name: str, *, family: str, reference: str, conservative: bool = Fal
             raise ValueError(f"explainer {name!r}: kinds {kinds} must be among {KINDS}")
         _REGISTRY[name] = Explainer(name, fn, family, reference, keyword_defaults(fn), conservative, fit,
                                     state_type, tuple(extras), shared_state, fit_uses_model, tuple(kinds),
-                                    at_embedding)
+                                    tuple(text_extras), at_embedding)
         return fn
 
     return deco
@@ -199,12 +202,12 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
     if not torch.isfinite(rel).all():
         raise XaiCoreError(f"method {method!r} produced non-finite relevance (NaN or inf) for "
                            f"{int((~torch.isfinite(rel)).flatten(1).any(1).sum())} of {x.shape[0]} samples")
-    extras = {k: tuple(v) if isinstance(v, (list, tuple)) else torch.as_tensor(v).detach().to(x.device)
+    extras = {k: tuple(map(str, v)) if k in ex.text_extras else torch.as_tensor(v).detach().to(x.device)
               for k, v in out.extras.items()}
-    missing = set(ex.extras) - set(extras)
-    if missing or any(len(v) != x.shape[0] or (isinstance(v, torch.Tensor) and v.ndim != 1)
-                      for v in extras.values()):
-        raise XaiCoreError(f"method {method!r} must return the (B,) extras {', '.join(ex.extras)}")
+    declared = (*ex.extras, *ex.text_extras)
+    if set(declared) - set(extras) or any(len(v) != x.shape[0] or (isinstance(v, torch.Tensor) and v.ndim != 1)
+                                         for v in extras.values()):
+        raise XaiCoreError(f"method {method!r} must return the (B,) extras {', '.join(declared)}")
     return Explanation(rel, MappingProxyType(extras))
 
 

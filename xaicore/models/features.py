@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore._weights import load_tensors
-from xaicore.data.core import UNK, Dataset
+from xaicore.data.core import PAD, UNK, Dataset
 from xaicore.errors import XaiCoreError
 
 FEATURE_ARCHS: dict[str, tuple[str, ...]] = {"tabular": ("mlp",), "text": ("bag", "conv", "gru")}
@@ -199,9 +199,13 @@ def build_feature_model(arch: str, ds: Dataset, *, dim: int = 16) -> FeatureMode
 
 
 def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 1e-2,
-                        seed: int = 0, dim: int = 16, progress: bool = False) -> tuple[FeatureModel, float, float]:
-    """Adam on cross-entropy; init and shuffles drawn from ``seed`` only (same seed, same weights on the CPU).
-    Returns (model in eval mode, training accuracy, test accuracy)."""
+                        seed: int = 0, dim: int = 16, word_dropout: float = 0.2,
+                        progress: bool = False) -> tuple[FeatureModel, float, float]:
+    """Adam on cross-entropy; init, shuffles and dropout drawn from ``seed`` only (same seed, same weights on the
+    CPU). Text: each token of a training batch becomes UNK with probability ``word_dropout`` (word dropout, Iyyer
+    et al. 2015), so the unknown word — what word erasure, LIME and anchors put in a removed token's place —
+    is a word the model has seen, not a random vector. Returns (model in eval mode, training accuracy, test
+    accuracy)."""
     from tqdm.auto import tqdm
 
     from xaicore.models.train import accuracy
@@ -217,8 +221,12 @@ def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int 
         perm = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], batch_size):
             idx = perm[i:i + batch_size]
+            xb = x[idx]
+            if ds.kind == "text" and word_dropout > 0:
+                drop = (torch.rand(xb.shape, generator=gen) < word_dropout) & (xb != PAD)
+                xb = torch.where(drop, torch.full_like(xb, UNK), xb)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            F.cross_entropy(model(xb), y[idx]).backward()
             opt.step()
     model.eval()
     return model, accuracy(model, x, y), accuracy(model, ds.x_test, ds.y_test)

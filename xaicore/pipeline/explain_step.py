@@ -106,7 +106,7 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
     return {"relevance": rel.numpy(),
             "conservation_error": conservation_error(rel, torch.from_numpy(score)).numpy(),
             "positive_fraction": positive_fraction(rel).numpy(),
-            "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in parts[0].extras}}
+            "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in ex.extras}}
 
 
 def sample_budget(cfg: Config, models: list[str], n: int) -> np.ndarray:

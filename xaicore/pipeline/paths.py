@@ -67,6 +67,10 @@ class Paths:
     def activations(self) -> Path:
         return self.root / "activations.zarr"
 
+    def branch(self, kind: str) -> Path:
+        """The ``tabular`` or ``text`` stage's folder: its data set, model and ``features.zarr``."""
+        return self.root / kind
+
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"

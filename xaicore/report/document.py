@@ -107,6 +107,10 @@ def sections(doc: dict[str, Any]) -> list[Section]:
                    for p, v in ps.items()],
                   ["model", "parameterization", "own_class_rate", "trained_class_rate", "reconstruction_error"])],
             figures=["maximize.png"]))
+    if doc.get("branches"):
+        from xaicore.report.branches import branch_section
+
+        out.append(branch_section(doc["branches"].get("tabular"), doc["branches"].get("text")))
     if doc.get("analysis"):
         from xaicore.report.meta import analysis_section
 

@@ -2,7 +2,8 @@
 curve (Adebayo et al. 2018, Fig. 2's shape), ROAR/KAR accuracy against the fraction removed (Hooker et al.
 2019, Fig. 4's shape), input invariance per method (Kindermans et al.) and CEM's pertinent positives and negatives
 (Dhurandhar et al. 2018, the survey's Fig. 7) and the class maximisers of the trained model and its controls
-(survey §6.6). The heatmap grids are in :mod:`xaicore.report.grids`."""
+(survey §6.6). The heatmap grids are in :mod:`xaicore.report.grids`, the figures of the tabular and text branches
+(explainVis, per-word heatmaps) in :mod:`xaicore.report.branches`."""
 
 from __future__ import annotations
 
@@ -230,4 +231,25 @@ def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
         meta = open_archive(paths.analysis, schema=ANALYSIS_SCHEMA)
         todo += [lambda: spray_figure(meta, fig / "spray.png", _save),
                  lambda: tcav_figure(meta, fig / "tcav.png", _save)]
+    todo += branch_figures(paths)
     return [draw() for draw in tqdm(todo, desc="figures", unit="figure", disable=not progress)]
+
+
+def branch_figures(paths: Paths) -> list[Any]:
+    """The figures of the tabular and text branches (survey §6) still to draw, one callable each: explainVis of
+    ``outputs/tabular/features.zarr`` and the per-word heatmaps of ``outputs/text/features.zarr``; a branch that
+    did not run has none."""
+    from xaicore.report import branches
+
+    fig, todo = paths.figures, []
+    tabular, text = branches.archive(paths, "tabular"), branches.archive(paths, "text")
+    if tabular is not None:
+        ds_tab = branches.open_features(tabular)
+        method = branches.explainvis_method(ds_tab)
+        if method is not None:
+            todo.append(lambda: branches.explainvis_figure(ds_tab, fig / "explainvis.png", _save, method=method))
+    if text is not None:
+        ds_text = branches.open_features(text)
+        if branches.explained(ds_text):
+            todo.append(lambda: branches.words_figure(ds_text, fig / "words.png", _save))
+    return todo

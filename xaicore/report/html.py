@@ -44,6 +44,13 @@ CAPTIONS = {
                  "image and heatmap. Better: one cluster that is exactly the Clever-Hans images.",
     "tcav.png": "TCAV score per class for each planted concept and layer, against the random-vs-random baseline. "
                 "Expected: the watermark significant for its class, the stripes for theirs.",
+    "explainvis.png": "explainVis (the survey's Fig. 9) of the first tabular rows: each attribute's explanation of "
+                      "the predicted class (dark) beside the mean over every explained row with the same value "
+                      "(light), p(class|x) on top. Positive: the value speaks for the class; a long dark bar where "
+                      "the light one agrees is the model's general trend, one where it differs is this row's own.",
+    "words.png": "Relevance of each word for the predicted class, sentences (rows) × methods (columns), red = for, "
+                 "blue = against, scaled per sentence and method. Better: the words the prediction hinges on "
+                 "(e.g. negations and sentiment words) coloured, unlike the `random` column.",
     "maximize.png": "Inputs that maximise each class logit, per model and parameterization. Better for the "
                     "trained model: class-like images; for the controls: nothing the trained model recognises.",
 }

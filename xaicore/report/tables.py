@@ -216,6 +216,12 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         from xaicore.report.meta import ANALYSIS_SCHEMA, analysis_summary
 
         doc["analysis"] = analysis_summary(open_archive(paths.analysis, schema=ANALYSIS_SCHEMA, verify=True))
+    ran = {kind: path for kind in ("tabular", "text") if (path := paths.branch(kind) / "features.zarr").exists()}
+    if ran:  # the tabular and text branches of §6: their scores and anchors
+        from xaicore.report.branches import FEATURES_SCHEMA, branch_summary
+
+        doc["branches"] = {kind: branch_summary(open_archive(path, schema=FEATURES_SCHEMA, verify=True))
+                           for kind, path in ran.items()}
     from xaicore.explain import get_explainer, methods
 
     families = {m: get_explainer(m).family for m in methods()}
