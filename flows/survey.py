@@ -25,9 +25,10 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
     tasks.run_maximize(cfg, paths)
     tasks.run_planted(cfg, paths)
     tasks.run_analysis(cfg, paths)
-    for kind in ("tabular", "text"):
-        tasks.train_branch(cfg, paths, kind)
-        tasks.explain_branch(cfg, paths, kind)
+    tasks.train_branch(cfg, paths, "tabular")
+    tasks.explain_branch(cfg, paths, "tabular")
+    tasks.train_branch(cfg, paths, "text")
+    tasks.explain_branch(cfg, paths, "text")
     tasks.aggregate_metrics(paths)
     figures = tasks.make_figures(paths)
     page = tasks.write_html_report(paths, figures)

@@ -187,10 +187,7 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
             if out.relevance.shape != e.shape:
                 raise XaiCoreError(f"method {method!r} returned shape {tuple(out.relevance.shape)} for the "
                                    f"embedding {tuple(e.shape)}")
-            pooled = model.embed.pool(out.relevance.detach())
-            if not x.is_floating_point():  # text: padding is no token, it gets no relevance
-                pooled = pooled.masked_fill(x == PAD, 0.0)
-            out = Explanation(pooled, out.extras)
+            out = Explanation(model.embed.pool(out.relevance.detach()), out.extras)
         else:
             out = ex.fn(model, x.detach(), target, **kw)
     if not isinstance(out, Explanation):
@@ -199,6 +196,8 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
     if rel.shape != x.shape:
         raise XaiCoreError(f"method {method!r} returned shape {tuple(rel.shape)} for x {tuple(x.shape)}")
     rel = rel.detach().to(dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
+    if not x.is_floating_point():  # text: padding is no token, it gets no relevance (noise baseline included)
+        rel = rel.masked_fill(x == PAD, 0.0)
     if not torch.isfinite(rel).all():
         raise XaiCoreError(f"method {method!r} produced non-finite relevance (NaN or inf) for "
                            f"{int((~torch.isfinite(rel)).flatten(1).any(1).sum())} of {x.shape[0]} samples")
