@@ -33,6 +33,7 @@ survey: install
 	@echo "  heatmaps  $(CURDIR)/outputs/heatmaps.zarr   (xaicore.store.open_archive / xarray.open_zarr)"
 	@echo "  scores    $(CURDIR)/outputs/scores.zarr"
 	@echo "  metrics   $(CURDIR)/outputs/metrics.json, outputs/metrics.csv"
+	@echo "  tables    $(CURDIR)/outputs/tabular/features.zarr, text: outputs/text/features.zarr (open_features)"
 	@echo "  figures   $(CURDIR)/outputs/figures/"
 	@echo "  MLflow    sqlite:///$(CURDIR)/outputs/mlflow.db  (mlflow ui --backend-store-uri ...)"
 
