@@ -46,8 +46,11 @@ browser:
 	            || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } } \
 	  || echo "make: no chromium/chromedriver and no apt-get as root: the report's browser test will be skipped"
 
+# the suite, then its host-dependence subset again under the last-bit test mode (docs/reproducibility.md): every
+# conv/linear output changes in its last bits with its batch position, as on AVX-512/AMX Xeons
 test: install browser
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	XAICORE_LAST_BIT_NOISE=1 $(VENV)/bin/python -m pytest -m hostdep $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check xaicore tasks flows tests benchmarks

@@ -4,7 +4,7 @@ beside a busy process, each measured in a fresh process, the settings alternatin
 The jobs are the pipeline's own: ``xaicore.models.train_model`` of the zoo CNN on the embedded digits (the train
 stage's job) and one ``xaicore.metrics.roar_cell`` at fraction 0.5 (the ROAR stage's job). The busy process is a
 one-thread torch loop of 256x256 matmuls, as a Dask worker or another stage would be. The figures choose the
-pipeline's setting: one torch thread per worker process (``xaicore.pipeline.cluster.one_thread``).
+pipeline's setting: one torch thread per worker process (``xaicore.threads.compute_threads``).
 
     .venv/bin/python benchmarks/threads.py [--rounds 3] [--epochs 2]
 """

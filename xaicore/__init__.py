@@ -5,8 +5,11 @@ Interpretability of Neural Networks', batched on torch, with a Zarr archive for 
     >>> relevance = explain(model, x, target, method="integrated_gradients", n_steps=64)
 """
 
+from xaicore import last_bits as _last_bits
 from xaicore._version import __version__
 from xaicore.errors import XaiCoreError
 from xaicore.explain import Explanation, explain, explanation, fit, methods
+
+_last_bits.install_from_env()
 
 __all__ = ["Explanation", "XaiCoreError", "__version__", "explain", "explanation", "fit", "methods"]

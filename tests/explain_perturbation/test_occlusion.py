@@ -10,23 +10,27 @@ import torch.nn as nn
 from captum.attr import Occlusion
 
 import xaicore
+from tests.tolerance import logit_atol
 from tests.zoo_models import seeded_zoo_model
 from xaicore import XaiCoreError
 from xaicore.explain.perturbation.fill import fill_for
 from xaicore.metrics.perturbation import gaussian_blur
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.hostdep]
 
 #: (window, stride): stride = window (dividing 28 and not), overlapping, stride 1, and non-dividing pairs whose
 #: last window is cut at the border (Captum's ceil)
 WINDOW_STRIDES = [(4, 4), (5, 5), (5, 3), (3, 2), (7, 1)]
 
 
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = 1e-5) -> None:
-    """Agreement to ``atol`` relative to the reference's largest magnitude, on a non-trivial reference."""
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, model: nn.Module, x: torch.Tensor) -> None:
+    """Agreement to the rounding error of the logits the relevance is the difference of (tests/tolerance.py):
+    Captum packs other perturbations into its forward passes than we do, so the last bits may differ. The
+    tolerance is checked to stay far below the relevance itself, so that a wrong window would still fail."""
+    atol = logit_atol(model, x)
     scale = float(ref.abs().max())
-    assert scale > 0
-    torch.testing.assert_close(ours, ref.detach(), rtol=0.0, atol=atol * scale)
+    assert atol < 1e-2 * scale, (atol, scale)
+    torch.testing.assert_close(ours, ref.detach(), rtol=0.0, atol=atol)
 
 
 def assert_border_occluded(rel: torch.Tensor) -> None:
@@ -56,7 +60,7 @@ def test_equals_captum_occlusion_with_zero_baseline(arch, window, stride, batch)
     x, target = batch
     ours = xaicore.explain(model, x, target, method="occlusion", window=window, stride=stride)
     ref = captum_occlusion(model, x, target, window, stride)
-    assert_close(ours, ref)
+    assert_close(ours, ref, model, x)
     assert bool((ref != 0).flatten(1).any(1).all())  # a non-trivial reference for every sample
 
 
@@ -72,7 +76,7 @@ def test_mean_fill_equals_captum_with_the_mean_image_as_baseline(arch, reference
     ours = xaicore.explain(model, x, target, method="occlusion", window=5, stride=3, fill="mean",
                            reference=reference)
     ref = captum_occlusion(model, x, target, 5, 3, baselines=mean_image[None])
-    assert_close(ours, ref)
+    assert_close(ours, ref, model, x)
     # the mean baseline changes the answer: not the zero fill
     zero = xaicore.explain(model, x, target, method="occlusion", window=5, stride=3)
     assert float((ours - zero).abs().max()) > 1e-3 * float(ref.abs().max())
@@ -84,7 +88,7 @@ def test_blur_fill_equals_captum_with_the_blurred_image_as_baseline(arch, batch)
     x, target = batch
     ours = xaicore.explain(model, x, target, method="occlusion", window=4, stride=2, fill="blur")
     ref = captum_occlusion(model, x, target, 4, 2, baselines=gaussian_blur(x))
-    assert_close(ours, ref)
+    assert_close(ours, ref, model, x)
 
 
 def test_uniform_fill_equals_captum_with_the_documented_noise_as_baseline(batch):
@@ -93,7 +97,7 @@ def test_uniform_fill_equals_captum_with_the_documented_noise_as_baseline(batch)
     noise = fill_for(x, "uniform", seed=9)
     assert float(noise.min()) >= 0 and float(noise.max()) <= 1 and float(noise.std()) > 0.2
     ours = xaicore.explain(model, x, target, method="occlusion", window=6, stride=4, fill="uniform", seed=9)
-    assert_close(ours, captum_occlusion(model, x, target, 6, 4, baselines=noise))
+    assert_close(ours, captum_occlusion(model, x, target, 6, 4, baselines=noise), model, x)
     assert_border_occluded(ours)
 
 
@@ -104,9 +108,47 @@ def test_three_channel_windows_cover_all_channels_as_captum(window, stride):
     x = torch.rand(3, 3, 28, 28, generator=g)
     target = torch.tensor([1, 5, 8])
     ours = xaicore.explain(model, x, target, method="occlusion", window=window, stride=stride)
-    assert_close(ours, captum_occlusion(model, x, target, window, stride))
+    assert_close(ours, captum_occlusion(model, x, target, window, stride), model, x)
     assert_border_occluded(ours)
     assert torch.equal(ours[:, 0], ours[:, 1]) and torch.equal(ours[:, 0], ours[:, 2])
+
+
+def brute_force_occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, window: int,
+                          stride: int) -> torch.Tensor:
+    """Occlusion by its definition, one window and one sample at a time in ``x``'s dtype: the drop of the target
+    logit when the window (all channels) is zeroed, averaged over the windows covering each pixel (Captum's
+    window placement: starts every ``stride`` up to the last one that still fits, plus one cut at the border)."""
+    h, w = x.shape[-2:]
+    rows = list(range(0, h - window + 1, stride)) + ([h - window + 1] if (h - window) % stride else [])
+    cols = list(range(0, w - window + 1, stride)) + ([w - window + 1] if (w - window) % stride else [])
+    out = torch.zeros_like(x)
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            xi, t = x[i:i + 1], int(target[i])
+            base = model(xi)[0, t]
+            total, count = torch.zeros_like(xi), torch.zeros_like(xi)
+            for r in rows:
+                for c in cols:
+                    occluded = xi.clone()
+                    occluded[..., r:r + window, c:c + window] = 0
+                    total[..., r:r + window, c:c + window] += base - model(occluded)[0, t]
+                    count[..., r:r + window, c:c + window] += 1
+            out[i] = (total / count.clamp_min(1))[0]
+    return out
+
+
+@pytest.mark.parametrize(("arch", "window", "stride"), [("cnn", 4, 4), ("vgg_bn", 5, 3), ("resnet", 5, 3)])
+def test_float64_models_give_float64_occlusion_equal_to_a_brute_force(arch, window, stride, batch):
+    """Captum's Occlusion computes a float64 model's relevance in float32 (measured: 3.4e-8 off), so float64
+    parity is with the definition itself, evaluated window by window in float64."""
+    model = seeded_zoo_model(arch, seed=3).eval().double()
+    x, target = batch
+    x = x[:2].double()
+    ours = xaicore.explain(model, x, target[:2], method="occlusion", window=window, stride=stride)
+    assert ours.dtype == torch.float64
+    ref = brute_force_occlusion(model, x, target[:2], window, stride)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=logit_atol(model, x))
+    assert logit_atol(model, x) < 1e-11 * float(ref.abs().max())
 
 
 def linear_model(seed: int = 0) -> nn.Module:
@@ -170,9 +212,9 @@ def test_batched_equals_per_sample_and_reruns_are_bitwise_equal(fill, batch):
     kw = dict(method="occlusion", window=5, stride=3, fill=fill, seed=2)
     batched = xaicore.explain(model, x, target, **kw)
     single = torch.cat([xaicore.explain(model, x[i:i + 1], target[i:i + 1], **kw) for i in range(x.shape[0])])
-    torch.testing.assert_close(batched, single, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batched, single, rtol=0, atol=logit_atol(model, x))  # other batches: last bits
     assert float(batched.abs().max()) > 1e-4
-    assert torch.equal(batched, xaicore.explain(model, x, target, **kw))
+    assert torch.equal(batched, xaicore.explain(model, x, target, **kw))  # the same batches: the same bits
 
 
 def test_uniform_fill_depends_on_the_seed(batch):
@@ -189,7 +231,8 @@ def test_forward_batch_does_not_change_the_result(batch):
     x, target = batch
     a = xaicore.explain(model, x, target, method="occlusion", window=4, stride=2, forward_batch=7)
     b = xaicore.explain(model, x, target, method="occlusion", window=4, stride=2, forward_batch=1000)
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * float(b.abs().max()))
+    torch.testing.assert_close(a, b, rtol=0, atol=logit_atol(model, x))
+    assert logit_atol(model, x) < 1e-3 * float(b.abs().max())
 
 
 @pytest.mark.parametrize("score", ["probability", "log_probability"])
@@ -203,7 +246,8 @@ def test_scores_equal_captum_on_the_matching_forward(score, batch):
 
     ours = xaicore.explain(model, x, target, method="occlusion", window=4, stride=4, score=score)
     assert_close(ours, Occlusion(forward).attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 4, 4),
-                                                    baselines=0.0, target=target, perturbations_per_eval=16))
+                                                    baselines=0.0, target=target, perturbations_per_eval=16),
+                 model, x)
 
 
 def test_model_keeps_its_training_flag_state_and_no_hooks(batch, helpers):

@@ -37,11 +37,11 @@ def test_background_start_gives_a_working_client_with_the_cluster_settings():
             import dask
             import numba
 
-            from xaicore.pipeline.cluster import one_thread
+            from xaicore.threads import compute_threads
 
-            one_thread()
-            return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("NUMBA_NUM_THREADS"),
-                    numba.config.NUMBA_NUM_THREADS, numba.get_num_threads())
+            with compute_threads():
+                return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("NUMBA_NUM_THREADS"),
+                        numba.config.NUMBA_NUM_THREADS, numba.get_num_threads())
 
         assert client.submit(probe, pure=False).result() == (False, "1", 1, 1)
         assert threading.get_ident() == main

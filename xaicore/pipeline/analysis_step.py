@@ -59,10 +59,10 @@ from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.registry import explanation, get_explainer
 from xaicore.metrics import LOCALIZATION_MEASURES, conservation_error, localization, positive_fraction
 from xaicore.models import load_model, save_model, train_model
-from xaicore.pipeline.cluster import one_thread
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.store import HeatmapArchiveWriter, open_archive, write_dataset
+from xaicore.threads import compute_threads
 
 ANALYSIS_SCHEMA = "xaicore.analysis/1"
 MODEL = "clever_hans"
@@ -75,9 +75,7 @@ def _planted_kwargs(cfg: Config) -> dict[str, Any]:
 
 def run_planted(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Generate the planted digits and train ``analysis.arch`` on them; writes ``paths.planted``."""
-    threads = torch.get_num_threads()
-    one_thread()
-    try:
+    with compute_threads():
         planted = planted_digits(**_planted_kwargs(cfg))
         ds = planted.dataset
         result = train_model(cfg.analysis.arch, ds.x_train, ds.y_train, n_classes=ds.n_classes,
@@ -85,8 +83,6 @@ def run_planted(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                              seed=cfg.seed, x_test=ds.x_test, y_test=ds.y_test, desc="train clever_hans",
                              progress=progress)
         reliance = watermark_reliance(result.model.eval(), planted)
-    finally:
-        torch.set_num_threads(threads)
     out = paths.planted
     out.mkdir(parents=True, exist_ok=True)
     save_dataset(ds, out / "dataset.npz", **{f"flag_{k}": v.numpy() for k, v in planted.flags.items()})
@@ -277,9 +273,7 @@ def run_analysis(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     if not (paths.planted / "model.pt").is_file():
         raise XaiCoreError(f"{paths.planted / 'model.pt'} is missing; run the planted stage first "
                            "(python -m flows planted)")
-    threads = torch.get_num_threads()
-    one_thread()
-    try:
+    with compute_threads():
         planted, model = load_planted(cfg, paths)
         chosen = analysis_set(planted)
         _explain_all(cfg, model, planted, chosen, paths.planted_heatmaps, progress)
@@ -297,8 +291,6 @@ def run_analysis(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         variables.update(_tcav(cfg, model, planted, layers, progress))
         variables.update(_dissect(cfg, model, planted, layers, paths))
         reliance = json.loads((paths.planted / "reliance.json").read_text())
-    finally:
-        torch.set_num_threads(threads)
     variables["reliance"] = (("reliance_measure",), np.array(list(reliance.values()), dtype=np.float64))
     k = cfg.analysis.spray.k_max + 1
     out = xr.Dataset(

@@ -40,9 +40,9 @@ from xaicore.explain.registry import explanation, get_explainer
 from xaicore.features import ColumnStats
 from xaicore.metrics import feature_aopc, feature_faithfulness
 from xaicore.models.features import load_feature_model, save_feature_model, train_feature_model
-from xaicore.pipeline.cluster import one_thread
 from xaicore.pipeline.paths import Paths
 from xaicore.store import open_archive, write_dataset
+from xaicore.threads import compute_threads
 
 FEATURES_SCHEMA = "xaicore.features/1"
 BRANCHES = ("tabular", "text")
@@ -68,14 +68,10 @@ def run_branch_train(cfg: Config, paths: Paths, kind: str, *, progress: bool = T
     ds = load_dataset(branch.dataset, root=branch.root, seed=cfg.seed, **extra)
     if ds.kind != kind:
         raise XaiCoreError(f"{kind}.dataset {branch.dataset!r} is {ds.kind} data")
-    threads = torch.get_num_threads()
-    one_thread()
-    try:
+    with compute_threads():
         model, train_acc, test_acc = train_feature_model(branch.arch, ds, epochs=branch.epochs,
                                                          batch_size=cfg.model.batch_size, seed=cfg.seed,
                                                          progress=progress)
-    finally:
-        torch.set_num_threads(threads)
     out = paths.root / kind
     save_dataset(ds, out / "dataset.npz")
     save_feature_model(model, out / "model.pt", dataset=ds.name, train_accuracy=train_acc, test_accuracy=test_acc)
@@ -111,9 +107,7 @@ def run_branch_explain(cfg: Config, paths: Paths, kind: str, *, progress: bool =
     stats = column_stats(ds) if kind == "tabular" else None
     n = min(branch.n_explain, ds.x_test.shape[0])
     x, label = ds.x_test[:n], ds.y_test[:n]
-    threads = torch.get_num_threads()
-    one_thread()
-    try:
+    with compute_threads():
         with torch.no_grad():
             prob = torch.softmax(model(x).double(), 1)
         target = prob.argmax(1)
@@ -140,8 +134,6 @@ def run_branch_explain(cfg: Config, paths: Paths, kind: str, *, progress: bool =
                     extras.setdefault(name, np.full((1, len(branch.methods), n), np.nan, dtype=np.float32))
                     extras[name][0, e] = torch.as_tensor(values).float().numpy()
         scores = _score(model, x, target, rel, branch.methods, stats)
-    finally:
-        torch.set_num_threads(threads)
     data = _dataset(kind, ds, x, label, target, score, rel, branch, stats, extras, anchor, scores)
     data.attrs.update({"params": cfg.section_json(kind), "method_params": json.dumps(params, sort_keys=True),
                        "not_applicable": json.dumps({"trained": skipped} if skipped else {}, sort_keys=True),

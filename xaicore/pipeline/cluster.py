@@ -8,9 +8,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import torch
-
-from xaicore._malloc import keep_freed_memory
 from xaicore._version import __version__
 from xaicore.errors import XaiCoreError
 
@@ -36,19 +33,6 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.admin.system-monitor.gil.enabled": False,
     "distributed.worker.memory.monitor-interval": "500ms",
 }
-
-
-def one_thread() -> None:
-    """One thread for torch *and* numba in a Dask worker: the workers already fill the cores, and numba's parallel
-    kernels would otherwise start a thread per core in every worker (measured: 5 s of system time per 6 chunks)."""
-    import numba
-
-    # a worker's NUMBA_NUM_THREADS (LOCAL_CLUSTER_CONFIG) is set after spawning, and numba may have been imported
-    # before it (a script's main module, re-imported by spawn): read it before the pool starts; a no-op elsewhere
-    numba.config.reload_config()
-    keep_freed_memory()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
 
 
 @contextlib.contextmanager

@@ -27,12 +27,14 @@ from xaicore.explain import get_explainer
 from xaicore.explain.registry import explanation
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
-from xaicore.pipeline.cluster import dask_client_starting, one_thread
+from xaicore.pipeline.cluster import dask_client_starting
 from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import RESUME_PARAMS, stage_journal
+from xaicore.pipeline.runner import Job, run_jobs
 from xaicore.pipeline.steps import survey_models
 from xaicore.store import HeatmapArchiveWriter
+from xaicore.threads import compute_threads
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,9 @@ def _images(dataset: str) -> tuple[DatasetFile, torch.Tensor]:
 
 
 def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, method: str, params: dict[str, Any],
-                  start: int, stop: int, target: np.ndarray, score: np.ndarray, batch_size: int,
-                  single_thread: bool) -> dict[str, Any]:
+                  start: int, stop: int, target: np.ndarray, score: np.ndarray, batch_size: int) -> dict[str, Any]:
     """Heatmaps, axiom figures and extras of test samples ``start:stop`` for one (model, method), in batches of
-    ``batch_size``; ``{"not_applicable": reason}`` when the method cannot explain the model."""
-    threads = torch.get_num_threads()
-    if single_thread:
-        one_thread()
+    ``batch_size`` from ``start``; ``{"not_applicable": reason}`` when the method cannot explain the model."""
     try:
         model = _model(model_path)
         ds, mean_image = _images(dataset)
@@ -100,8 +98,6 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
                  for i in range(0, x.shape[0], batch_size)]
     except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer
         return {"not_applicable": str(e)}
-    finally:
-        torch.set_num_threads(threads)
     rel = torch.cat([p.relevance for p in parts])
     return {"relevance": rel.numpy(),
             "conservation_error": conservation_error(rel, torch.from_numpy(score)).numpy(),
@@ -196,7 +192,7 @@ def generate_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Pa
     budget = sample_budget(cfg, list(models), label.shape[0])
     check_disk(cfg, paths, budget, ds.input_shape, progress)
     # the workers start while this process computes the logits and creates the archive
-    with dask_client_starting(cfg.explain.workers, cfg.score.scheduler) as starting:
+    with compute_threads(), dask_client_starting(cfg.explain.workers, cfg.score.scheduler) as starting:
         return _generate(cfg, paths, ds, label, target, sample, models, budget, methods, starting, progress)
 
 
@@ -237,22 +233,25 @@ def _generate(cfg: Config, paths: Paths, ds: DatasetFile, label: torch.Tensor, t
     # the longest jobs first, so that the workers finish together: a perturbation method costs 10²-10³ passes,
     # a gradient method a few; a model costs what its forward pass took above (the order changes no number)
     weight = {m: (100.0 if get_explainer(m).family == "perturbation" else 1.0) for m in methods}
-    jobs.sort(key=lambda j: -weight[methods[j[1]]] * pass_s[names[j[0]]] * (j[3] - j[2]))
+
+    def cost(j: tuple[int, int, int, int]) -> float:
+        return weight[methods[j[1]]] * pass_s[names[j[0]]] * (j[3] - j[2])
+
     skip: set[tuple[int, int]] = set()
     pending: dict[tuple[int, int, int], list[tuple[int, dict[str, Any]]]] = {}
     done = int(sum(writer.written[mi, :, :b].sum() for mi, b in enumerate(budget)))
     bar = tqdm(total=int(budget.sum()) * len(methods), initial=done, desc="heatmaps",
                unit="map", disable=not progress)
 
-    def args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
+    def args(job: tuple[int, int, int, int]) -> tuple[Any, ...]:
         mi, ei, a, b = job
         return (str(paths.root), str(paths.dataset), names[mi], str(models[names[mi]]), methods[ei],
                 method_params(cfg, methods[ei]), a, b, target[a:b].numpy(), score[mi, a:b],
-                cfg.explain.batch_of(methods[ei]), single_thread)
+                cfg.explain.batch_of(methods[ei]))
 
-    def write(job: tuple[int, int, int, int], res: dict[str, Any]) -> None:
+    def write(job: Job, res: dict[str, Any]) -> None:
         """Write a job's block once every job of its archive chunk has returned."""
-        mi, ei, a, b = job
+        mi, ei, a, b = job.key
         bar.update(b - a)
         bar.set_postfix(model=names[mi], method=methods[ei])
         if "not_applicable" in res:
@@ -273,16 +272,10 @@ def _generate(cfg: Config, paths: Paths, ds: DatasetFile, label: torch.Tensor, t
                                         for k in ("relevance", "conservation_error", "positive_fraction")),
                            {k: np.concatenate([p["extras"][k] for p in block]) for k in block[0]["extras"]})
 
-    client = starting.result()
-    if client is None:
-        for job in jobs:
-            write(job, explain_chunk(*args(job, True)))
-    else:
-        from distributed import as_completed
-
-        futures = {client.submit(explain_chunk, *args(job, True), pure=False): job for job in jobs}
-        for fut in as_completed(futures, loop=client.loop):  # popped: a worker keeps a result while referenced
-            write(futures.pop(fut), fut.result())
+    # the archive writer keeps the resume of this stage: its journal records whole chunks, verified against
+    # their files in the partial store, rather than the (large) relevance of every job
+    run_jobs([Job(job, explain_chunk, args(job), cost=cost(job), record=False) for job in jobs], on_result=write,
+             client=starting.result())
     bar.close()
     out = writer.finalize()
     journal.remove()

@@ -30,6 +30,7 @@ from xaicore.explain.registry import fit, fit_params
 from xaicore.models import load_model
 from xaicore.pipeline.paths import Paths, model_file
 from xaicore.pipeline.steps import survey_models
+from xaicore.threads import with_compute_threads
 
 
 def is_control(name: str) -> bool:
@@ -47,6 +48,7 @@ def autoencoder_kwargs(cfg: Config) -> dict[str, Any]:
             "code_penalty": a.code_penalty, "seed": cfg.seed}
 
 
+@with_compute_threads
 def fit_autoencoder_state(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """The ``autoencoder`` stage: the convolutional autoencoder (``autoencoder`` params, ``seed``) fitted on the
     training set, written to ``paths.autoencoder`` (a ``.partial`` file renamed when complete). CEM's methods
@@ -94,6 +96,7 @@ def explain_kwargs(cfg: Config, method: str) -> dict[str, Any]:
             if k in ex.defaults or k not in ex.fit_defaults}
 
 
+@with_compute_threads
 def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Fit the state of every fitted method of ``explain.methods`` for every survey model on the training set,
     written to ``paths.fitted`` (a ``.partial`` folder renamed when complete). Methods with the same fit and

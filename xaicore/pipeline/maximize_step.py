@@ -25,10 +25,10 @@ from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain.optimisation import AutoencoderState
 from xaicore.models import load_model
-from xaicore.pipeline.cluster import one_thread
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
+from xaicore.threads import compute_threads
 
 MAXIMIZE_SCHEMA = "xaicore.maximize/1"
 
@@ -48,9 +48,7 @@ def run_maximize(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     if not paths.autoencoder.is_file():
         raise XaiCoreError(f"{paths.autoencoder} is missing; run the autoencoder stage first "
                            "(python -m flows autoencoder)")
-    threads = torch.get_num_threads()
-    one_thread()
-    try:
+    with compute_threads():
         ds, _ = load_saved(paths.dataset)
         state = AutoencoderState.load(paths.autoencoder)
         models = survey_models(paths)
@@ -78,8 +76,6 @@ def run_maximize(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
                 bar.update()
                 bar.set_postfix(model=name, parameterization=p)
         bar.close()
-    finally:
-        torch.set_num_threads(threads)
     dims = ("model", "parameterization", "unit")
     out = xr.Dataset(
         {"maximizer": (dims + ("channel", "y", "x"), images),

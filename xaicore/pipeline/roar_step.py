@@ -18,12 +18,14 @@ from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
 from xaicore.metrics import Fill, Trainer, make_fill, roar_cell
 from xaicore.models import accuracy, load_model
-from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import stage_journal
+from xaicore.pipeline.runner import Job, Needs, run_jobs
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
+from xaicore.threads import compute_threads
 
 ROAR_SCHEMA = "xaicore.roar/1"
 log = logging.getLogger(__name__)
@@ -40,12 +42,9 @@ def _dataset(path: str) -> Dataset:
     return load_saved(path)[0]
 
 
-def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str,
-                  single_thread: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(training set, test set) heatmaps of ``method`` for the trained model, whose degraded data ROAR/KAR
     retrain on (a fitted method is fitted on the training set first)."""
-    if single_thread:
-        one_thread()
     ds = _dataset(dataset)
     model = load_model(model_path)
     kw = {**explain_kwargs(cfg, method), **roar_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
@@ -64,13 +63,12 @@ def roar_kwargs(cfg: Config, method: str) -> dict[str, Any]:
 
 
 def roar_retrain(dataset: str, heatmaps: tuple[torch.Tensor, torch.Tensor], mode: str, fraction: float,
-                 seed: int, trainer: Trainer, fill: Fill, single_thread: bool) -> float:
-    """Test accuracy of one model retrained at ``fraction`` (:func:`~xaicore.metrics.roar_cell`)."""
-    if single_thread:
-        one_thread()
+                 seed: int, trainer: Trainer, fill: Fill) -> dict[str, np.ndarray]:
+    """Test accuracy of one model retrained at ``fraction`` (:func:`~xaicore.metrics.roar_cell`), as the
+    journal records it."""
     ds = _dataset(dataset)
-    return roar_cell(ds.x_train, ds.y_train, ds.x_test, ds.y_test, *heatmaps, fraction=fraction, mode=mode,
-                     seed=seed, train_fn=trainer, fill=fill)
+    return {"accuracy": np.float32(roar_cell(ds.x_train, ds.y_train, ds.x_test, ds.y_test, *heatmaps,
+                                             fraction=fraction, mode=mode, seed=seed, train_fn=trainer, fill=fill))}
 
 
 def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
@@ -79,9 +77,14 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     per-channel mean by default): ``roar_accuracy`` (mode, explainer, fraction, repeat). The ROAR mode is also run
     with every other fill: ``roar_accuracy_by_fill`` (fill, explainer, fraction, repeat), the first fill included.
 
-    Every retraining is one job on ``roar.workers`` Dask workers of one torch thread (in this process, also on
-    one thread, when it is 0), after its method's heatmaps (one job per method): the figures do not depend on
+    Every retraining is one job of :func:`~xaicore.pipeline.runner.run_jobs` on ``roar.workers`` Dask workers (in
+    this process when it is 0), fed by its method's heatmaps (one job per method): the figures do not depend on
     the number of workers."""
+    with compute_threads():
+        return _run_roar(cfg, paths, progress)
+
+
+def _run_roar(cfg: Config, paths: Paths, progress: bool) -> Path:
     ds = _dataset(str(paths.dataset))
     model_path = str(survey_models(paths)[TRAINED])
     r, m = cfg.roar, cfg.model
@@ -95,49 +98,30 @@ def run_roar(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
              for fi in range(len(r.fractions)) for k in range(r.n_repeats)]
     journal = stage_journal(cfg, paths, "roar")
     bar = tqdm(total=len(cells), desc="ROAR/KAR retraining", unit="model", disable=not progress)
+    dataset = str(paths.dataset)
+    jobs = [Job(f"heatmaps-{ei}", roar_heatmaps, (cfg, dataset, model_path, r.methods[ei]), record=False,
+                report=False) for ei in range(len(r.methods))]
+    jobs += [Job("cell-{}-{}-{}-{}-{}".format(*cell), roar_retrain,
+                 (dataset, Needs(f"heatmaps-{cell[2]}"), r.modes[cell[1]], r.fractions[cell[3]], cfg.seed + cell[4],
+                  trainer, fills[cell[0]])) for cell in cells]
+    cell_of = {f"cell-{li}-{mi}-{ei}-{fi}-{k}": (li, mi, ei, fi, k) for li, mi, ei, fi, k in cells}
 
-    def cell_args(cell: tuple[int, int, int, int, int]) -> tuple[Any, ...]:
-        li, mi, ei, fi, k = cell
-        return r.modes[mi], r.fractions[fi], cfg.seed + k, trainer, fills[li], True
-
-    def done(cell: tuple[int, int, int, int, int], value: float, record: bool = True) -> None:
-        li, mi, ei, fi, k = cell
+    def done(job: Job, value: dict[str, np.ndarray]) -> None:
+        li, mi, ei, fi, k = cell_of[job.key]
         if li == 0:
-            acc[mi, ei, fi, k] = value
+            acc[mi, ei, fi, k] = value["accuracy"]
         if r.modes[mi] == "roar":
-            by_fill[li, ei, fi, k] = value
-        if record:
-            journal.put("cell-{}-{}-{}-{}-{}".format(*cell), {"accuracy": np.float32(value)})
+            by_fill[li, ei, fi, k] = value["accuracy"]
         bar.update()
         bar.set_postfix(method=r.methods[ei], mode=r.modes[mi], fill=r.fills[li])
 
-    for cell in list(cells):  # the retrainings an interrupted run of this configuration finished
-        if (found := journal.get("cell-{}-{}-{}-{}-{}".format(*cell))) is not None:
-            done(cell, float(found["accuracy"]), record=False)
-            cells.remove(cell)
-    if bar.n:
-        log.info("resuming ROAR/KAR: %d retrained models of an interrupted run are kept", bar.n)
-    methods = sorted({c[2] for c in cells})  # those with a retraining left need their heatmaps
+    def started(kept: int) -> None:
+        if kept:
+            log.info("resuming ROAR/KAR: %d retrained models of an interrupted run are kept", kept)
 
-    threads = torch.get_num_threads()
-    try:
-        with dask_client(r.workers if cells else 0, cfg.score.scheduler) as client:
-            if client is None:
-                for ei in methods:
-                    heat = roar_heatmaps(cfg, str(paths.dataset), model_path, r.methods[ei], True)
-                    for cell in (c for c in cells if c[2] == ei):
-                        done(cell, roar_retrain(str(paths.dataset), heat, *cell_args(cell)))
-            else:
-                from distributed import as_completed
-
-                heat = {ei: client.submit(roar_heatmaps, cfg, str(paths.dataset), model_path, r.methods[ei], True,
-                                          pure=False) for ei in methods}
-                futures = {client.submit(roar_retrain, str(paths.dataset), heat[cell[2]], *cell_args(cell),
-                                         pure=False): cell for cell in cells}
-                for fut in as_completed(futures, loop=client.loop):
-                    done(futures[fut], fut.result())
-    finally:
-        torch.set_num_threads(threads)
+    left = set(cell_of) - set(journal.names())
+    with dask_client(r.workers if left else 0, cfg.score.scheduler) as client:
+        run_jobs(jobs, on_result=done, client=client, journal=journal, on_start=started)
     bar.close()
     trained = load_model(model_path)
     explainers = np.asarray(list(r.methods), dtype=object)

@@ -22,10 +22,11 @@ from xaicore.explain import get_explainer
 from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network
 from xaicore.metrics.sanity import Reference
 from xaicore.models import load_model
-from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import stage_journal
+from xaicore.pipeline.runner import Job, run_jobs
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import (
     HEATMAP_SCHEMA,
@@ -36,6 +37,7 @@ from xaicore.store import (
     open_archive,
 )
 from xaicore.store.journal import Journal
+from xaicore.threads import compute_threads
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,8 @@ def region_side(region: int | None, shape: tuple[int, ...]) -> int:
 
 
 def score_chunk(heatmaps: str, dataset: str, model_path: str, mi: int, ei: int, start: int, stop: int,
-                target: np.ndarray, score_cfg: ScoreConfig, seed: int, single_thread: bool) -> dict[str, np.ndarray]:
+                target: np.ndarray, score_cfg: ScoreConfig, seed: int) -> dict[str, np.ndarray]:
     """AOPC curves (each perturbation and order) and faithfulness (each perturbation) of one archive chunk."""
-    if single_thread:
-        one_thread()
     group = zarr.open_group(heatmaps, mode="r")
     sample = np.asarray(group["sample"][start:stop])
     ds, idx_test, mean_image = _images(dataset)
@@ -87,12 +87,10 @@ def _explained(group: zarr.Group) -> np.ndarray:
     return np.asarray(group["n_explained"][:]) if "n_explained" in group else np.full(n_models, n)
 
 
-def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...], single_thread: bool) -> np.ndarray:
+def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...]) -> np.ndarray:
     """(model, measure, sample) similarity of every model's heatmaps of explainer ``ei`` to the trained model's
     (Adebayo et al.); NaN where a method could not explain a model. Read in blocks of whole archive chunks, so
     memory does not grow with the samples (every measure is per sample)."""
-    if single_thread:
-        one_thread()
     group = zarr.open_group(heatmaps, mode="r")
     rel = group["relevance"]
     n_models, n = rel.shape[0], rel.shape[2]
@@ -169,58 +167,40 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset, explained
     return out
 
 
+def _similarity_job(heatmaps: str, ei: int, measures: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {"similarity": explainer_similarities(heatmaps, ei, measures)}
+
+
 def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]], model_paths: list[str],
                 target: np.ndarray, n_explainers: int, journal: Journal, sink: Callable[[str, Any, Any], None],
                 progress: bool) -> None:
-    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as Dask tasks side by side. Each
-    result goes to ``sink(kind, key, value)`` (the archive) and to ``journal`` as it arrives and is then dropped,
-    so memory does not grow with the samples; those an interrupted run recorded are taken from the journal."""
-    args = (str(paths.heatmaps), str(paths.dataset))
+    """Every AOPC/faithfulness chunk and every explainer's sanity similarities, as jobs of
+    :func:`~xaicore.pipeline.runner.run_jobs` side by side. Each result goes to ``sink(kind, key, value)`` (the
+    archive) and to ``journal`` as it arrives and is then dropped, so memory does not grow with the samples;
+    those an interrupted run recorded are taken from the journal."""
+    heatmaps, dataset = str(paths.heatmaps), str(paths.dataset)
     measures = tuple(cfg.sanity.measures)
-    todo = []
-    for job in jobs:
-        if (found := journal.get("aopc-{}-{}-{}".format(*job[:3]))) is not None:
-            sink("aopc", job, found)
-        else:
-            todo.append(job)
-    todo_sims = []
-    for ei in range(n_explainers):
-        if (found := journal.get(f"sanity-{ei}")) is not None:
-            sink("sanity", ei, found["similarity"])
-        else:
-            todo_sims.append(ei)
-    kept = len(jobs) + n_explainers - len(todo) - len(todo_sims)
-    if kept:
-        log.info("resuming the scores: %d of %d tasks of an interrupted run are kept", kept, len(jobs) + n_explainers)
+    work = [Job("aopc-{}-{}-{}".format(*job[:3]), score_chunk,
+                (heatmaps, dataset, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed))
+            for job in jobs for mi, ei, a, b in [job]]
+    work += [Job(f"sanity-{ei}", _similarity_job, (heatmaps, ei, measures)) for ei in range(n_explainers)]
+    what = dict(zip((j.key for j in work), [("aopc", job) for job in jobs] +
+                    [("sanity", ei) for ei in range(n_explainers)], strict=True))
+    bar = tqdm(total=len(work), desc="scoring tasks", disable=not progress)
 
-    def chunk_args(job: tuple[int, int, int, int], single_thread: bool) -> tuple[Any, ...]:
-        mi, ei, a, b = job
-        return (*args, model_paths[mi], mi, ei, a, b, target[a:b], cfg.score, cfg.seed, single_thread)
-
-    def done(kind: str, key: Any, value: Any) -> None:
-        sink(kind, key, value)
-        if kind == "aopc":
-            journal.put("aopc-{}-{}-{}".format(*key[:3]), value)
-        else:
-            journal.put(f"sanity-{key}", {"similarity": value})
+    def done(job: Job, value: dict[str, np.ndarray]) -> None:
+        kind, key = what[job.key]
+        sink(kind, key, value["similarity"] if kind == "sanity" else value)
         bar.update()
 
-    bar = tqdm(total=len(jobs) + n_explainers, initial=kept, desc="scoring tasks", disable=not progress)
-    with dask_client(cfg.score.workers if todo or todo_sims else 0, cfg.score.scheduler) as client:
-        if client is None:
-            for job in todo:
-                done("aopc", job, score_chunk(*chunk_args(job, False)))
-            for ei in todo_sims:
-                done("sanity", ei, explainer_similarities(args[0], ei, measures, False))
-        else:
-            from distributed import as_completed
+    def started(kept: int) -> None:
+        if kept:
+            log.info("resuming the scores: %d of %d tasks of an interrupted run are kept", kept, len(work))
 
-            futures: dict[Any, tuple[str, Any]] = {
-                client.submit(score_chunk, *chunk_args(job, True), pure=False): ("aopc", job) for job in todo}
-            futures.update({client.submit(explainer_similarities, args[0], ei, measures, True, pure=False):
-                            ("sanity", ei) for ei in todo_sims})
-            for fut in as_completed(futures, loop=client.loop):  # popped: a worker keeps what is referenced
-                done(*futures.pop(fut), fut.result())
+    # no cluster when every job is in the journal
+    left = set(j.key for j in work) - set(journal.names())
+    with dask_client(cfg.score.workers if left else 0, cfg.score.scheduler) as client:
+        run_jobs(work, on_result=done, client=client, journal=journal, on_start=started)
     bar.close()
 
 
@@ -234,6 +214,11 @@ def score_heatmaps(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     trained model's (Adebayo et al.); ``invariance`` (explainer, sample) is Kindermans et al.'s input-invariance
     error. Each chunk's scores are written to the archive as they arrive, so memory stays flat in the samples.
     """
+    with compute_threads():
+        return _score_heatmaps(cfg, paths, progress)
+
+
+def _score_heatmaps(cfg: Config, paths: Paths, progress: bool) -> Path:
     from xaicore.features import Regions
 
     hm = open_archive(paths.heatmaps, schema=HEATMAP_SCHEMA, verify=True, load_small=False)  # streamed

@@ -22,8 +22,10 @@ from xaicore.models import (
     save_model,
     train_model,
 )
-from xaicore.pipeline.cluster import dask_client, one_thread
+from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.paths import Paths, model_file
+from xaicore.pipeline.runner import Job, run_jobs
+from xaicore.threads import compute_threads, with_compute_threads
 
 TRAINED, RANDOM_LABELS = "trained", "random_labels"
 
@@ -46,6 +48,7 @@ def preflight(cfg: Config) -> None:
                            f"the {cfg.model.source} model {cfg.model.arch} (torch.save(net.state_dict(), path))")
 
 
+@with_compute_threads
 def prepare_data(cfg: Config, paths: Paths) -> Path:
     """Materialize the configured dataset and its randomized-label training copy (one ``.npz``)."""
     d = cfg.data
@@ -69,13 +72,11 @@ def read_index(directory: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
-def train_one(dataset: str, arch: ModelSpec, labels: str, epochs: int, batch_size: int, lr: float, seed: int,
-              single_thread: bool) -> tuple[dict[str, torch.Tensor], float, float, float]:
+def train_one(dataset: str, arch: ModelSpec, labels: str, epochs: int, batch_size: int, lr: float,
+              seed: int) -> tuple[dict[str, torch.Tensor], float, float, float]:
     """One training run of the train stage on the saved dataset (``labels``: ``y_train`` or ``y_train_random``):
-    (weights, train accuracy, test accuracy, final loss). One torch thread, whichever process runs it, so the
-    weights do not depend on the number of workers."""
-    if single_thread:
-        one_thread()
+    (weights, train accuracy, test accuracy, final loss). A job of :func:`~xaicore.pipeline.runner.run_jobs`, so
+    it runs under the contract's thread settings whichever process runs it."""
     ds, extra = load_saved(dataset)
     y = ds.y_train if labels == "y_train" else torch.as_tensor(extra[labels])
     res = train_model(arch, ds.x_train, y, n_classes=ds.n_classes, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -85,10 +86,15 @@ def train_one(dataset: str, arch: ModelSpec, labels: str, epochs: int, batch_siz
 
 def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Train the survey's model on the true labels, the data-randomization control on permuted labels, and the
-    ``model.zoo`` architectures on the true labels: one job each on ``model.workers`` Dask workers of one torch
-    thread (in this process, also on one thread, when it is 0), the longest first. With ``model.weights`` the
+    ``model.zoo`` architectures on the true labels: one job each (:func:`~xaicore.pipeline.runner.run_jobs`) on
+    ``model.workers`` Dask workers (in this process when it is 0), the longest first. With ``model.weights`` the
     survey's model is the given network (loaded, not trained); the random-label control retrains its
     architecture from scratch on the permuted training labels."""
+    with compute_threads():
+        return _train_models(cfg, paths, progress)
+
+
+def _train_models(cfg: Config, paths: Paths, progress: bool) -> Path:
     ds, _ = load_saved(paths.dataset)
     m = cfg.model
     spec = m.spec
@@ -98,31 +104,19 @@ def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     zoo_epochs = m.epochs if m.zoo_epochs is None else m.zoo_epochs
     runs += [(f"zoo:{arch}", ModelSpec("zoo", arch), "y_train", zoo_epochs, m.lr, cfg.seed) for arch in m.zoo]
     cost = {"cnn": 1.0, "mlp": 0.3}  # per epoch, roughly; the deeper zoo and the user's networks: 6
-    order = sorted(range(len(runs)), key=lambda i: -cost.get(runs[i][1].arch, 6.0) * runs[i][3])
+    jobs = [Job(i, train_one, (str(paths.dataset), arch, labels, epochs, m.batch_size, lr, seed),
+                cost=cost.get(arch.arch, 6.0) * epochs, record=False)
+            for i, (_, arch, labels, epochs, lr, seed) in enumerate(runs)]
     results: dict[int, tuple[dict[str, torch.Tensor], float, float, float]] = {}
     bar = tqdm(total=len(runs), desc="train", unit="model", disable=not progress)
 
-    def job(i: int, single: bool) -> tuple[Any, ...]:
-        _, arch, labels, epochs, lr, seed = runs[i]
-        return str(paths.dataset), arch, labels, epochs, m.batch_size, lr, seed, single
+    def done(job: Job, result: tuple[dict[str, torch.Tensor], float, float, float]) -> None:
+        results[job.key] = result
+        bar.update()
+        bar.set_postfix(model=runs[job.key][0])
 
-    threads = torch.get_num_threads()
-    try:
-        with dask_client(m.workers, cfg.score.scheduler) as client:
-            if client is None:
-                for i in order:
-                    results[i] = train_one(*job(i, True))
-                    bar.update()
-            else:
-                from distributed import as_completed
-
-                futures = {client.submit(train_one, *job(i, True), pure=False): i for i in order}
-                for fut in as_completed(futures, loop=client.loop):
-                    results[futures[fut]] = fut.result()
-                    bar.update()
-                    bar.set_postfix(model=runs[futures[fut]][0])
-    finally:
-        torch.set_num_threads(threads)
+    with dask_client(m.workers, cfg.score.scheduler) as client:
+        run_jobs(jobs, on_result=done, client=client)
     bar.close()
     entries: dict[str, dict[str, Any]] = {}
     if m.weights is not None:
@@ -146,7 +140,13 @@ def train_models(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
 
 
 def build_controls(cfg: Config, paths: Paths) -> Path:
-    """Cascading and independent randomized-weight copies of the trained model (Adebayo et al. 2018)."""
+    """Cascading and independent randomized-weight copies of the trained model (Adebayo et al. 2018), with their
+    accuracies (computed under the contract's thread settings)."""
+    with compute_threads():
+        return _build_controls(cfg, paths)
+
+
+def _build_controls(cfg: Config, paths: Paths) -> Path:
     ds, _ = load_saved(paths.dataset)
     trained = load_model(paths.models / f"{model_file(TRAINED)}.pt")
     meta = json.loads((paths.models / f"{model_file(TRAINED)}.json").read_text())
