@@ -38,3 +38,16 @@ def logit_magnitude(model: nn.Module, x: torch.Tensor) -> float:
 def logit_atol(model: nn.Module, x: torch.Tensor, ulps: int = LOGIT_ULPS) -> float:
     """The absolute tolerance of a comparison of quantities made of ``model``'s logits on inputs like ``x``."""
     return ulps * torch.finfo(x.dtype).eps * logit_magnitude(model, x)
+
+
+#: ulps of a heatmap's largest value that two evaluations of a gradient-based heatmap on other batches may
+#: differ by: each layer's forward and backward products round at eps of their own terms (measured ≤ 8 under the
+#: last-bit test mode on the zoo's CNN; IG and SmoothGrad average several such passes)
+HEATMAP_ULPS = 64
+
+
+def assert_equal_to_rounding(ours: torch.Tensor, ref: torch.Tensor, ulps: int = HEATMAP_ULPS) -> None:
+    """``ours`` equals ``ref`` up to ``ulps`` of ``ref``'s dtype at ``ref``'s largest magnitude: for two
+    computations whose batches differ (the contract promises no more, docs/reproducibility.md)."""
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(ours, ref, rtol=0.0, atol=ulps * torch.finfo(ref.dtype).eps * scale)

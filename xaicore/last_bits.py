@@ -38,7 +38,8 @@ def _scale(module: nn.Module, output: torch.Tensor) -> torch.Tensor:
     return scale.reshape((b,) + (1,) * (output.dim() - 1)) if output.dim() > 1 else scale
 
 
-def _hook(module: nn.Module, args: tuple, output: object) -> object:
+def hook(module: nn.Module, args: tuple, output: object) -> object:
+    """The global forward hook of the mode: ``output`` scaled row by row (conv and linear only)."""
     if not isinstance(module, _HOOKED) or not isinstance(output, torch.Tensor) or not output.is_floating_point():
         return None
     return output * _scale(module, output)
@@ -53,7 +54,7 @@ def install(on: bool = True) -> None:
     """Switch the mode on (or off) in this process; idempotent."""
     global _handle
     if on and _handle is None:
-        _handle = nn.modules.module.register_module_forward_hook(_hook)
+        _handle = nn.modules.module.register_module_forward_hook(hook)
     elif not on and _handle is not None:
         _handle.remove()
         _handle = None

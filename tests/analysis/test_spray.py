@@ -299,12 +299,18 @@ def test_errors(call, match):
 
 
 @pytest.mark.slow
+@pytest.mark.hostdep
 def test_finds_the_clever_hans_cluster_of_the_watermarked_class(planted, planted_cnn):
     """Lapuschkin et al.'s finding on the planted digits: the class-0 digits (their own strokes, both splits) of
     the CNN that learned the watermark split into the watermarked and the clean ones, by LRP and by
-    gradient × input, with the eigengap choosing 2 clusters: at 7×7 cells of 4 px (the watermark's size) with 10
-    neighbours, and at 8×8 with 5 (≈ log N, von Luxburg 2007's advice for N = 133). (At full resolution the
-    eigengap finds 3 or more groups: the stroke shapes of the 0s.)"""
+    gradient × input: at 7×7 and 8×8 cells (the watermark is 4 px) with 10 and 5 neighbours (≈ log N, von Luxburg
+    2007's advice for N = 133), the kNN graph falls into exactly these two groups (two zero eigenvalues of its
+    Laplacian, then a clear gap) and no cluster mixes them.
+
+    Which gap the eigengap heuristic takes depends on the trained weights: over training seeds 0-3 (measured on an
+    AVX-512 host) it chose 2 clusters in 25 of 32 (seed, method, cells, neighbours) cases and otherwise split one
+    of the two groups further (3-7 clusters, by stroke shape), never mixing them. So each method must find exactly the
+    two groups in at least one of the settings, and every setting must keep them apart."""
     from sklearn.metrics import adjusted_rand_score
 
     import xaicore
@@ -316,7 +322,13 @@ def test_finds_the_clever_hans_cluster_of_the_watermarked_class(planted, planted
     assert 0.25 < flag.mean() < 0.5
     for method in ("lrp.epsilon_plus", "gradient_x_input"):
         relevance = xaicore.explain(planted_cnn, x, torch.zeros(len(x), dtype=torch.long), method=method)
-        for size, n_neighbors in ((7, 10), (8, 5)):
+        exact = []
+        for size, n_neighbors in ((7, 10), (8, 5), (7, 5), (8, 10)):
             res = spray(relevance, size=size, n_neighbors=n_neighbors)
-            assert res.n_clusters == 2, (method, size, res.eigengap)
-            assert adjusted_rand_score(flag, res.labels) >= 0.9, (method, size)
+            ev = res.eigenvalues
+            assert abs(ev[0]) < 1e-6 and abs(ev[1]) < 1e-6 and ev[2] > 0.03, (method, size, n_neighbors, ev[:4])
+            for c in np.unique(res.labels):  # no cluster mixes watermarked and clean digits
+                members = flag[res.labels == c]
+                assert members.all() or not members.any(), (method, size, n_neighbors, c)
+            exact.append(res.n_clusters == 2 and adjusted_rand_score(flag, res.labels) >= 0.9)
+        assert any(exact), (method, exact)

@@ -104,7 +104,7 @@ def test_directional_derivative_is_the_next_layers_weight_along_the_cav():
     np.testing.assert_allclose(res.derivative[0, 0], expected[:, None].expand(-1, 7).numpy(), rtol=1e-6)
     assert np.array_equal(res.scores[0, 0], (expected > 0).double().numpy())
     grads = layer_gradients(model, x, torch.full((7,), 2), ["0"])["0"]
-    assert torch.equal(grads, model[1].weight[2].detach().expand(7, -1))
+    torch.testing.assert_close(grads, model[1].weight[2].detach().expand(7, -1), rtol=1e-14, atol=0)
 
 
 def test_cav_points_toward_the_concept_and_has_unit_length():
@@ -142,18 +142,23 @@ def test_the_planted_concepts_are_found(planted, planted_cnn, sets, one_thread):
 
 
 @pytest.mark.slow
+@pytest.mark.hostdep
 def test_a_concept_drawn_from_the_data_is_never_significant(planted, planted_cnn, one_thread):
     """The null by construction: an 11th random set posing as a concept, tested for every class at two layers,
     Bonferroni over the 20 tests. (Dots, planted on every class alike, are not such a null: the sign test flags
-    a consistent gradient however small its effect, e.g. class 7 at conv1, where dots move the logit by −0.01.)"""
+    a consistent gradient however small its effect, e.g. class 7 at conv1, where dots move the logit by −0.01.)
+
+    The claim is the test's verdict, not the score: a random direction can still give a class an extreme TCAV
+    score (0.96 at fc1 for one class, with the CNN as trained on an AVX-512 host), and so can the random sets it is
+    judged against; significance is what separates a concept from them."""
     _, randoms = concept_sets(planted, n_examples=50, n_random=11, seed=0)
-    significant = []
+    significant, pvalues = [], []
     for cls in range(10):
         res = tcav(planted_cnn, class_inputs(planted, cls), cls, {"null": randoms[10]}, randoms[:10],
                    layer=["conv2", "fc1"], n_tests=20)
         significant.append(res.significant[0])
-        assert ((res.score > 0.05) & (res.score < 0.95)).all()
-    assert not np.any(significant)
+        pvalues.append(res.pvalue[0])
+    assert not np.any(significant), np.asarray(pvalues)
 
 
 def test_activations_once_per_set_and_the_model_untouched(planted, planted_cnn, sets, helpers):
@@ -178,9 +183,22 @@ def test_activations_once_per_set_and_the_model_untouched(planted, planted_cnn, 
     helpers.assert_no_hooks(planted_cnn)
     assert planted_cnn.training and all(p.grad is None for p in planted_cnn.parameters())
     with pytest.warns(UserWarning):
+        same = tcav(planted_cnn, x, 0, concepts, randoms, layer=["conv2", "fc1"], forward_batch=64)
         again = tcav(planted_cnn, x, 0, concepts, randoms, layer=["conv2", "fc1"], forward_batch=7)
-    for f in ("scores", "random_scores", "pvalue", "accuracy"):
-        assert np.array_equal(getattr(res, f), getattr(again, f)), f
+    for f in ("scores", "random_scores", "pvalue", "accuracy", "derivative"):  # the same batches: the same bits
+        assert np.array_equal(getattr(res, f), getattr(same, f)), f
+    # other batches: the activations differ in their last bits. The CAV of a clearly separable concept barely
+    # moves (watermark, stripes: cosine > 0.999 under XAICORE_LAST_BIT_NOISE), and neither do its scores and
+    # verdicts. A linear classifier on sets it cannot separate (dots at conv2, 95 % held-out accuracy) is
+    # ill-conditioned: its CAV turned by cosine 0.98 and, with 2 random sets, its verdict flipped. Nothing is
+    # promised for such a concept beyond the rounding of its activations.
+    separable = res.accuracy.min(-1) >= 0.99  # (concept, layer)
+    assert separable.sum() >= 3
+    for li, layer in enumerate(res.layers):
+        cos = (again.cavs[layer] * res.cavs[layer]).sum(-1)[separable[:, li]]  # (concept, run)
+        assert (cos > 0.999).all(), (layer, cos)
+    np.testing.assert_allclose(again.scores[separable], res.scores[separable], rtol=0, atol=0.05)
+    assert np.array_equal(again.significant[separable], res.significant[separable])
 
 
 def test_errors(planted_cnn, planted, sets):

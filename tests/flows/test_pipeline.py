@@ -425,6 +425,7 @@ def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path)
     from xaicore.pipeline import run_maximize
     from xaicore.pipeline.fit_step import fit_kwargs
     from xaicore.pipeline.steps import survey_models
+    from xaicore.threads import compute_threads
 
     paths = type(tiny_survey)(tmp_path / "outputs")
     for sub in ("data", "models", "controls"):
@@ -436,7 +437,9 @@ def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path)
     index = json.loads((tiny_survey.fitted / "index.json").read_text())
     for method in ("patternnet", "pda"):
         for name in ("trained", "cascade:fc1"):
-            state = fit(load_model(survey_models(paths)[name]), ds.x_train, method, **fit_kwargs(tiny_cfg, method))
+            with compute_threads():  # the fit stage's thread settings: the contract's "same threads"
+                state = fit(load_model(survey_models(paths)[name]), ds.x_train, method,
+                            **fit_kwargs(tiny_cfg, method))
             file = index[method][name]  # torch.save names the zip's records after the file
             state.save(tmp_path / file)
             assert (tmp_path / file).read_bytes() == (tiny_survey.fitted / file).read_bytes(), (method, name)
