@@ -5,6 +5,7 @@
     xaicore report [--params FILE]          figures and report.html from the archives
     xaicore methods                         the registered methods, with family and paper
     xaicore schedule CRON [--params FILE]   serve the survey as a Prefect deployment on a cron schedule
+    xaicore compare A B                     whether run B reproduced run A (outputs folders or git revisions)
 
 Bad input ends with one line ``xaicore <command>: error: ...`` and exit status 2. The library stays free of
 Prefect, DVC and MLflow: ``survey`` and ``schedule`` start the project's ``flows`` in a child process.
@@ -190,6 +191,42 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _materialise(arg: str, tmp: Path) -> Path:
+    """An outputs folder: ``arg`` itself, or the ``outputs/`` of git revision ``arg`` of the project in the working
+    directory, fetched by ``dvc get`` (a child process: the library stays free of DVC) into ``tmp``."""
+    if Path(arg).is_dir():
+        return Path(arg)
+    root = _project("compare")
+    env = _child_env()
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{arg}^{{commit}}"], cwd=root, env=env,
+                         capture_output=True, text=True)
+    if rev.returncode != 0:
+        _fail("compare", f"{arg} is neither an outputs folder nor a git revision of {root}")
+    out = tmp / rev.stdout.strip()[:12] / "outputs"
+    print(f"xaicore compare: dvc get . outputs --rev {arg}", file=sys.stderr)
+    got = subprocess.run(["dvc", "get", ".", "outputs", "--rev", arg, "-o", str(out)], cwd=root, env=env,
+                         capture_output=True, text=True)
+    if got.returncode != 0 or not out.is_dir():
+        lines = [ln.strip() for ln in got.stderr.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith("ERROR")), lines[0] if lines else "no outputs/ came back")
+        _fail("compare", f"cannot fetch the outputs of revision {arg} with dvc get: {why}")
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from xaicore.compare import compare_runs
+
+    if not args.tolerance_scale > 0:
+        _fail("compare", f"--tolerance-scale must be positive, got {args.tolerance_scale}")
+    with tempfile.TemporaryDirectory(prefix="xaicore-compare-") as tmp:
+        a, b = _materialise(args.a, Path(tmp)), _materialise(args.b, Path(tmp))
+        result = compare_runs(a, b, tolerance_scale=args.tolerance_scale)
+        print(result.format())
+    return 0 if result.reproduced else 1
+
+
 def _params_and_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="the survey's configuration (default: params.yaml)")
     p.add_argument("--out", default="outputs", help="the survey's output folder (default: outputs)")
@@ -233,6 +270,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("cron", metavar="CRON", help="cron expression, 5 fields")
     _params_and_out(c)
     c.set_defaults(fn=cmd_schedule)
+    k = sub.add_parser("compare", help="whether run B reproduced run A (exit 0) or not (exit 1)",
+                       description="Compare two survey outputs: per archive variable the largest absolute and "
+                                   "relative difference against its stated tolerance (xaicore.compare.TOLERANCES), "
+                                   "per metric the methods' rank agreement (Kendall tau), each finding's verdict "
+                                   "side by side. Exit 0: reproduced; 1: a verdict changed or a difference exceeds "
+                                   "its tolerance. A or B may be a git revision: its outputs/ is fetched with "
+                                   "`dvc get` (run it in the project's folder).")
+    k.add_argument("a", metavar="A", help="the reference: an outputs folder or a git revision (e.g. HEAD~1)")
+    k.add_argument("b", metavar="B", help="the run to check: an outputs folder or a git revision")
+    k.add_argument("--tolerance-scale", type=float, default=1.0, metavar="K",
+                   help="multiply every tolerance by K (default: 1)")
+    k.set_defaults(fn=cmd_compare)
     return p
 
 

@@ -283,3 +283,23 @@ def test_bad_parameters_raise_naming_the_parameter(params, named, batch):
         xaicore.explain(model, x, target, method="occlusion", **params)
     value = next(iter(params.values())) if len(params) == 1 else params[named]
     assert repr(value) in str(err.value)
+
+
+def test_a_window_the_fill_leaves_as_it_is_gets_exactly_zero(batch):
+    """Zero windows on the digits' zero border drop nothing: exactly 0, also where the passes' last bits depend
+    on the batch (the last-bit test mode), so the sign of nothing is never the host's to decide."""
+    from xaicore import last_bits
+
+    model = seeded_zoo_model("cnn", seed=3).eval()
+    x, target = batch
+    was = last_bits.enabled()
+    try:
+        for on in (False, True):
+            last_bits.install(on)
+            rel = xaicore.explain(model, x, target, method="occlusion", window=4, stride=4, forward_batch=5)
+            blank = (x[..., :4, :4] == 0).flatten(1).all(1)
+            assert bool(blank.all())
+            assert bool((rel[..., :4, :4] == 0).all())
+            assert int((rel != 0).sum()) > 0.25 * rel.numel()  # the digits' windows do drop the score
+    finally:
+        last_bits.install(was)

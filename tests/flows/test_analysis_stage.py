@@ -51,6 +51,7 @@ def test_analysis_archive_schema(tiny_survey, tiny_cfg):
     assert acts["conv2"].dims == ("model", "sample", "conv2:unit", "conv2:y", "conv2:x")
 
 
+@pytest.mark.hostdep
 def test_rerun_is_byte_for_byte_the_same(tiny_survey, tiny_cfg, tmp_path):
     paths = type(tiny_survey)(tmp_path / "outputs")
     run_planted(tiny_cfg, paths, progress=False)

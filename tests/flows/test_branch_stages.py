@@ -58,6 +58,7 @@ def test_text_archive(tiny_survey, tiny_cfg):
     assert with_negation, "the tiny sample has negated sentences"
 
 
+@pytest.mark.hostdep
 def test_branch_rerun_is_bitwise_identical(tiny_survey, tiny_cfg, tmp_path):
     paths = Paths(tmp_path)
     for kind in ("tabular", "text"):

@@ -105,6 +105,7 @@ def _start(args: list[str], cwd, env=None):
 
 
 @pytest.mark.slow
+@pytest.mark.hostdep
 def test_an_external_cluster_scores_bitwise_like_the_in_process_run(tiny_survey, tiny_cfg, tmp_path):
     """A `dask scheduler` and two `dask worker` processes started apart from the run (ports on localhost), named
     by score.scheduler: the scores archive equals the one scored in process, byte for byte. A worker that cannot

@@ -230,6 +230,7 @@ def test_cem_in_the_pipeline(tiny_survey, tiny_cfg, tmp_path):
         generate_heatmaps(tiny_cfg, paths, progress=False)
 
 
+@pytest.mark.hostdep
 def test_train_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
     """The train stage on 2 Dask workers (one training run each) writes the same weights, bit for bit, as in one
     process: every run has one torch thread wherever it runs."""
@@ -281,6 +282,7 @@ def test_maximize_stage(tiny_survey, tiny_cfg):
     assert (mx["reconstruction_error"].values > 0).all()
 
 
+@pytest.mark.hostdep
 def test_explain_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
     """The explain stage on 2 Dask workers writes the same heatmaps, bit for bit, as the serial run."""
     import dataclasses
@@ -302,6 +304,7 @@ def test_explain_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
         np.testing.assert_array_equal(par[name].values, ser[name].values, err_msg=name)
 
 
+@pytest.mark.hostdep
 def test_explain_jobs_smaller_than_a_chunk(tiny_survey, tiny_cfg, tmp_path):
     """``explain.batch_sizes`` below the chunk splits a chunk into several jobs; their blocks are assembled into
     the chunk in sample order (same heatmaps on 2 Dask workers as in process, and as the unsplit run's up to
@@ -349,6 +352,7 @@ def test_roar_archive(tiny_survey):
     assert float(acc.sel(mode="kar", fraction=0.1).mean()) > 0.3
 
 
+@pytest.mark.hostdep
 def test_roar_on_dask_equals_serial(tiny_survey, tiny_cfg, tmp_path):
     """Every ROAR/KAR retraining is a Dask job on a one-thread worker: 2 workers give the serial run's
     accuracies exactly (the tiny survey's ROAR ran in process)."""
@@ -411,6 +415,7 @@ def test_reports(tiny_survey, tiny_cfg):
     assert (tiny_survey.root / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+@pytest.mark.hostdep
 def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path):
     """Same params and seed, same bytes: the maximize stage rerun on copies of the tiny survey's inputs, and the fit
     stage's states refitted for the trained model and a control, equal the survey's byte for byte. The other

@@ -28,7 +28,7 @@ from xaicore.config import config_from_dict
 from xaicore.pipeline import Paths, generate_heatmaps, score_heatmaps
 from xaicore.store.journal import RESUME_DIR
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.hostdep]
 
 RUN = """
 import logging, sys

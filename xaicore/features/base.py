@@ -24,6 +24,11 @@ class Features(abc.ABC):
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         """(B, F) values per feature → x's shape."""
 
+    @abc.abstractmethod
+    def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
+        """(B, F) True where removing feature f alone (to ``fill``) leaves sample b exactly as it is: its effect
+        is exactly none, whatever the last bits of two passes over other batches say."""
+
     def _check_keep(self, keep: torch.Tensor) -> torch.Tensor:
         if keep.ndim != 3 or keep.shape[1] not in (1, self.x.shape[0]) or keep.shape[2] != self.n_features:
             raise XaiCoreError(f"keep must be (k, B={self.x.shape[0]} or 1, F={self.n_features}), got "
@@ -73,6 +78,12 @@ class Segments(Features):
         k = mask.shape[0]
         mask = mask.view(k, mask.shape[1], 1, *x.shape[2:])
         return torch.where(mask, x[None], fill[None]).reshape(k * b, *x.shape[1:])
+
+    def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
+        b = self.x.shape[0]
+        changed = (self.x != fill).any(1).reshape(b, -1).to(torch.int64)  # (B, P)
+        per = torch.zeros(b, self.n_features, dtype=torch.int64, device=self.x.device)
+        return per.scatter_add_(1, self.labels.expand(b, -1), changed) == 0
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         values = self._check_values(values)

@@ -135,6 +135,14 @@ class Windows(Features):
         off = self._fold((~keep).reshape(k * rows, -1).to(x.dtype)).view(k, rows, 1, *x.shape[2:])
         return torch.where(off == 0, x[None], fill[None]).reshape(k * x.shape[0], *x.shape[1:])
 
+    def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
+        """(B, F) True where filling window f of sample b with ``fill`` leaves x as it is (x equals the fill on
+        the whole window): such a window's effect is exactly none, whatever the passes' last bits say."""
+        changed = (self.x != fill).any(1, keepdim=True).to(self.x.dtype)  # (B, 1, H, W)
+        h, w = self.x.shape[2:]
+        padded = F.pad(changed, (0, max(self._size[1] - w, 0), 0, max(self._size[0] - h, 0)))
+        return F.unfold(padded, self.window, stride=self.stride).amax(1) == 0
+
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         values = self._check_values(values)
         summed = self._fold(values.to(torch.float64))

@@ -203,6 +203,9 @@ class Columns(Features):
         keep = self._check_keep(keep)
         return torch.where(keep, self.x[None], fill[None]).reshape(-1, self.n_features)
 
+    def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
+        return self.x == fill
+
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         return self._check_values(values).clone()
 
@@ -227,6 +230,9 @@ class Tokens(Features):
     def apply(self, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         keep = self._check_keep(keep) | ~self.real[None]
         return torch.where(keep, self.x[None], fill[None]).reshape(-1, self.n_features)
+
+    def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
+        return (self.x == fill) | ~self.real
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         return self._check_values(values).to(torch.float32 if not values.is_floating_point() else values.dtype)

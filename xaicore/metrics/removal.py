@@ -88,6 +88,7 @@ def feature_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, re
     keep = ~torch.eye(features.n_features, dtype=torch.bool, device=x.device)
     drops = fx[:, None] - perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
                                            forward_batch=forward_batch).to(torch.float64)
+    drops = torch.where(features.unchanged(fill), torch.zeros_like(drops), drops)  # removing nothing drops nothing
     real = torch.arange(features.n_features, device=x.device)[None] < features.counts[:, None]
     return torch.where(real, drops, torch.full_like(drops, float("nan")))
 

@@ -47,4 +47,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window
         fx = target_scores(model, x, target, score)
         drops = fx[:, None] - perturbed_scores(model, x, target, features, keep, values, score=score,
                                                forward_batch=forward_batch)
+    # a window the fill leaves as it is (zeros on a zero background) drops nothing: exactly 0, not the difference
+    # of two passes over other batches, whose sign the host's last bits would decide (docs/reproducibility.md)
+    drops = torch.where(features.unchanged(values), torch.zeros_like(drops), drops)
     return features.spread(drops.to(x.dtype))
