@@ -54,6 +54,7 @@ test: install browser
 
 lint: install
 	$(VENV)/bin/ruff check xaicore tasks flows tests benchmarks
+	$(VENV)/bin/lint-imports  # the layers of pyproject.toml [tool.importlinter]
 
 bench: install
 	$(VENV)/bin/python benchmarks/aopc.py

@@ -5,7 +5,9 @@ region. Those passes are the floor; the rest (ranking, noise, in-place perturbat
 
 Two cases, on the same model, batch and gradient heatmaps for every contender:
   (a) the project's small CNN on 256 embedded digits, 4×4 regions: L = 49 (50 curve points);
-  (b) a cheap model (one strided conv + linear) on 128 random 3×64×64 images, 4×4 regions: L = 256.
+  (b) a cheap model, Conv(3→8, 5, stride 4) → ReLU → Linear, on 128 random 3×64×64 images, 4×4 regions:
+      L = 256 (the case of the AOPC regression issue: ≤ 1.3× the bare passes with one thread, ≥ 10× faster than
+      Quantus with two).
 
 Timed (median of a few repeats after a warm-up, contenders interleaved): xaicore ``aopc`` MoRF and LeRF,
 the bare L+1 forward passes under ``torch.no_grad``, and ``quantus.RegionPerturbation`` (patch 4, MoRF,
@@ -72,9 +74,10 @@ def case_cnn(quick: bool) -> Case:
 
 
 def case_cheap() -> Case:
-    """(b) One strided conv + linear on 128 random 3×64×64 images; the target is the predicted class."""
+    """(b) Conv(3→8, 5, stride 4) → ReLU → Linear on 128 random 3×64×64 images; the target is the predicted
+    class."""
     torch.manual_seed(SEED)
-    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 10)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 15 * 15, 10)).eval()
     x = torch.rand(128, 3, 64, 64, generator=torch.Generator().manual_seed(SEED))
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -290,7 +293,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print()
-    targets = {"(a)": (1.1, None), "(b)": (1.5, 10.0)}
+    targets = {"(a)": (1.1, None), "(b)": (1.3, 10.0)}
     for case, t, lines in notes:
         max_ratio, min_speedup = targets[case.name[:3]]
         verdicts = []

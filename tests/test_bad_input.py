@@ -111,6 +111,7 @@ PROBES: list[tuple[str, str, Callable[[], Any], str]] = [
     ("similarity", "unknown measure", lambda: M.similarity(c().rel, c().rel, "pearson_r"),
      r"unknown similarity measure"),
     ("similarity", "NaN heatmap", lambda: M.similarity(c().rel, c().nan), r"NaN or inf"),
+    ("metric", "an undeclared metric", lambda: M.metric("aopc_sideways"), r"unknown metric 'aopc_sideways'"),
     ("spearman_rows", "rows of different shapes",
      lambda: M.spearman_rows(np.ones((3, 5)), np.ones((3, 4))), r"shape"),
     ("pearson_rows", "rows of different shapes", lambda: M.pearson_rows(torch.ones(3, 5), torch.ones(2, 5)),

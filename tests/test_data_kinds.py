@@ -350,6 +350,6 @@ def test_load_dataset_knows_the_new_names():
     assert load_dataset("titanic", seed=1).idx_test.tolist() == titanic(seed=1).idx_test.tolist()
     assert load_dataset("breast_cancer").x_train.shape == (455, 30)
     assert load_dataset("sentiment", max_len=14).x_train.shape == (1600, 14)
-    with pytest.raises(XaiCoreError, match=r"unknown dataset 'adult'; expected digits, .*breast_cancer, titanic, "
-                                           r"sentiment, csv or textfile"):
+    with pytest.raises(XaiCoreError, match=r"unknown dataset 'adult'; expected digits, mnist, imagefolder, npz, "
+                                           r"titanic, breast_cancer, csv, sentiment or textfile"):
         load_dataset("adult")

@@ -14,8 +14,8 @@ import torch  # noqa: E402
 
 import xaicore  # noqa: E402
 from xaicore.errors import XaiCoreError  # noqa: E402
+from xaicore.report.canvas import save as _save  # noqa: E402
 from xaicore.report.explainvis import explainvis, model_explanation, plot_explainvis  # noqa: E402
-from xaicore.report.figures import _save  # noqa: E402
 
 REL = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
 BINS = np.array([[0, 1], [0, 0], [1, 0]])

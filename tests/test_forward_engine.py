@@ -167,3 +167,49 @@ def test_superpixels():
         Superpixels(torch.zeros(1, 1, 28, 28), "quickshift")
     with pytest.raises(XaiCoreError, match="unknown segmentation"):
         Superpixels(x, "watershed")
+
+
+class _WritesItsInput(nn.Module):
+    """A model that scales its input in place: the copies it is given must not carry over to the next pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(0.5)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("forward_batch", [1, 5, 15, 64, 4096])
+@pytest.mark.parametrize("masks", ["steps", "one_off", "random_per_sample"])
+def test_label_map_builder_gives_applys_inputs_to_the_bit(forward_batch, masks):
+    """Segments write only what changes between passes (AOPC's steps, one feature off at a time); every pass's
+    input must equal the dense ``apply`` of its masks, whatever the packing, per-sample maps or the model."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 3, 12, 12, generator=g)
+    fill = torch.rand(5, 3, 12, 12, generator=g)
+    feats = Segments(x, torch.randint(0, 7, (5, 12, 12), generator=g))
+    f = feats.n_features
+    if masks == "steps":  # per sample, one more feature off each step, in a random order per sample
+        rank = torch.stack([torch.randperm(f, generator=g) for _ in range(5)])
+        keep = (torch.arange(f + 1)[None, :, None] <= rank[:, None, :]).transpose(0, 1)
+    elif masks == "one_off":
+        keep = (~torch.eye(f, dtype=torch.bool))[:, None]
+    else:
+        keep = torch.rand(40, 5, f, generator=g) > 0.5
+    build = feats.builder(keep, fill)
+    per = max(1, forward_batch // 5)
+    for k0 in range(0, keep.shape[0], per):
+        k1 = min(keep.shape[0], k0 + per)
+        got = build(k0, k1)
+        assert torch.equal(got, feats.apply(keep[k0:k1], fill)), (k0, k1)
+        got.mul_(0.5)  # a model writing into its input: the next pass is rebuilt, not built on this
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
+    target = torch.tensor([0, 1, 2, 3, 0])
+    engine_keep = keep[:, 0] if keep.shape[1] == 1 else keep.transpose(0, 1)  # (K, F) shared or (B, K, F)
+    for m in (model, _WritesItsInput(model)):
+        lanes = perturbed_scores(m, x, target, feats, engine_keep, fill, forward_batch=forward_batch)
+        dense = torch.stack([m(feats.apply(keep[k:k + 1], fill)).gather(1, target[:, None])[:, 0]
+                             for k in range(keep.shape[0])], 1)
+        assert torch.allclose(lanes, dense, rtol=0, atol=1e-5)  # passes of other sizes: last bits may differ

@@ -14,10 +14,10 @@ import pytest
 matplotlib.use("Agg")
 
 from xaicore.config import config_from_dict  # noqa: E402
+from xaicore.outputs import Paths  # noqa: E402
 from xaicore.pipeline import branch_step  # noqa: E402
 from xaicore.pipeline.branch_step import open_features, run_branch_explain, run_branch_train  # noqa: E402
-from xaicore.pipeline.paths import Paths  # noqa: E402
-from xaicore.report import branches, figures  # noqa: E402
+from xaicore.report import branches, canvas, figures  # noqa: E402
 from xaicore.report.document import sections, write_report  # noqa: E402
 from xaicore.report.html import write_html  # noqa: E402
 
@@ -47,7 +47,7 @@ def _keep(store: list):
     """A figure writer that keeps the figure (its artists stay readable after it is closed)."""
     def save(fig, path):
         store.append(fig)
-        return figures._save(fig, path)
+        return canvas.save(fig, path)
     return save
 
 

@@ -1,5 +1,6 @@
 """Every file of tensors xaicore reads (models, fitted states) is loaded here: ``weights_only=True``, so a file
-can never run code, and any failure is one line naming the file and the stage that rewrites it."""
+can never run code, and any failure is one line naming the file and the stage that rewrites it. Every such file
+is written here too, atomically."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from xaicore.atomic import atomic_path
 from xaicore.errors import XaiCoreError
 
 
@@ -35,3 +37,11 @@ def load_tensors(path: str | Path, what: str, rerun: str) -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise XaiCoreError(f"{what} {path} cannot be read ({type(e).__name__}: {first[:160]}); rerun {rerun}") \
             from None
+
+
+def save_tensors(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` of ``obj`` (tensors, numbers, strings, lists and dicts of them: what ``load_tensors`` reads
+    back) to ``path``, atomically (:mod:`xaicore.atomic`)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)

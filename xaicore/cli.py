@@ -91,7 +91,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from xaicore.config import load_config
-    from xaicore.pipeline.paths import Paths
+    from xaicore.outputs import Paths
     from xaicore.report.html import write_html_report
 
     load_config(args.params)  # a bad params file is refused before anything is read
@@ -166,7 +166,8 @@ def explain_images(model_path: str | Path, methods: Sequence[str], images: Seque
 
 
 def _heatmap_png(x: Any, rel: Any, path: Path, title: str) -> Path:
-    from xaicore.report.figures import _save, plt
+    from xaicore.report.canvas import plt
+    from xaicore.report.canvas import save as _save
     from xaicore.report.grids import heatmap_rgb, input_rgb
 
     fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
@@ -272,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_schedule)
     k = sub.add_parser("compare", help="whether run B reproduced run A (exit 0) or not (exit 1)",
                        description="Compare two survey outputs: per archive variable the largest absolute and "
-                                   "relative difference against its stated tolerance (xaicore.compare.TOLERANCES), "
+                                   "relative difference against its stated tolerance (xaicore.tolerances.TOLERANCES), "
                                    "per metric the methods' rank agreement (Kendall tau), each finding's verdict "
                                    "side by side. Exit 0: reproduced; 1: a verdict changed or a difference exceeds "
                                    "its tolerance. A or B may be a git revision: its outputs/ is fetched with "

@@ -17,21 +17,26 @@ from typing import Any
 
 import yaml
 
+from xaicore.data.sources import IMAGE_DATASETS, TABULAR_DATASETS, TEXT_DATASETS
+from xaicore.engine import SCORES
 from xaicore.errors import XaiCoreError
+from xaicore.features.fills import PERTURBATIONS
+from xaicore.kernels import BACKENDS
+from xaicore.metrics.aopc import ORDERS
+from xaicore.metrics.roar import FILLS, MODES
+from xaicore.metrics.sanity import SIMILARITY_MEASURES
+from xaicore.models.spec import SOURCES
+from xaicore.models.zoo import ARCHS as ZOO_ARCHS
 
 if typing.TYPE_CHECKING:
     from xaicore.models.spec import ModelSpec
 
-DATASETS = ("digits", "mnist", "imagefolder", "npz")
-ARCHS = ("cnn", "mlp", "vgg_bn", "resnet", "densenet")
-SOURCES = ("zoo", "torchvision", "file")  # model.source: how xaicore.models.spec.ModelSpec builds the network
-ORDERS = ("morf", "lerf")
-PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
-SCORES = ("logit", "probability")
-BACKENDS = ("auto", "numba", "torch")
+# the choices params.yaml takes are the library's own names, declared once there
+DATASETS = IMAGE_DATASETS
+ARCHS = tuple(ZOO_ARCHS)
+SANITY_MEASURES = SIMILARITY_MEASURES
+ROAR_MODES = MODES
 DEVICES = ("cpu", "cuda")
-SANITY_MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
-ROAR_MODES = ("roar", "kar")
 
 
 def _fail(key: str, msg: str) -> XaiCoreError:
@@ -374,8 +379,6 @@ class RoarConfig:
         for t in self.fractions:
             if not 0.0 < t < 1.0:
                 raise _fail("roar.fractions", f"holds {t}; expected fractions in (0, 1)")
-        from xaicore.metrics.roar import FILLS
-
         if not self.fills:
             raise _fail("roar.fills", f"is empty; name at least one of {', '.join(FILLS)}")
         for f in self.fills:
@@ -497,7 +500,7 @@ class TabularConfig:
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_default_tabular_params)
 
     def validate(self) -> None:
-        _validate_branch(self, "tabular", ("titanic", "breast_cancer", "csv"))
+        _validate_branch(self, "tabular", TABULAR_DATASETS)
 
 
 def _default_text_params() -> dict[str, dict[str, Any]]:
@@ -520,7 +523,7 @@ class TextConfig:
     method_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=_default_text_params)
 
     def validate(self) -> None:
-        _validate_branch(self, "text", ("sentiment", "textfile"))
+        _validate_branch(self, "text", TEXT_DATASETS)
         if self.max_len is not None:
             _positive("text.max_len", self.max_len)
 

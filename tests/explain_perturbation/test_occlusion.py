@@ -13,8 +13,7 @@ import xaicore
 from tests.tolerance import logit_atol
 from tests.zoo_models import seeded_zoo_model
 from xaicore import XaiCoreError
-from xaicore.explain.perturbation.fill import fill_for
-from xaicore.metrics.perturbation import gaussian_blur
+from xaicore.features.fills import fill_for, gaussian_blur
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.hostdep]
 

@@ -118,7 +118,7 @@ def test_removing_any_needed_dependency_is_caught(traced_survey):
 def test_resume_journals_are_keyed_by_what_dvc_hashes():
     """A resumed stage reuses results only under the params and inputs dvc.yaml declares for it (less
     ``score.scheduler``, which says where jobs run, not what they compute): one table, checked against dvc.yaml."""
-    from xaicore.pipeline.paths import Paths
+    from xaicore.outputs import Paths
     from xaicore.pipeline.resume import RESUME_INPUTS, RESUME_PARAMS
 
     stages, paths = dvc_stages(), Paths(Path("outputs"))

@@ -11,9 +11,9 @@ from conftest import linear_model
 
 import xaicore
 from xaicore import XaiCoreError
+from xaicore.features.fills import blur_matrix
 from xaicore.kernels import get_backend
 from xaicore.metrics import PERTURBATIONS, aopc, gaussian_blur, replacement_values
-from xaicore.metrics.perturbation import blur_matrix
 
 NUMBA, TORCH = get_backend("numba"), get_backend("torch")
 

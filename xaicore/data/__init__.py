@@ -6,13 +6,13 @@ from xaicore.data.core import (
     UNK,
     Dataset,
     DatasetFile,
-    load_dataset,
     load_saved,
     randomized_labels,
     save_dataset,
 )
 from xaicore.data.digits import load_digits28
 from xaicore.data.mnist import load_mnist
+from xaicore.data.sources import DATASETS, IMAGE_DATASETS, TABULAR_DATASETS, TEXT_DATASETS, load_dataset
 from xaicore.data.tabular import (
     TITANIC_ATTRIBUTES,
     TITANIC_LOGODDS,
@@ -39,12 +39,16 @@ from xaicore.data.text import (
 )
 
 __all__ = [
+    "DATASETS",
     "FILLER",
+    "IMAGE_DATASETS",
     "KINDS",
     "NEGATIVE",
     "NEGATOR",
     "PAD",
     "POSITIVE",
+    "TABULAR_DATASETS",
+    "TEXT_DATASETS",
     "TITANIC_ATTRIBUTES",
     "TITANIC_LOGODDS",
     "TITANIC_PRIORS",

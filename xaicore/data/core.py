@@ -5,17 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xaicore.atomic import atomic_path
 from xaicore.errors import XaiCoreError
+from xaicore.kinds import KINDS, PAD, UNK  # noqa: F401  (re-exported: xaicore.data.PAD, ...)
 
-KINDS = ("image", "tabular", "text")
-PAD = 0  # text: the token id of padding, vocab[0] == "<pad>"
-UNK = 1  # text: the token id of an out-of-vocabulary word, vocab[1] == "<unk>"
 _META = ("kind", "feature_names", "categories", "vocab", "class_names")
 
 
@@ -121,13 +119,10 @@ def save_dataset(ds: Dataset, path: str | Path, **extra: np.ndarray) -> None:
     """Write the dataset (and extra arrays, e.g. randomized labels) as one uncompressed ``.npz``."""
     arrays = {f.name: getattr(ds, f.name).numpy() for f in dataclasses.fields(ds)
               if f.name.startswith(("x_", "y_", "idx_"))}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.npz")
     meta = json.dumps({k: getattr(ds, k) for k in _META})  # a 0-d unicode array: read back without pickle
-    np.savez(tmp, name=np.array(ds.name), n_classes=np.array(ds.n_classes), dataset_meta=np.array(meta), **arrays,
-             **extra)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to a name without it
+        np.savez(tmp, name=np.array(ds.name), n_classes=np.array(ds.n_classes), dataset_meta=np.array(meta),
+                 **arrays, **extra)
 
 
 SAVED = ("dataset file", "is missing; run the data stage first (dvc repro data)", "is corrupt")
@@ -243,42 +238,3 @@ def _npy_member(path: Path, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
         if fortran:
             raise ValueError(f"{name} is stored in Fortran order")
         return f.tell(), tuple(shape), dtype
-
-
-DATASETS = ("digits", "mnist", "imagefolder", "npz", "breast_cancer", "titanic", "sentiment", "csv", "textfile")
-
-
-def load_dataset(name: str, *, root: str | Path = "data/mnist", size: int = 28, test_fraction: float = 0.2,
-                 seed: int = 0, resize: int | None = None, channels: int | None = None, label: str = "label",
-                 nominal: Sequence[str] | None = None, max_len: int | None = None) -> Dataset:
-    """The dataset params.yaml names. Images: ``digits`` (embedded), ``mnist`` (IDX files under ``root``),
-    ``imagefolder`` (class subfolders of images under ``root``) or ``npz`` (arrays in the file ``root``).
-    Tabular: ``breast_cancer`` (embedded), ``titanic`` (generated), ``csv`` (the file ``root``; ``label``,
-    ``nominal``). Text: ``sentiment`` (generated), ``textfile`` (the file ``root``; ``max_len``)."""
-    from xaicore.data.digits import load_digits28
-    from xaicore.data.files import load_imagefolder, load_npz
-    from xaicore.data.mnist import load_mnist
-    from xaicore.data.tabular import load_breast_cancer_data, load_csv, titanic
-    from xaicore.data.text import load_textfile, sentiment
-
-    split = dict(test_fraction=test_fraction, seed=seed)
-    text_len = {} if max_len is None else {"max_len": max_len}
-    if name == "digits":
-        return load_digits28(size=size, **split)
-    if name == "mnist":
-        return load_mnist(root)
-    if name == "imagefolder":
-        return load_imagefolder(root, size=size, resize=resize, channels=channels or 3, **split)
-    if name == "npz":
-        return load_npz(root, **split)
-    if name == "breast_cancer":
-        return load_breast_cancer_data(**split)
-    if name == "titanic":
-        return titanic(**split)
-    if name == "csv":
-        return load_csv(root, label=label, nominal=None if nominal is None else tuple(nominal), **split)
-    if name == "sentiment":
-        return sentiment(**text_len, **split)
-    if name == "textfile":
-        return load_textfile(root, **text_len, **split)
-    raise XaiCoreError(f"unknown dataset {name!r}; expected {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")

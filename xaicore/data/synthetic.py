@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xaicore.atomic import write_bytes
 from xaicore.data.mnist import _FILES
 
 BATCH = 5000  # images deformed at once (memory ~ 25 float64 arrays of BATCH x 28 x 28)
@@ -24,9 +25,7 @@ BATCH = 5000  # images deformed at once (memory ~ 25 float64 arrays of BATCH x 2
 
 def _write_idx(path: Path, data: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, data.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(header + np.ascontiguousarray(data, dtype=np.uint8).tobytes())
-    tmp.replace(path)
+    write_bytes(path, header + np.ascontiguousarray(data, dtype=np.uint8).tobytes())
 
 
 def elastic(images: np.ndarray, rng: np.random.Generator, *, alpha: float = 34.0, sigma: float = 4.0,

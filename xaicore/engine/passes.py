@@ -121,5 +121,5 @@ def perturbed_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, fe
         raise XaiCoreError(f"keep has {keep.shape[-1]} features, the adapter {features.n_features}")
     keep = keep.to(x.device, torch.bool)
     fill = fill.to(x.device, x.dtype).expand_as(x) if fill.shape != x.shape else fill.to(x.device, x.dtype)
-    return packed_scores(model, x, target, keep.shape[0], lambda k0, k1: features.apply(keep[k0:k1], fill),
+    return packed_scores(model, x, target, keep.shape[0], features.builder(keep, fill),
                          score=score, forward_batch=forward_batch, max_bytes=max_bytes)

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from xaicore.engine import eval_mode
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.features.tabular import PAD, describe_kind, input_kind
+from xaicore.kinds import PAD, check_inputs, describe_kind, input_kind  # noqa: F401  (check_inputs re-exported)
 
 KINDS = ("image", "tabular", "text")
 
@@ -122,37 +122,6 @@ def get_explainer(name: str) -> Explainer:
     if name not in _REGISTRY:
         raise XaiCoreError(f"unknown method {name!r}; registered methods: {', '.join(methods())}")
     return _REGISTRY[name]
-
-
-def check_inputs(x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Validate ``x`` — (B, C, H, W) or (B, F) floating and finite, or (B, T) integer token ids — not empty, and
-    ``target`` (B,) integer; returns target as long."""
-    if not isinstance(x, torch.Tensor) or x.dtype == torch.bool or x.is_complex():
-        raise XaiCoreError(f"x must be a floating-point tensor (or integer token ids), got {type(x).__name__} "
-                           f"{getattr(x, 'dtype', '')}")
-    if not x.is_floating_point() and x.ndim != 2:
-        raise XaiCoreError(f"integer x is text: (B, T) token ids, got shape {tuple(x.shape)}; images and tables "
-                           "must be a floating-point tensor")
-    if x.ndim not in (2, 4):
-        raise XaiCoreError(f"x must be (B, C, H, W), (B, F) or (B, T) token ids, got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise XaiCoreError(f"x is an empty batch {tuple(x.shape)}")
-    if not x.is_floating_point():
-        if int(x.min()) < 0:
-            raise XaiCoreError(f"token ids must be >= 0, got {int(x.min())}")
-        finite = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    else:
-        finite = torch.isfinite(x).flatten(1).all(1)
-    if not bool(finite.all()):
-        raise XaiCoreError(f"x holds NaN or inf in {int((~finite).sum())} of {x.shape[0]} samples (first: sample "
-                           f"{int((~finite).nonzero()[0, 0])})")
-    if target is None:
-        return target  # type: ignore[return-value]
-    target = torch.as_tensor(target, device=x.device)
-    if target.ndim != 1 or target.shape[0] != x.shape[0] or target.is_floating_point():
-        raise XaiCoreError(f"target must be (B,) = ({x.shape[0]},) class indices, got {tuple(target.shape)} "
-                           f"{target.dtype}")
-    return target.long()
 
 
 def _check_params(ex: Explainer, params: Mapping[str, Any], allowed: Mapping[str, Any], verb: str) -> None:

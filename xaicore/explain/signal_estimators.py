@@ -24,18 +24,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xaicore._weights import load_tensors
 from xaicore.engine import eval_mode, hooks
 from xaicore.errors import XaiCoreError
 from xaicore.explain.lrp.canonizers import merge_batch_norm
+from xaicore.explain.state import FittedState
 
 ESTIMATORS = ("filter", "linear", "two_component")
 PATTERN_LAYERS = (nn.Linear, nn.Conv2d)
@@ -205,29 +204,23 @@ def estimator_patterns(layer: dict[str, torch.Tensor], estimator: str) -> tuple[
 
 
 @dataclasses.dataclass
-class Patterns:
+class Patterns(FittedState):
     """Fitted signal estimators of one model: per Linear/Conv2d layer (name in ``model.named_modules()``) the
     patterns (out, in) of every estimator, the weight checksum they belong to, and ρ(S) once measured."""
+
+    WHAT: ClassVar[str] = "patterns file"
 
     layers: dict[str, dict[str, torch.Tensor]]
     n_samples: int
     quality: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # estimator -> layer -> ρ(S)
 
-    def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (``torch.save`` of tensors, numbers and strings only: loads with weights_only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        torch.save({"format": FORMAT, "layers": self.layers, "n_samples": self.n_samples, "quality": self.quality},
-                   tmp)
-        tmp.replace(path)
-        return path
+    def to_blob(self) -> dict[str, Any]:
+        return {"format": FORMAT, "layers": self.layers, "n_samples": self.n_samples, "quality": self.quality}
 
     @classmethod
-    def load(cls, path: str | Path) -> Patterns:
-        blob = load_tensors(path, "patterns file", "the fit stage (python -m flows fit)")
+    def from_blob(cls, blob: Any) -> Patterns:
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise XaiCoreError(f"{path} is not an xaicore patterns file ({FORMAT})")
+            raise ValueError(f"not an xaicore patterns file ({FORMAT})")
         return cls(blob["layers"], int(blob["n_samples"]), blob.get("quality", {}))
 
 

@@ -16,7 +16,8 @@ training statistics of :class:`ColumnStats`) and text :class:`Tokens` are adapte
 
 from xaicore.features.base import Features, Segments
 from xaicore.features.image import SEGMENTATIONS, Regions, Superpixels, Windows, make_features
-from xaicore.features.tabular import PAD, UNK, Columns, ColumnStats, Tokens, describe_kind, input_kind
+from xaicore.features.tabular import Columns, ColumnStats, Tokens
+from xaicore.kinds import PAD, UNK, describe_kind, input_kind
 
 __all__ = ["PAD", "SEGMENTATIONS", "UNK", "ColumnStats", "Columns", "Features", "Regions", "Segments", "Superpixels",
            "Tokens", "Windows", "describe_kind", "input_kind", "make_features"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import torch
 
 from xaicore.errors import XaiCoreError
+
+#: ``build(k0, k1)``: copies k0..k1-1 of the batch as one ((k1 − k0)·B, …) model input (see ``Features.builder``)
+Build = Callable[[int, int], torch.Tensor]
 
 
 class Features(abc.ABC):
@@ -28,6 +32,12 @@ class Features(abc.ABC):
     def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
         """(B, F) True where removing feature f alone (to ``fill``) leaves sample b exactly as it is: its effect
         is exactly none, whatever the last bits of two passes over other batches say."""
+
+    def builder(self, keep: torch.Tensor, fill: torch.Tensor) -> Build:
+        """``build(k0, k1)`` = ``apply(keep[k0:k1], fill)`` for the copies a forward pass takes. Adapters whose
+        copies share most of their values (AOPC's steps, one feature off at a time) override it to write only
+        what changes from one pass to the next; the inputs are the same to the bit."""
+        return lambda k0, k1: self.apply(keep[k0:k1], fill)
 
     def _check_keep(self, keep: torch.Tensor) -> torch.Tensor:
         if keep.ndim != 3 or keep.shape[1] not in (1, self.x.shape[0]) or keep.shape[2] != self.n_features:
@@ -79,6 +89,9 @@ class Segments(Features):
         mask = mask.view(k, mask.shape[1], 1, *x.shape[2:])
         return torch.where(mask, x[None], fill[None]).reshape(k * b, *x.shape[1:])
 
+    def builder(self, keep: torch.Tensor, fill: torch.Tensor) -> Build:
+        return _Lanes(self, self._check_keep(keep), fill)
+
     def unchanged(self, fill: torch.Tensor) -> torch.Tensor:
         b = self.x.shape[0]
         changed = (self.x != fill).any(1).reshape(b, -1).to(torch.int64)  # (B, P)
@@ -90,3 +103,57 @@ class Segments(Features):
         b = self.x.shape[0]
         out = values.gather(1, self.labels.expand(b, -1))
         return out.view(b, 1, *self.x.shape[2:]).expand(self.x.shape).contiguous()
+
+
+class _Lanes:
+    """The copies of consecutive passes over a label map, written in place. Lane j of the buffer holds copy k0 + j
+    of the batch; the next pass's lane j (copy k1 + j) is made from it by rewriting the positions of the features
+    whose keep differs between the two copies, nothing else: AOPC's steps rewrite ``lanes`` regions per sample and
+    lane instead of building whole images (benchmarks/aopc.py). A pass that changes more than
+    :attr:`DENSE` of the positions, a pass out of order, or a model that wrote into its input (the buffer's
+    version counter moved) gets a dense rebuild; every input equals ``apply``'s to the bit."""
+
+    DENSE = 0.25
+
+    def __init__(self, seg: Segments, keep: torch.Tensor, fill: torch.Tensor) -> None:
+        self.seg, self.keep = seg, keep
+        x = seg.x
+        b = x.shape[0]
+        self.xv = x.reshape(b, x.shape[1], -1)
+        self.fv = fill.expand_as(x).reshape(b, x.shape[1], -1)
+        labels = seg.labels  # (1 or B, P)
+        sizes = torch.zeros(labels.shape[0], seg.n_features, dtype=torch.long, device=x.device)
+        sizes.scatter_add_(1, labels, torch.ones_like(labels))
+        self.sizes, self.starts = sizes, sizes.cumsum(1) - sizes
+        self.order = torch.argsort(labels, dim=1, stable=True)  # positions grouped by feature
+        self.buf: torch.Tensor | None = None
+        self.held = torch.empty(0)
+        self.next, self.version = -1, -1
+
+    def __call__(self, k0: int, k1: int) -> torch.Tensor:
+        seg, b, n = self.seg, self.seg.x.shape[0], k1 - k0
+        new = self.keep[k0:k1].expand(n, b, -1)
+        buf = self.buf
+        if buf is None or k0 != self.next or n > self.held.shape[0] or buf._version != self.version:
+            buf = self.buf = seg.apply(new, self.fv.view_as(seg.x)).view(n, b, *self.xv.shape[1:])
+            self.held = new.clone()
+        else:
+            self._rewrite(buf, new)
+        self.next, self.version = k1, buf._version
+        return buf[:n].view(n * b, *seg.x.shape[1:])
+
+    def _rewrite(self, buf: torch.Tensor, new: torch.Tensor) -> None:
+        n = new.shape[0]
+        lane, row, feat = (new != self.held[:n]).nonzero(as_tuple=True)
+        label_row = row if self.sizes.shape[0] > 1 else torch.zeros_like(row)
+        count = self.sizes[label_row, feat]
+        total = int(count.sum())
+        if total > self.DENSE * n * self.xv.shape[0] * self.xv.shape[2]:
+            buf[:n] = self.seg.apply(new, self.fv.view_as(self.seg.x)).view(buf[:n].shape)
+        elif total:
+            pair = torch.repeat_interleave(torch.arange(count.shape[0], device=count.device), count)
+            offset = torch.arange(total, device=count.device) - (count.cumsum(0) - count)[pair]
+            pos = self.order[label_row[pair], self.starts[label_row, feat][pair] + offset]
+            r, on = row[pair], new[lane[pair], row[pair], feat[pair]]
+            buf[lane[pair], r, :, pos] = torch.where(on[:, None], self.xv[r, :, pos], self.fv[r, :, pos])
+        self.held[:n] = new

@@ -18,9 +18,7 @@ import torch
 
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.features.base import Features
-
-#: token ids of the padding and the unknown word (``xaicore.data``'s vocabularies put them first)
-PAD, UNK = 0, 1
+from xaicore.kinds import PAD, UNK, describe_kind, input_kind  # noqa: F401  (PAD/UNK re-exported)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,23 +160,6 @@ def _check_table(x: torch.Tensor, owner: str) -> None:
     if x.ndim != 2 or not x.is_floating_point():
         raise NotApplicable(f"{owner} are tabular features: x must be (B, F) floating rows; "
                             f"{describe_kind(x)} is not supported")
-
-
-def describe_kind(x: torch.Tensor) -> str:
-    """``image (B, C, H, W) input (2, 1, 8, 8)``-like words for errors."""
-    kind = input_kind(x)
-    dims = {"image": "(B, C, H, W)", "tabular": "(B, F)", "text": "(B, T) token-id"}.get(kind, "")
-    return f"{kind} {dims} input {tuple(x.shape)}".replace("  ", " ")
-
-
-def input_kind(x: torch.Tensor) -> str:
-    """The input kind of a batch: ``image`` (B, C, H, W) floats, ``tabular`` (B, F) floats, ``text`` (B, T)
-    integer token ids; anything else is ``unknown``."""
-    if x.ndim == 4 and x.is_floating_point():
-        return "image"
-    if x.ndim == 2:
-        return "tabular" if x.is_floating_point() else "text"
-    return "unknown"
 
 
 class Columns(Features):

@@ -4,6 +4,6 @@ Both backends compute region relevance in float64 and order regions with a stabl
 identically and agree bit for bit on the perturbed inputs (a test holds them together).
 """
 
-from xaicore.kernels.dispatch import Backend, get_backend, region_grid
+from xaicore.kernels.dispatch import BACKENDS, Backend, get_backend, region_grid
 
-__all__ = ["Backend", "get_backend", "region_grid"]
+__all__ = ["BACKENDS", "Backend", "get_backend", "region_grid"]

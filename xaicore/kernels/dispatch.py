@@ -48,6 +48,10 @@ def region_grid(h: int, w: int, region: int, device: torch.device | str = "cpu")
     return torch.from_numpy(_grid_np(int(h), int(w), int(region)).copy()).to(device)
 
 
+#: the kernel backends: numba (CPU), torch (any device), auto (numba on the CPU, torch elsewhere)
+BACKENDS = ("auto", "numba", "torch")
+
+
 def get_backend(name: str = "auto", device: torch.device | str = "cpu") -> Backend:
     """``numba`` (CPU tensors only), ``torch`` (any device) or ``auto`` (numba on CPU, torch elsewhere)."""
     device = torch.device(device)
@@ -63,4 +67,4 @@ def get_backend(name: str = "auto", device: torch.device | str = "cpu") -> Backe
         from xaicore.kernels.torch_kernels import TorchBackend
 
         return TorchBackend()
-    raise XaiCoreError(f"unknown kernel backend {name!r}; expected auto, numba or torch")
+    raise XaiCoreError(f"unknown kernel backend {name!r}; expected {', '.join(BACKENDS)}")

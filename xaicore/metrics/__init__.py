@@ -6,13 +6,14 @@ axioms (``axioms``) and meta-evaluation (``reliability``); ``removal`` scores ta
 columns and tokens (AOPC and faithfulness over features).
 """
 
+from xaicore.features.fills import PERTURBATIONS, gaussian_blur, replacement_values
 from xaicore.metrics.aopc import AOPCResult, aopc
 from xaicore.metrics.axioms import conservation_error, positive_fraction
+from xaicore.metrics.declarations import DIRECTIONS, METRICS, Metric, metric
 from xaicore.metrics.faithfulness import faithfulness, pearson_rows, region_drops
 from xaicore.metrics.invariance import BiasMapConv2d, input_invariance, shifted_network
 from xaicore.metrics.localization import MEASURES as LOCALIZATION_MEASURES
 from xaicore.metrics.localization import LocalizationResult, localization
-from xaicore.metrics.perturbation import PERTURBATIONS, gaussian_blur, replacement_values
 from xaicore.metrics.reliability import (
     Correlations,
     inter_method_reliability,
@@ -23,16 +24,6 @@ from xaicore.metrics.removal import feature_aopc, feature_drops, feature_faithfu
 from xaicore.metrics.roar import FILLS, Fill, RoarResult, Trainer, degrade, make_fill, roar_cell, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
-#: which way is better, for reports: +1 higher is better, -1 lower is better. Sanity similarities are
-#: -1: a heatmap that stays similar under randomisation fails the check (Adebayo et al. 2018).
-DIRECTIONS = {
-    "aopc_morf": +1, "aopc_lerf": -1, "conservation_error": -1,
-    "faithfulness": +1, "positive_fraction": +1,
-    "sanity_similarity": -1, "spearman": -1, "spearman_abs": -1, "ssim": -1, "hog": -1,
-    "invariance": -1, "localization": +1, "roar_accuracy": -1, "kar_accuracy": +1,
-    "inter_rater_reliability": +1, "inter_method_reliability": +1, "internal_consistency": +1,
-}
-
 __all__ = [
     "AOPCResult",
     "BiasMapConv2d",
@@ -41,6 +32,8 @@ __all__ = [
     "FILLS",
     "LOCALIZATION_MEASURES",
     "LocalizationResult",
+    "METRICS",
+    "Metric",
     "PERTURBATIONS",
     "SIMILARITY_MEASURES",
     "Fill",
@@ -60,6 +53,7 @@ __all__ = [
     "internal_consistency",
     "localization",
     "make_fill",
+    "metric",
     "pearson_rows",
     "positive_fraction",
     "region_drops",

@@ -9,7 +9,7 @@ The K = L+1 perturbed copies of each sample are fed to the forward-pass engine
 with the perturbation's values as fill; several steps are packed into one forward pass (``forward_batch``).
 The recursive ``blur`` is run once, all L steps in order, before the passes: its last image x⁽ᴸ⁾ holds every
 region's step-k value (a region is written at its step and never again), so each step copies its region from
-there (:func:`~xaicore.metrics.perturbation.fill_values`).
+there (:func:`~xaicore.features.fills.fill_values`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH, SCORES, perturbed_scores
 from xaicore.errors import XaiCoreError
-from xaicore.explain.registry import check_inputs
 from xaicore.features import Regions
+from xaicore.features.fills import fill_values
 from xaicore.kernels import get_backend
-from xaicore.metrics.perturbation import fill_values
+from xaicore.kinds import check_inputs
+from xaicore.metrics.declarations import metric
 
 ORDERS = ("morf", "lerf")
 
@@ -36,7 +37,7 @@ class AOPCResult:
     curve: torch.Tensor
     aopc: torch.Tensor
     order: str
-    #: MoRF: a higher AOPC is better (the heatmap found what matters); LeRF: lower is better.
+    #: MoRF: a higher AOPC is better (the heatmap found what matters); LeRF: lower is better (declarations.py).
     higher_is_better: bool
 
     @property
@@ -60,7 +61,7 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     """AOPC of ``relevance`` for ``model`` on the image batch ``x`` (B, C, H, W); see the module docstring.
 
     ``perturbation``: ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples; without it, of the batch)
-    or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.metrics.perturbation`.
+    or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.features.fills`.
     ``score``: ``logit`` (the target logit), ``probability`` (its softmax) or ``log_probability``.
     ``forward_batch``: up to this many perturbed inputs go through the model at once (several steps are packed
     when B is smaller; on the CPU no more than ``PACK_BYTES`` of input, see :func:`xaicore.engine.copies_per_pass`).
@@ -86,4 +87,4 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     keep = torch.arange(n_regions + 1, device=x.device)[None, :, None] <= rank[:, None, :]
     curve = perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
                              forward_batch=forward_batch).float()
-    return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, order == "morf")
+    return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, metric(f"aopc_{order}").higher_is_better)

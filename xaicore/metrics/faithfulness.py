@@ -15,13 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH, SCORES, eval_mode, perturbed_scores, target_scores
-from xaicore.errors import XaiCoreError, require_same_shape
-from xaicore.explain.registry import check_inputs
-from xaicore.features import Regions
+from xaicore.engine import FORWARD_BATCH
+from xaicore.errors import require_same_shape
+from xaicore.features.drops import region_drops
 from xaicore.kernels.torch_kernels import region_sums
 from xaicore.metrics.aopc import check_relevance
-from xaicore.metrics.perturbation import fill_values
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -32,26 +30,6 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
     return torch.where(den > 0, (a * b).sum(1) / den.where(den > 0, torch.ones_like(den)),
                        torch.full_like(den, float("nan")))
-
-
-@torch.no_grad()
-def region_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, perturbation: str = "uniform",
-                 region: int = 4, score: str = "logit", seed: int = 0, reference: torch.Tensor | None = None,
-                 backend: str = "auto", forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
-    """(B, L) float64 Δ_r = f(x) − f(x with region r alone disabled), regions in row-major grid order."""
-    target = check_inputs(x, target)
-    if x.ndim != 4:
-        raise XaiCoreError(f"faithfulness perturbs image regions: x must be (B, C, H, W), got {tuple(x.shape)}")
-    if score not in SCORES:
-        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    x = x.detach()
-    features = Regions(x, region)
-    fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, backend=backend)
-    with eval_mode(model):
-        fx = target_scores(model, x, target, score).to(torch.float64)
-    keep = ~torch.eye(features.n_features, dtype=torch.bool, device=x.device)  # copy r: region r alone off
-    drops = perturbed_scores(model, x, target, features, keep, fill, score=score, forward_batch=forward_batch)
-    return fx[:, None] - drops.to(torch.float64)
 
 
 def faithfulness(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore.errors import XaiCoreError
-from xaicore.explain.registry import check_inputs, explain, fit, fit_params, get_explainer
+from xaicore.explain.registry import explain, fit, fit_params, get_explainer
+from xaicore.kinds import check_inputs
 
 _SHAPE_ONLY = (nn.Flatten, nn.Identity)
 

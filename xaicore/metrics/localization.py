@@ -21,6 +21,7 @@ import dataclasses
 import torch
 
 from xaicore.errors import XaiCoreError, require_finite
+from xaicore.metrics.declarations import METRICS
 
 MEASURES = ("mass", "pointing")
 
@@ -31,7 +32,7 @@ class LocalizationResult:
 
     mass: torch.Tensor
     pointing: torch.Tensor
-    higher_is_better: bool = True
+    higher_is_better: bool = METRICS["localization"].higher_is_better
 
     def measure(self, name: str) -> torch.Tensor:
         return getattr(self, name)

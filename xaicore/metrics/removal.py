@@ -20,28 +20,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH, SCORES, eval_mode, perturbed_scores, target_scores
-from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.explain.registry import check_inputs
-from xaicore.features import UNK, Columns, ColumnStats, Features, Tokens, describe_kind, input_kind
+from xaicore.engine import FORWARD_BATCH, SCORES, perturbed_scores
+from xaicore.errors import XaiCoreError
+from xaicore.features import ColumnStats
+from xaicore.features.drops import feature_drops, removal_features
+from xaicore.kinds import check_inputs
 from xaicore.metrics.aopc import ORDERS, AOPCResult, check_relevance
-
-
-def removal_features(x: torch.Tensor, reference: ColumnStats | None = None, *, unk: int = UNK
-                     ) -> tuple[Features, torch.Tensor]:
-    """The features adapter of a tabular or text batch and the values a removed feature takes."""
-    kind = input_kind(x)
-    if kind == "tabular":
-        if not isinstance(reference, ColumnStats):
-            raise XaiCoreError("removing tabular columns needs their training statistics: pass "
-                               "reference=xaicore.features.ColumnStats.fit(x_train, nominal=...)")
-        cols = Columns(x, reference)
-        return cols, cols.default_fill()
-    if kind == "text":
-        toks = Tokens(x)
-        return toks, toks.default_fill(unk)
-    raise NotApplicable(f"feature removal scores tabular and text data; {describe_kind(x)} is scored by "
-                        "xaicore.metrics.aopc/faithfulness over image regions")
+from xaicore.metrics.declarations import metric
 
 
 def _check(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, score: str
@@ -72,25 +57,7 @@ def feature_aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, releva
     keep = torch.arange(features.n_features + 1, device=x.device)[None, :, None] <= rank[:, None, :]
     curve = perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
                              forward_batch=forward_batch).float()
-    return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, order == "morf")
-
-
-@torch.no_grad()
-def feature_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, reference: ColumnStats | None = None,
-                  score: str = "logit", forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
-    """(B, F) float64 Δ_j = f(x) − f(x with feature j alone removed); NaN at padding positions."""
-    target = check_inputs(x, target)
-    if score not in SCORES:
-        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    features, fill = removal_features(x.detach(), reference)
-    with eval_mode(model):
-        fx = target_scores(model, x.detach(), target, score).to(torch.float64)
-    keep = ~torch.eye(features.n_features, dtype=torch.bool, device=x.device)
-    drops = fx[:, None] - perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
-                                           forward_batch=forward_batch).to(torch.float64)
-    drops = torch.where(features.unchanged(fill), torch.zeros_like(drops), drops)  # removing nothing drops nothing
-    real = torch.arange(features.n_features, device=x.device)[None] < features.counts[:, None]
-    return torch.where(real, drops, torch.full_like(drops, float("nan")))
+    return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, metric(f"aopc_{order}").higher_is_better)
 
 
 def masked_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

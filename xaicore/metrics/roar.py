@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from xaicore.errors import XaiCoreError, require_finite
 from xaicore.metrics.aopc import check_relevance
+from xaicore.metrics.declarations import metric
 from xaicore.models import ModelSpec, accuracy, train_model
 
 MODES = ("roar", "kar")
@@ -133,7 +134,7 @@ class RoarResult:
     @property
     def higher_is_better(self) -> bool:
         """KAR: a higher accuracy is better (the kept pixels suffice); ROAR: a lower one."""
-        return self.mode == "kar"
+        return metric(f"{self.mode}_accuracy").higher_is_better
 
 
 def _check_sets(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

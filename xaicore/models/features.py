@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xaicore._weights import load_tensors
+from xaicore._weights import load_tensors, save_tensors
+from xaicore.atomic import write_text
 from xaicore.data.core import PAD, UNK, Dataset
 from xaicore.errors import XaiCoreError
 
@@ -241,13 +242,8 @@ def save_feature_model(model: FeatureModel, path: str | Path, *, arch: str | Non
     if arch is not None and arch != model.arch:
         raise XaiCoreError(f"save_feature_model: arch {arch!r} given for a {model.arch!r} model")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path = path.with_suffix(".json")
-    tmp, tmp_meta = path.with_name(path.name + ".partial"), meta_path.with_name(meta_path.name + ".partial")
-    torch.save(model.state_dict(), tmp)
-    tmp_meta.write_text(json.dumps({**info, **model.config}, indent=1, sort_keys=True))
-    tmp_meta.replace(meta_path)
-    tmp.replace(path)
+    write_text(path.with_suffix(".json"), json.dumps({**info, **model.config}, indent=1, sort_keys=True))
+    save_tensors(model.state_dict(), path)  # last: the weights file's presence means the model is complete
 
 
 def load_feature_model(path: str | Path) -> FeatureModel:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from xaicore._weights import load_tensors
+from xaicore._weights import load_tensors, save_tensors
+from xaicore.atomic import write_text
 from xaicore.errors import XaiCoreError
 from xaicore.models.spec import ModelSpec, as_spec
 
@@ -17,12 +17,9 @@ from xaicore.models.spec import ModelSpec, as_spec
 def save_model(model: nn.Module, path: str | Path, *, arch: str | ModelSpec, input_shape: tuple[int, ...],
                n_classes: int, **info: object) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(model.state_dict(), tmp)
     meta = {**as_spec(arch).to_meta(), "input_shape": list(input_shape), "n_classes": n_classes, **info}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
+    save_tensors(model.state_dict(), path)  # last: the weights file's presence means the model is complete
 
 
 def load_model(path: str | Path) -> nn.Module:

@@ -35,9 +35,11 @@ import torch
 import torch.nn as nn
 
 from xaicore._weights import load_tensors
-from xaicore.config import SOURCES
 from xaicore.errors import XaiCoreError
 from xaicore.models.zoo import ARCHS, build_model
+
+#: model.source: how :class:`ModelSpec` builds the network
+SOURCES = ("zoo", "torchvision", "file")
 
 _BUILDER = re.compile(r"^[\w./\\-]+:[A-Za-z_]\w*$")
 

@@ -44,6 +44,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from xaicore.analysis import dissect, open_activations, spray, tcav, write_activations
+from xaicore.atomic import write_text
 from xaicore.config import Config
 from xaicore.data import load_saved, save_dataset
 from xaicore.data.planted import (
@@ -58,9 +59,10 @@ from xaicore.data.planted import (
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.registry import explanation, get_explainer
 from xaicore.metrics import LOCALIZATION_MEASURES, conservation_error, localization, positive_fraction
+from xaicore.metrics.declarations import directions_json
 from xaicore.models import load_model, save_model, train_model
+from xaicore.outputs import Paths
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
-from xaicore.pipeline.paths import Paths
 from xaicore.store import HeatmapArchiveWriter, open_archive, write_dataset
 from xaicore.threads import compute_threads
 
@@ -88,7 +90,7 @@ def run_planted(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     save_dataset(ds, out / "dataset.npz", **{f"flag_{k}": v.numpy() for k, v in planted.flags.items()})
     save_model(result.model, out / "model.pt", arch=cfg.analysis.arch, input_shape=ds.input_shape,
                n_classes=ds.n_classes, test_accuracy=result.test_accuracy)
-    (out / "reliance.json").write_text(json.dumps({"test_accuracy": result.test_accuracy, **reliance}, indent=2))
+    write_text(out / "reliance.json", json.dumps({"test_accuracy": result.test_accuracy, **reliance}, indent=2))
     return out
 
 
@@ -307,7 +309,6 @@ def run_analysis(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         attrs={"params": cfg.section_json("seed", "analysis"), "model": MODEL,
                "watermark_box": json.dumps(WATERMARK_BOX), "hans_class": planted.hans_class,
                "texture_class": planted.texture_class,
-               "directions": json.dumps({"localization": "higher is better", "tcav_pvalue": "lower is significant",
-                                         "dissection_iou": "higher is a better detector"})},
+               "directions": directions_json("localization", "tcav_pvalue", "dissection_iou")},
     )
     return write_dataset(out, paths.analysis, schema=ANALYSIS_SCHEMA)

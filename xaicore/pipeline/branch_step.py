@@ -36,17 +36,18 @@ from tqdm.auto import tqdm
 from xaicore.config import Config, TabularConfig, TextConfig
 from xaicore.data import Dataset, load_dataset, load_saved, save_dataset
 from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.explain.perturbation.anchors import ANCHOR_EXTRAS as ANCHOR_STATS
 from xaicore.explain.registry import explanation, get_explainer
 from xaicore.features import ColumnStats
 from xaicore.metrics import feature_aopc, feature_faithfulness
 from xaicore.models.features import load_feature_model, save_feature_model, train_feature_model
-from xaicore.pipeline.paths import Paths
+from xaicore.outputs import Paths
 from xaicore.store import open_archive, write_dataset
 from xaicore.threads import compute_threads
 
 FEATURES_SCHEMA = "xaicore.features/1"
 BRANCHES = ("tabular", "text")
-ANCHOR_EXTRAS = ("rule", "precision", "coverage", "found", "model_calls")
+ANCHOR_EXTRAS = ("rule", *ANCHOR_STATS)  # the rule in words, then what the explainer returns beside it
 
 
 def branch_config(cfg: Config, kind: str) -> TabularConfig | TextConfig:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xaicore.atomic import partial_path
 from xaicore.config import Config
 from xaicore.data import DatasetFile
 from xaicore.errors import NotApplicable, XaiCoreError
@@ -27,9 +28,9 @@ from xaicore.explain import get_explainer
 from xaicore.explain.registry import explanation
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
+from xaicore.outputs import Paths
 from xaicore.pipeline.cluster import dask_client_starting
 from xaicore.pipeline.fit_step import explain_kwargs, load_states
-from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import RESUME_PARAMS, stage_journal
 from xaicore.pipeline.runner import Job, run_jobs
 from xaicore.pipeline.steps import survey_models
@@ -158,7 +159,7 @@ def check_disk(cfg: Config, paths: Paths, budget: np.ndarray, image_shape: tuple
     need = archive_bytes(int(budget.sum()) * len(cfg.explain.methods), image_shape)
     paths.root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(paths.root).free
-    partial = paths.heatmaps.with_name(paths.heatmaps.name + ".partial")
+    partial = partial_path(paths.heatmaps)
     if partial.is_dir():
         free += sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
     gb = 1024 ** 3

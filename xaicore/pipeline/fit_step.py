@@ -14,13 +14,13 @@ explain stage rerun.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from xaicore.atomic import atomic_path, write_text
 from xaicore.config import Config
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
@@ -28,7 +28,7 @@ from xaicore.explain import Patterns, get_explainer, pattern_quality
 from xaicore.explain.optimisation import fit_autoencoder
 from xaicore.explain.registry import fit, fit_params
 from xaicore.models import load_model
-from xaicore.pipeline.paths import Paths, model_file
+from xaicore.outputs import Paths, model_file
 from xaicore.pipeline.steps import survey_models
 from xaicore.threads import with_compute_threads
 
@@ -51,14 +51,11 @@ def autoencoder_kwargs(cfg: Config) -> dict[str, Any]:
 @with_compute_threads
 def fit_autoencoder_state(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """The ``autoencoder`` stage: the convolutional autoencoder (``autoencoder`` params, ``seed``) fitted on the
-    training set, written to ``paths.autoencoder`` (a ``.partial`` file renamed when complete). CEM's methods
+    training set, written to ``paths.autoencoder`` (atomically: :mod:`xaicore.atomic`). CEM's methods
     (their ``shared_state``) and the maximisers' generator read it; it does not depend on any model."""
     ds, _ = load_saved(paths.dataset)
     state = fit_autoencoder(ds.x_train, progress=progress, **autoencoder_kwargs(cfg))
-    part = paths.autoencoder.with_name(paths.autoencoder.name + ".partial")
-    state.save(part)
-    part.replace(paths.autoencoder)
-    return paths.autoencoder
+    return state.save(paths.autoencoder)
 
 
 def _shared_state_path(paths: Paths, name: str) -> Path:
@@ -99,15 +96,22 @@ def explain_kwargs(cfg: Config, method: str) -> dict[str, Any]:
 @with_compute_threads
 def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
     """Fit the state of every fitted method of ``explain.methods`` for every survey model on the training set,
-    written to ``paths.fitted`` (a ``.partial`` folder renamed when complete). Methods with the same fit and
-    parameters (PatternNet, PatternAttribution) share one state. ρ(S) of the trained, random-label and zoo
-    models' signal estimators goes to ``paths.pattern_quality``."""
+    written to ``paths.fitted`` (a ``.partial`` folder renamed when complete: :mod:`xaicore.atomic`). Methods with
+    the same fit and parameters (PatternNet, PatternAttribution) share one state. ρ(S) of the trained,
+    random-label and zoo models' signal estimators goes to ``paths.pattern_quality``."""
     ds, _ = load_saved(paths.dataset)
     models = survey_models(paths)
     methods = fitted_methods(list(cfg.explain.methods))
-    tmp = paths.fitted.with_name(paths.fitted.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    paths.pattern_quality.unlink(missing_ok=True)  # never a stale ρ(S) beside new states
+    with atomic_path(paths.fitted) as tmp:
+        tmp.mkdir()
+        quality = _fit_into(tmp, cfg, ds, models, methods, progress)
+    write_text(paths.pattern_quality, json.dumps(quality, indent=1, sort_keys=True))
+    return paths.fitted
+
+
+def _fit_into(tmp: Path, cfg: Config, ds: Any, models: dict[str, Path], methods: list[str], progress: bool
+              ) -> dict[str, dict[str, dict[str, float]]]:
     index: dict[str, dict[str, str]] = {m: {} for m in methods}
     quality: dict[str, dict[str, dict[str, float]]] = {}
     groups: dict[str, list[str]] = {}
@@ -137,13 +141,7 @@ def fit_states(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
             bar.set_postfix(method=group[0], model=name)
     bar.close()
     (tmp / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
-    paths.pattern_quality.unlink(missing_ok=True)
-    shutil.rmtree(paths.fitted, ignore_errors=True)
-    tmp.rename(paths.fitted)
-    part = paths.pattern_quality.with_name(paths.pattern_quality.name + ".partial")
-    part.write_text(json.dumps(quality, indent=1, sort_keys=True))
-    part.replace(paths.pattern_quality)
-    return paths.fitted
+    return quality
 
 
 def load_states(paths: Paths, method: str, names: list[str]) -> dict[str, Any]:

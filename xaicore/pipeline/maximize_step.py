@@ -24,8 +24,9 @@ from xaicore.config import Config
 from xaicore.data import load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain.optimisation import AutoencoderState
+from xaicore.metrics.declarations import directions_json
 from xaicore.models import load_model
-from xaicore.pipeline.paths import Paths
+from xaicore.outputs import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
 from xaicore.threads import compute_threads
@@ -83,7 +84,6 @@ def run_maximize(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
         coords={"model": names, "parameterization": params, "unit": units},
         attrs={"params": cfg.section_json("seed", "maximize", "autoencoder"),
                "units": "class logits",
-               "directions": '{"own_class": "higher is better", "reconstruction_error": "lower looks more like '
-                             'the data"}'},
+               "directions": directions_json("own_class", "reconstruction_error")},
     )
     return write_dataset(out, paths.maximize, schema=MAXIMIZE_SCHEMA)

@@ -8,7 +8,7 @@ the jobs run); ``tests/flows/test_dvc_deps.py`` checks that the two agree.
 from __future__ import annotations
 
 from xaicore.config import Config
-from xaicore.pipeline.paths import Paths
+from xaicore.outputs import Paths
 from xaicore.store.journal import RESUME_DIR, Journal, run_key
 
 _METHODS = ("autoencoder", "patterns.batch_size", "explain.method_params", "explain.batch_size",

@@ -4,6 +4,7 @@ retrained models. The expensive step, so it is its own DVC stage writing ``outpu
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from tqdm.auto import tqdm
 from xaicore.config import Config
 from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
-from xaicore.metrics import Fill, Trainer, make_fill, roar_cell
+from xaicore.metrics import Fill, Trainer, make_fill, metric, roar_cell
+from xaicore.metrics.roar import MODES
 from xaicore.models import accuracy, load_model
+from xaicore.outputs import Paths
 from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
-from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.runner import Job, Needs, run_jobs
 from xaicore.pipeline.steps import TRAINED, survey_models
@@ -136,7 +138,7 @@ def _run_roar(cfg: Config, paths: Paths, progress: bool) -> Path:
         attrs={"params": cfg.section_json("seed", "model", "roar"),
                "trained_test_accuracy": accuracy(trained, ds.x_test, ds.y_test),
                "fill": r.fills[0],
-               "directions": '{"roar": "lower is better", "kar": "higher is better"}'},
+               "directions": json.dumps({m: metric(f"{m}_accuracy").verdict for m in MODES})},
     )
     path = write_dataset(out, paths.roar, schema=ROAR_SCHEMA)
     journal.remove()

@@ -22,9 +22,9 @@ from xaicore.explain import get_explainer
 from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network
 from xaicore.metrics.sanity import Reference
 from xaicore.models import load_model
+from xaicore.outputs import Paths
 from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
-from xaicore.pipeline.paths import Paths
 from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.runner import Job, run_jobs
 from xaicore.pipeline.steps import TRAINED, survey_models

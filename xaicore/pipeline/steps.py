@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from xaicore.atomic import write_text
 from xaicore.config import Config
 from xaicore.data import load_dataset, load_saved, randomized_labels, save_dataset
 from xaicore.errors import XaiCoreError
@@ -22,12 +23,10 @@ from xaicore.models import (
     save_model,
     train_model,
 )
+from xaicore.outputs import RANDOM_LABELS, TRAINED, Paths, model_file, read_index  # noqa: F401  (pipeline names)
 from xaicore.pipeline.cluster import dask_client
-from xaicore.pipeline.paths import Paths, model_file
 from xaicore.pipeline.runner import Job, run_jobs
 from xaicore.threads import compute_threads, with_compute_threads
-
-TRAINED, RANDOM_LABELS = "trained", "random_labels"
 
 
 def preflight(cfg: Config) -> None:
@@ -59,17 +58,7 @@ def prepare_data(cfg: Config, paths: Paths) -> Path:
 
 
 def _write_index(directory: Path, entries: dict[str, dict[str, Any]]) -> None:
-    (directory / "index.json").write_text(json.dumps(entries, indent=1))
-
-
-def read_index(directory: Path) -> dict[str, dict[str, Any]]:
-    """``{model name: {file, train_accuracy, test_accuracy, ...}}`` of a models folder."""
-    from xaicore.errors import XaiCoreError
-
-    path = directory / "index.json"
-    if not path.is_file():
-        raise XaiCoreError(f"{path} is missing; run the stage that writes {directory} first")
-    return json.loads(path.read_text())
+    write_text(directory / "index.json", json.dumps(entries, indent=1))
 
 
 def train_one(dataset: str, arch: ModelSpec, labels: str, epochs: int, batch_size: int, lr: float,

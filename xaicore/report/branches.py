@@ -276,7 +276,7 @@ def _setting(s: dict[str, Any]) -> str:
 
 
 def _anchor_blocks(s: dict[str, Any], what: str) -> list[Any]:
-    from xaicore.report.document import Table, cell
+    from xaicore.report.blocks import Table, cell
 
     a = s.get("anchors")
     if not a:
@@ -296,7 +296,7 @@ def _anchor_blocks(s: dict[str, Any], what: str) -> list[Any]:
 def branch_section(summary_tabular: dict[str, Any] | None, summary_text: dict[str, Any] | None) -> Any:
     """The report's section for the tabular and text branches from :func:`branch_summary`'s dicts (either may be
     None: that branch did not run)."""
-    from xaicore.report.document import Section, Table
+    from xaicore.report.blocks import Section, Table
 
     blocks: list[Any] = [
         "§6's perturbation methods where the survey shows them: on a table and on sentences. Each method explains "
@@ -337,7 +337,7 @@ def open_features(path: str | Path) -> xr.Dataset:
 
 
 def archive(paths: Any, kind: str) -> Path | None:
-    """The branch's ``features.zarr`` under ``paths`` (:class:`xaicore.pipeline.paths.Paths`), None when the
+    """The branch's ``features.zarr`` under ``paths`` (:class:`xaicore.outputs.Paths`), None when the
     branch did not run."""
     path = paths.branch(kind) / "features.zarr"
     return path if path.exists() else None

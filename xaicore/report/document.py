@@ -4,33 +4,12 @@ figure (a file under ``figures/``: the HTML page shows it, the Markdown page nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xaicore.atomic import write_text
+from xaicore.report.blocks import Section, Table, cell  # noqa: F401  (re-exported)
 from xaicore.report.findings import VERDICTS
-
-
-@dataclass
-class Table:
-    rows: list[dict[str, Any]]
-    keys: list[str]
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[str | dict[str, Any] | Table] = field(default_factory=list)  # text, finding, table
-    figures: list[str] = field(default_factory=list)  # file names under figures/, shown by the HTML page
-    anchor: str = ""
-
-    def __post_init__(self) -> None:
-        self.anchor = self.anchor or "".join(c if c.isalnum() else "-" for c in self.title.lower()).strip("-")
-
-
-def cell(v: Any) -> str:
-    """A table cell: floats to 4 significant digits, None empty."""
-    return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _with(rows: list[dict[str, Any]], keys: list[str]) -> Table:
@@ -164,8 +143,7 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
         lines += [f"## {s.title}", ""]
         for b in s.blocks:
             lines += _md_table(b) if isinstance(b, Table) else _md_finding(b) if isinstance(b, dict) else [b, ""]
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(path, "\n".join(lines))
 
 
 __all__ = ["Section", "Table", "cell", "sections", "similarity_rows", "write_report"]

@@ -104,7 +104,7 @@ def plot_explainvis(path: str | Path, relevance: np.ndarray, bins: np.ndarray, m
         raise XaiCoreError(f"plot_explainvis: relevance {rel.shape}, bins {b.shape}, p_class {p.shape} and titles "
                            f"({len(titles)}) must describe the same {n} instances")
     if save is None:
-        from xaicore.report.figures import _save as save
+        from xaicore.report.canvas import save
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 1.4 + 0.42 * rel.shape[1]), squeeze=False, sharex=True,
                              sharey=False)
     for i, ax in enumerate(axes[0]):

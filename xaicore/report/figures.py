@@ -10,28 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from xaicore.pipeline.paths import Paths  # noqa: E402
-from xaicore.store import SCORES_SCHEMA, open_archive  # noqa: E402
-
-_META = {"Software": "xaicore"}  # no timestamps or versions: figures are reproducible bytes
+from xaicore.outputs import Paths
+from xaicore.report.canvas import plt
+from xaicore.report.canvas import save as _save
+from xaicore.store import SCORES_SCHEMA, open_archive
 
 
 def _style(name: str) -> str:
     return "--" if name == "random" else "-"
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata=_META)
-    plt.close(fig)
-    return path
 
 
 def aopc_curves_figure(scores: xr.Dataset, path: Path, model: str = "trained") -> Path:

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from xaicore.report.figures import _save  # noqa: E402
+from xaicore.report.canvas import save as _save  # noqa: E402
 from xaicore.store import explained_counts  # noqa: E402
 
 CMAP = "bwr"  # blue - white - red, the survey's diverging map; centred at 0 by symmetric limits

@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from xaicore.atomic import write_text
 from xaicore.errors import XaiCoreError
-from xaicore.pipeline.paths import Paths
-from xaicore.report.document import Section, Table, cell, sections
+from xaicore.outputs import Paths
+from xaicore.report.blocks import Section, Table, cell
+from xaicore.report.document import sections
 from xaicore.report.findings import VERDICTS
 
 #: one line per figure: what it shows, and which direction is better
@@ -131,10 +133,7 @@ def write_html(doc: dict[str, Any], figures: list[Path], path: Path, *, meta: di
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
             f'<body><h1>{html.escape(title)}</h1><p class="meta">{info}</p><nav><ol>{toc}</ol></nav>'
             + "".join(_section(s, by_name) for s in secs) + "</body></html>\n")
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page)
 
 
 def write_html_report(paths: Paths, figures: list[Path] | None = None, *, progress: bool = False) -> Path:

@@ -67,14 +67,14 @@ def analysis_summary(ds: xr.Dataset) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
-    from xaicore.report.document import Table
+    from xaicore.report.blocks import Table
 
     return Table(rows, list(dict.fromkeys(k for r in rows for k in r)))
 
 
 def analysis_section(a: dict[str, Any]) -> Any:
     """The report's §7 section from :func:`analysis_summary`'s dict."""
-    from xaicore.report.document import Section, Table
+    from xaicore.report.blocks import Section, Table
 
     r, sp = a["reliance"], a["spray"]
     planted = [t for t in a["tcav"] if (t["concept"], t["class"]) in (("watermark", a["hans_class"]),

@@ -5,6 +5,7 @@ checked against this run's numbers)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -12,28 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from xaicore.metrics import inter_method_reliability, inter_rater_reliability, internal_consistency
-from xaicore.pipeline.paths import Paths
-from xaicore.pipeline.steps import TRAINED, read_index
+from xaicore.atomic import write_text
+from xaicore.metrics import METRICS, inter_method_reliability, inter_rater_reliability, internal_consistency
+from xaicore.outputs import TRAINED, Paths, read_index
 from xaicore.report.document import write_report
 from xaicore.report.findings import findings, perturbation_methods
 from xaicore.store import HEATMAP_SCHEMA, SCORES_SCHEMA, explained_counts, open_archive
 
-DIRECTIONS = {
-    "aopc_morf*": "higher is better (the most relevant regions first destroy the score fastest)",
-    "aopc_lerf*": "lower is better (the least relevant regions first leave the score intact)",
-    "faithfulness*": "higher is better (relevance correlates with the drop of disabling a region)",
-    "conservation_error": "lower is better (0: conservative, survey eq. 1)",
-    "positive_fraction": "1 means positive (survey §4.3)",
+#: metrics.json's ``directions``: per column (pattern) of metrics.csv/reliability.csv, the declared metric's note
+#: (xaicore.metrics.declarations), or what a column that is no metric holds
+DIRECTIONS = {column: METRICS[name].note if name in METRICS else name for column, name in {
+    "aopc_morf*": "aopc_morf",
+    "aopc_lerf*": "aopc_lerf",
+    "faithfulness*": "faithfulness",
+    "conservation_error": "conservation_error",
+    "positive_fraction": "positive_fraction",
     "consistent_fraction": "share of heatmaps both conservative (error < 1e-2) and positive",
-    "similarity_*": "for controls: lower is better (the method depends on what was randomized)",
-    "invariance": "lower is better (0: input invariant, Kindermans et al.)",
-    "roar_accuracy": "lower is better (removing the most relevant pixels hurts retraining)",
-    "kar_accuracy": "higher is better (keeping the most relevant pixels suffices)",
-    "inter_rater_alpha": "higher is better (1: every sample ranks the methods alike; 0: chance)",
-    "inter_method_rho": "higher is better",
+    "similarity_*": "sanity_similarity",
+    "invariance": "invariance",
+    "roar_accuracy": "roar_accuracy",
+    "kar_accuracy": "kar_accuracy",
+    "inter_rater_alpha": "inter_rater_reliability",
+    "inter_method_rho": "inter_method_reliability",
     "test_accuracy": "of the model on the test split",
-}
+}.items()}
 
 
 def _num(v: Any) -> float | None:
@@ -228,7 +231,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     doc["findings"] = findings(doc, sc, roar)
     doc["perturbation_methods"] = perturbation_methods(doc, sc, families)
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    paths.metrics.write_text(json.dumps(doc, indent=1))
+    write_text(paths.metrics, json.dumps(doc, indent=1))
     _csv(paths.metrics.with_suffix(".csv"), rows)
     _csv(paths.root / "reliability.csv", rel_rows)
     write_report(doc, paths.root / "report.md")
@@ -237,10 +240,11 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
 
 def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:

@@ -26,15 +26,12 @@ import xarray as xr
 import zarr
 
 from xaicore._version import __version__
+from xaicore.atomic import atomic_path, commit, partial_path
 from xaicore.errors import XaiCoreError
 from xaicore.store.journal import Journal
 
 HEATMAP_SCHEMA = "xaicore.heatmaps/1"
 SCORES_SCHEMA = "xaicore.scores/1"
-
-
-def _partial(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
 
 
 def _clean(path: Path) -> None:
@@ -56,6 +53,12 @@ def _files(root: Path) -> dict[str, Path]:
 
 
 def _finalize(tmp: Path, path: Path) -> None:
+    _seal(tmp)
+    commit(tmp, path)
+
+
+def _seal(tmp: Path) -> None:
+    """Mark the store complete and write its manifest (sizes and sha256 of every file)."""
     group = zarr.open_group(str(tmp), mode="r+")
     group.attrs["complete"] = True
     files = {rel: [p.stat().st_size, _sha256(p)] for rel, p in _files(tmp).items()}
@@ -63,8 +66,6 @@ def _finalize(tmp: Path, path: Path) -> None:
     (tmp / MANIFEST / "zarr.json").write_text(json.dumps(
         {"zarr_format": 3, "node_type": "group", "attributes": {"algorithm": "sha256", "files": files}},
         sort_keys=True))
-    _clean(path)
-    tmp.rename(path)
 
 
 def verify_manifest(path: str | Path, *, full: bool = False) -> None:
@@ -117,7 +118,7 @@ class HeatmapArchiveWriter:
                  extras: Sequence[str] = (), journal: Journal | None = None,
                  explained: Sequence[int] | None = None) -> None:
         self.path = Path(path)
-        self.tmp = _partial(self.path)
+        self.tmp = partial_path(self.path)
         m, e, s = len(models), len(explainers), len(sample)
         c, h, w = image_shape
         self.chunk = int(chunk)
@@ -276,7 +277,7 @@ class ArchiveWriter:
 
         _check_schema(schema)
         self.path = Path(path)
-        self.tmp = _partial(self.path)
+        self.tmp = partial_path(self.path)
         _clean(self.tmp)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         ds = xr.Dataset({name: (dims, da.zeros(shape, dtype=np.float32, chunks=chunks))
@@ -308,16 +309,14 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, schema: str) -> Path:
     """Write a whole (small) dataset as a complete archive, atomically; ``schema`` is ``name/version``."""
     _check_schema(schema)
     path = Path(path)
-    tmp = _partial(path)
-    _clean(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs.update({"xaicore_schema": schema, "xaicore_version": __version__, "complete": False})
     for name in list(ds.coords) + list(ds.data_vars):
         if ds[name].dtype.kind == "U":
             ds[name] = ds[name].astype(object)
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
-    _finalize(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+        _seal(tmp)
     return path
 
 
@@ -329,7 +328,7 @@ def open_archive(path: str | Path, *, schema: str | None = None, verify: bool = 
     heatmaps themselves stay lazy (dask-backed)."""
     path = Path(path)
     if not path.exists():
-        partial = _partial(path)
+        partial = partial_path(path)
         hint = f" (an unfinished {partial.name} is there: the run that wrote it did not finish)" \
             if partial.exists() else ""
         raise XaiCoreError(f"archive {path} does not exist{hint}; run the pipeline (make survey / dvc repro)")

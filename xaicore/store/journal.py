@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from xaicore.atomic import write_bytes
 
 RESUME_DIR = ".xaicore-resume"
 _KEY = "KEY"
@@ -76,7 +77,7 @@ class Journal:
         else:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root.mkdir(parents=True)
-            _write_atomic(key_file, key.encode())
+            write_bytes(key_file, key.encode())
             self.resumed = False
 
     def _path(self, name: str) -> Path:
@@ -104,7 +105,7 @@ class Journal:
             raise TypeError(f"journal entries hold arrays of numbers or text, not objects: {objects}")
         buf = io.BytesIO()
         np.savez(buf, **values)
-        _write_atomic(self._path(name), buf.getvalue())
+        write_bytes(self._path(name), buf.getvalue())
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.npz"))
@@ -117,11 +118,3 @@ class Journal:
         except OSError:
             pass
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

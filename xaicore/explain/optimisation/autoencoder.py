@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import OrderedDict
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xaicore._weights import load_tensors
 from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.explain.state import FittedState
 
 
 class ConvAutoencoder(nn.Module):
@@ -59,10 +58,13 @@ class ConvAutoencoder(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderState:
+class AutoencoderState(FittedState):
     """A trained :class:`ConvAutoencoder`: its shape, code size, the training data's range, the radius of the
-    training codes (0.95 quantile of ‖z‖₂), the final training loss and the weights. ``save``/``load`` use
-    ``torch.save`` and ``weights_only`` loading."""
+    training codes (0.95 quantile of ‖z‖₂), the final training loss and the weights (a :class:`FittedState`:
+    atomic save, ``weights_only`` load)."""
+
+    WHAT: ClassVar[str] = "autoencoder state"
+    RERUN: ClassVar[str] = "the autoencoder stage (python -m flows autoencoder)"
 
     input_shape: tuple[int, int, int]
     latent: int
@@ -102,22 +104,14 @@ class AutoencoderState:
             raise XaiCoreError(f"{owner}: the autoencoder was fitted on inputs of shape {tuple(self.input_shape)}, "
                                f"got {tuple(shape)}")
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["input_shape"] = list(d["input_shape"])
-        torch.save(d, path)
-        return path
+    def to_blob(self) -> dict[str, Any]:
+        blob = super().to_blob()
+        blob["input_shape"] = list(blob["input_shape"])
+        return blob
 
     @classmethod
-    def load(cls, path: str | Path) -> AutoencoderState:
-        d = load_tensors(path, "autoencoder state", "the autoencoder stage (python -m flows autoencoder)")
-        try:
-            d["input_shape"] = tuple(int(s) for s in d["input_shape"])
-            return cls(**d)
-        except (KeyError, TypeError, ValueError) as e:
-            raise XaiCoreError(f"{path} is not an autoencoder state ({type(e).__name__}: {e}); rerun the "
-                               "autoencoder stage (python -m flows autoencoder)") from e
+    def from_blob(cls, blob: Any) -> AutoencoderState:
+        return cls(**{**blob, "input_shape": tuple(int(s) for s in blob["input_shape"])})
 
 
 def fit_autoencoder(x_train: torch.Tensor, *, latent: int = 16, epochs: int = 30, batch_size: int = 64,

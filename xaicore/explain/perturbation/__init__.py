@@ -8,8 +8,8 @@ from xaicore.explain.perturbation import anchors as _anchors  # noqa: F401  (reg
 from xaicore.explain.perturbation import lime as _lime  # noqa: F401  (registers)
 from xaicore.explain.perturbation import occlusion as _occlusion  # noqa: F401  (registers)
 from xaicore.explain.perturbation import pda as _pda  # noqa: F401  (registers)
-from xaicore.explain.perturbation.fill import FILLS, fill_for
 from xaicore.explain.perturbation.lime import lime_surrogate
 from xaicore.explain.perturbation.pda import PatchGaussian, fit_patch_gaussian
+from xaicore.features.fills import FILLS, fill_for
 
 __all__ = ["FILLS", "PatchGaussian", "fill_for", "fit_patch_gaussian", "lime_surrogate"]

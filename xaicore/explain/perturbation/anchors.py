@@ -31,9 +31,9 @@ from xaicore.engine import FORWARD_BATCH, check_forward_batch, eval_mode
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.anchor_search import AnchorConfig, AnchorResult, AnchorSearch
 from xaicore.explain.perturbation.anchor_spaces import TabularSpace, TextSpace, ValueCodes, image_spaces
-from xaicore.explain.perturbation.fill import FILLS, fill_for
 from xaicore.explain.registry import Explanation, register
 from xaicore.features import SEGMENTATIONS, ColumnStats, Superpixels, input_kind
+from xaicore.features.fills import SEGMENT_FILLS, fill_for
 
 _STREAM = 9
 ANCHOR_EXTRAS = ("precision", "coverage", "found", "model_calls")
@@ -72,8 +72,8 @@ def _spaces(x: torch.Tensor, *, reference: Any, vocab: Sequence[str], features: 
         return [TextSpace(t, tuple(vocab)) for t in x.detach().cpu().numpy()]
     if features not in SEGMENTATIONS:
         raise XaiCoreError(f"anchors: unknown features {features!r}; expected one of {', '.join(SEGMENTATIONS)}")
-    if fill not in FILLS:
-        raise XaiCoreError(f"anchors: unknown fill {fill!r}; expected one of {', '.join(FILLS)}")
+    if fill not in SEGMENT_FILLS:
+        raise XaiCoreError(f"anchors: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
     feats = Superpixels(x, features, n_segments=n_segments, compactness=compactness, cell=cell, seed=seed)
     values = fill_for(x, fill, seed=seed, reference=reference, features=feats, owner="anchors")
     return image_spaces(x.detach(), feats, values)

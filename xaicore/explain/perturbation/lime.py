@@ -20,10 +20,10 @@ import torch.nn as nn
 from xaicore._rng import sample_generators
 from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, packed_scores, perturbed_scores
 from xaicore.errors import XaiCoreError
-from xaicore.explain.perturbation.fill import FILLS, fill_for
 from xaicore.explain.perturbation.lime_samplers import tabular_neighbourhood, text_neighbourhood
 from xaicore.explain.registry import Explanation, register
 from xaicore.features import SEGMENTATIONS, Columns, ColumnStats, Superpixels, Tokens, describe_kind, input_kind
+from xaicore.features.fills import SEGMENT_FILLS, fill_for
 
 _STREAM = 4
 
@@ -114,8 +114,8 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
         raise XaiCoreError(f"lime: {'' if known else 'unknown '}features {features!r}"
                            f"{f' do not apply to {describe_kind(x)}' if known else ''}; expected auto or "
                            f"{', '.join(native)}")
-    if fill not in FILLS:
-        raise XaiCoreError(f"lime: unknown fill {fill!r}; expected one of {', '.join(FILLS)}")
+    if fill not in SEGMENT_FILLS:
+        raise XaiCoreError(f"lime: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
     if score not in SCORES:
         raise XaiCoreError(f"lime: unknown score {score!r}; expected one of {', '.join(SCORES)}")
     if kernel_width is not None and not float(kernel_width) > 0 or not float(alpha) > 0:

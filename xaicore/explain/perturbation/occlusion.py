@@ -2,7 +2,8 @@
 
 On tabular data a feature is a column, filled with its training mean (numeric) or mode (nominal); on text it is a
 token, erased to the unknown word (Li et al. 2016's word erasure, survey §6.2): the relevance of a feature is the
-drop f(x) − f(x with it removed), the same computation as :func:`xaicore.metrics.feature_drops`.
+drop f(x) − f(x with it removed): the single-feature drops of :mod:`xaicore.features.drops` (faithfulness
+scores them too).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, perturbed_scores, target_scores
+from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch
 from xaicore.errors import XaiCoreError
-from xaicore.explain.perturbation.fill import FILLS, fill_for
 from xaicore.explain.registry import register
 from xaicore.features import ColumnStats, Windows, input_kind
+from xaicore.features.drops import feature_drops, single_drops
+from xaicore.features.fills import WINDOW_FILLS, fill_for
 
 
 @register("occlusion", family="perturbation", kinds=("image", "tabular", "text"),
@@ -29,25 +31,16 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window
     (B, T) token ids: one copy per column (``reference``: the training :class:`ColumnStats`) or token, removed
     as in the module docstring; ``window``, ``stride`` and ``fill`` do not apply there."""
     if input_kind(x) in ("tabular", "text"):
-        from xaicore.metrics.removal import feature_drops
-
         if score not in SCORES:
             raise XaiCoreError(f"occlusion: unknown score {score!r}; expected one of {', '.join(SCORES)}")
         drops = feature_drops(model, x, target, reference=reference, score=score, forward_batch=forward_batch)
         return drops.nan_to_num(0.0).to(x.dtype if x.is_floating_point() else torch.float32)
-    if fill not in FILLS[:4]:
-        raise XaiCoreError(f"occlusion: unknown fill {fill!r}; expected one of {', '.join(FILLS[:4])}")
+    if fill not in WINDOW_FILLS:
+        raise XaiCoreError(f"occlusion: unknown fill {fill!r}; expected one of {', '.join(WINDOW_FILLS)}")
     if score not in SCORES:
         raise XaiCoreError(f"occlusion: unknown score {score!r}; expected one of {', '.join(SCORES)}")
     check_forward_batch(forward_batch, "occlusion")
     features = Windows(x, window, stride)
     values = fill_for(x, fill, seed=seed, reference=reference, owner="occlusion")
-    keep = ~torch.eye(features.n_features, dtype=torch.bool, device=x.device)  # copy w: window w alone filled
-    with torch.no_grad():
-        fx = target_scores(model, x, target, score)
-        drops = fx[:, None] - perturbed_scores(model, x, target, features, keep, values, score=score,
-                                               forward_batch=forward_batch)
-    # a window the fill leaves as it is (zeros on a zero background) drops nothing: exactly 0, not the difference
-    # of two passes over other batches, whose sign the host's last bits would decide (docs/reproducibility.md)
-    drops = torch.where(features.unchanged(values), torch.zeros_like(drops), drops)
+    drops = single_drops(model, x, target, features, values, score=score, forward_batch=forward_batch)
     return features.spread(drops.to(x.dtype))

@@ -28,8 +28,7 @@ no fit, no draws. Both kinds return p(c|x) as the extra ``p_class`` (the figure'
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,11 +36,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore._rng import sample_generators
-from xaicore._weights import load_tensors
 from xaicore.engine import FORWARD_BATCH, check_forward_batch, packed_scores, target_scores
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.pda_tabular import removed_probabilities
 from xaicore.explain.registry import Explanation, register
+from xaicore.explain.state import FittedState
 from xaicore.features import ColumnStats, Windows, input_kind
 
 MEASURES = ("weight_of_evidence", "info_diff", "prob_diff")
@@ -62,7 +61,7 @@ def _check_geometry(window: Any, padding: Any, h: int, w: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class PatchGaussian:
+class PatchGaussian(FittedState):
     """PDA's fitted state: the Gaussian of l×l patches (l = window + 2·padding, channel-major (c, y, x) order),
     the training data's range, stored training images for marginal sampling, and the training-set size N."""
 
@@ -75,19 +74,7 @@ class PatchGaussian:
     marginal: torch.Tensor  # (M, C, H, W)
     n_train: int
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        torch.save({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PatchGaussian:
-        d = load_tensors(path, "PDA patch Gaussian", "the fit stage (python -m flows fit)")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise XaiCoreError(f"{path} is not a PDA patch Gaussian ({e}); rerun the fit stage") from None
-
+    WHAT: ClassVar[str] = "PDA patch Gaussian"
 
 def fit_patch_gaussian(model: nn.Module, x_train: torch.Tensor, *, window: int = 4, padding: int = 2,
                        n_marginal: int = 1000, seed: int = 0, batch_size: int = 256) -> PatchGaussian:

@@ -1,22 +1,30 @@
-"""Sample-perturbation functions g(x, r) of Samek et al. 2017 (survey §4.5.1): what a disabled region becomes.
+"""What a removed feature becomes: the one fill vocabulary of the perturbation methods and the removal metrics.
 
-* ``uniform`` — each input variable of the region is replaced by a draw of U(low, high) ([0, 1]: the data range).
+:data:`FILLS` names every fill; each consumer takes the subset that is defined for its features:
+
+* ``zero`` — 0 (methods: occlusion, LIME, anchors);
+* ``mean`` — the per-input-variable mean of ``reference`` samples (the pipeline passes the training set).
+  Without ``reference`` the batch's own mean is used: a sample's score then depends on the batch around it
+  (batched ≠ per-sample), unlike every other fill here;
+* ``uniform`` — each input variable of the feature is replaced by a draw of U(low, high) ([0, 1]: the data range);
 * ``dirichlet`` — per region and channel, the region's P values are a draw p ~ Dirichlet(1, …, 1) (uniform on
   the simplex) mapped to the data range by its largest component: v_j = low + (high − low) · p_j / max p.
   Since p = E / ΣE for E_j i.i.d. Exp(1), v_j = low + (high − low) · E_j / max E (the sum cancels): every region
   holds one value at ``high`` and the others spread below it (on average 0.32 of the range for P = 16).
-  Samek et al. name the distribution but not its parameters or scaling; this is our documented choice.
-* ``mean`` — the per-input-variable mean of ``reference`` samples (the pipeline passes the training set).
-  Without ``reference`` the batch's own mean is used: a sample's score then depends on the batch around it
-  (batched ≠ per-sample), unlike every other perturbation here.
+  Samek et al. name the distribution but not its parameters or scaling; this is our documented choice;
 * ``blur`` — a Gaussian filter, σ = 3 (scipy's ``gaussian_filter``: reflect borders, truncated at 4σ), applied
-  to the region. AOPC's steps are recursive, x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k): the blur of r_k reads neighbours that earlier
+  to the feature. AOPC's steps are recursive, x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k): the blur of r_k reads neighbours that earlier
   steps may have blurred already. ``aopc`` runs that exact recursion once per curve, all L steps in order (a
   kernel keeps the vertically filtered image V = Gy·X up to date: about 2·region²·(region + 24) multiply-adds
   per step and channel for σ = 3), so blurring the original image once is *not* used there. It is exact for
-  one disabled region (faithfulness): there :func:`replacement_values` gives the blurred original.
+  one disabled region (faithfulness, occlusion): there :func:`replacement_values` gives the blurred original;
+* ``segment_mean`` — each segment's own mean colour (the ``lime`` package's default; superpixels only).
 
-Noise is drawn per sample from (seed, sample content), so scores do not depend on batching.
+The removal metrics' g(x, r) (Samek et al. 2017, survey §4.5.1) are :data:`PERTURBATIONS`; occlusion takes
+:data:`WINDOW_FILLS`, LIME and anchors :data:`SEGMENT_FILLS`. Tabular columns and text tokens are removed by
+their training statistics and UNK (:mod:`xaicore.features.tabular`); ROAR's retraining fills are computed from
+the training set per pixel (:mod:`xaicore.metrics.roar`). Noise is drawn per sample from (seed, sample
+content), so scores do not depend on batching.
 """
 
 from __future__ import annotations
@@ -29,10 +37,18 @@ from scipy.ndimage import gaussian_filter1d
 
 from xaicore._rng import per_sample_exponential, per_sample_uniform
 from xaicore.errors import XaiCoreError
+from xaicore.features.base import Features, Segments
 from xaicore.kernels import get_backend
 from xaicore.kernels.numba_kernels import scale_by_region_max
 
+#: every fill (see the module docstring)
+FILLS = ("zero", "mean", "blur", "uniform", "dirichlet", "segment_mean")
+#: the sample perturbations g(x, r) of the removal metrics (AOPC, faithfulness)
 PERTURBATIONS = ("uniform", "dirichlet", "mean", "blur")
+#: what an occluded window becomes
+WINDOW_FILLS = ("zero", "mean", "blur", "uniform")
+#: what a switched-off superpixel becomes (LIME, anchors)
+SEGMENT_FILLS = ("zero", "mean", "blur", "uniform", "segment_mean")
 BLUR_SIGMA = 3.0
 _STREAM = 2
 _STREAM_DIRICHLET = 3
@@ -121,3 +137,27 @@ def fill_values(x: torch.Tensor, perturbation: str, *, region: int, seed: int,
                                                     blur_matrix(w, device=x.device), region)
         return final
     return replacement_values(x, perturbation, seed=seed, region=region, reference=reference).contiguous()
+
+
+def fill_for(x: torch.Tensor, fill: str, *, seed: int = 0, reference: torch.Tensor | None = None,
+             features: Features | None = None, owner: str = "fill") -> torch.Tensor:
+    """The values of x's shape that switched-off features take (one of :data:`SEGMENT_FILLS`)."""
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill in ("mean", "uniform"):
+        return replacement_values(x, fill, seed=seed, reference=reference).to(x.dtype)
+    if fill == "blur":
+        return gaussian_blur(x)
+    if fill == "segment_mean":
+        if not isinstance(features, Segments):
+            raise XaiCoreError(f"{owner}: fill 'segment_mean' needs segment features (superpixels or a grid)")
+        b, c = x.shape[:2]
+        flat = x.reshape(b, c, -1).to(torch.float64)
+        labels = features.labels.expand(b, -1)
+        sums = torch.zeros(b, c, features.n_features, dtype=torch.float64, device=x.device)
+        sums.scatter_add_(2, labels[:, None].expand(b, c, -1), flat)
+        counts = torch.zeros(b, features.n_features, dtype=torch.float64, device=x.device)
+        counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
+        means = sums / counts.clamp_min(1)[:, None]
+        return means.gather(2, labels[:, None].expand(b, c, -1)).reshape(x.shape).to(x.dtype)
+    raise XaiCoreError(f"{owner}: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")

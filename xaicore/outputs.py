@@ -1,9 +1,17 @@
-"""Where each step reads and writes, relative to one output folder (``outputs/`` by default)."""
+"""The outputs folder: where each step reads and writes, relative to one output folder (``outputs/`` by default),
+the names of the survey's own models, and the models folders' index."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Any
+
+from xaicore.errors import XaiCoreError
+
+#: the survey's trained model and its randomized-label control (zoo models are ``zoo:<arch>``)
+TRAINED, RANDOM_LABELS = "trained", "random_labels"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,3 +91,11 @@ class Paths:
 def model_file(name: str) -> str:
     """File stem of a model name (``cascade:fc2`` -> ``cascade__fc2``)."""
     return name.replace(":", "__").replace("/", "_")
+
+
+def read_index(directory: Path) -> dict[str, dict[str, Any]]:
+    """``{model name: {file, train_accuracy, test_accuracy, ...}}`` of a models folder."""
+    path = directory / "index.json"
+    if not path.is_file():
+        raise XaiCoreError(f"{path} is missing; run the stage that writes {directory} first")
+    return json.loads(path.read_text())
