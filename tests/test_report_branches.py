@@ -15,7 +15,6 @@ matplotlib.use("Agg")
 
 from xaicore.config import config_from_dict  # noqa: E402
 from xaicore.outputs import Paths  # noqa: E402
-from xaicore.pipeline import branch_step  # noqa: E402
 from xaicore.pipeline.branch_step import open_features, run_branch_explain, run_branch_train  # noqa: E402
 from xaicore.report import branches, canvas, figures  # noqa: E402
 from xaicore.report.document import sections, write_report  # noqa: E402
@@ -190,11 +189,6 @@ def test_the_section_shows_the_figures_and_tables_in_the_html(built, tmp_path):
     md = write_report(_doc({"text": summaries["text"]}), tmp_path / "report.md").read_text()
     assert f"## {TITLE}" in md and "words.png" in md and "explainvis.png" not in md
     assert TITLE not in [s.title for s in sections({**_doc({}), "branches": {}})]
-
-
-def test_the_report_names_the_branch_archives_as_the_stages_write_them():
-    # the report keeps its own copies (it does not import the stages' torch code)
-    assert (branches.FEATURES_SCHEMA, branches.BRANCHES) == (branch_step.FEATURES_SCHEMA, branch_step.BRANCHES)
 
 
 def test_make_figures_draws_the_branches_that_ran_and_skips_the_others(built, tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ from xaicore.errors import XaiCoreError
 
 #: the survey's trained model and its randomized-label control (zoo models are ``zoo:<arch>``)
 TRAINED, RANDOM_LABELS = "trained", "random_labels"
+#: the stages of other input kinds, each with its own folder under the outputs (``outputs/tabular/``, ...)
+BRANCHES = ("tabular", "text")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,7 @@ import xarray as xr
 from xaicore.engine import FORWARD_BATCH, check_forward_batch, eval_mode
 from xaicore.engine.model import captured_outputs
 from xaicore.errors import XaiCoreError, require_finite
-
-ACTIVATIONS_SCHEMA = "xaicore.activations/1"
+from xaicore.store.schemas import ACTIVATIONS_SCHEMA
 
 
 def _dims(layer: str, ndim: int) -> tuple[str, ...]:

@@ -230,6 +230,23 @@ def fit(model: nn.Module, x_train: torch.Tensor, method: str, **params: Any) -> 
         return ex.fit(model, x_train.detach(), **{**ex.fit_defaults, **params})
 
 
+def call_keywords(method: str, params: Mapping[str, Any], *, state: Any = None, reference: Any = None,
+                  vocab: Any = None, seed: int | None = None) -> dict[str, Any]:
+    """The keywords of one call of ``method``, assembled in one place for every stage: ``params`` (params.yaml's),
+    then what a run supplies, each only where the method takes it — the fitted ``state`` (methods with a fit);
+    the training data as ``reference`` (the ``mean`` fill's mean image, a table's :class:`ColumnStats`); the
+    ``vocab`` anchors words its rules with; the run's ``seed``. ``reference``, ``vocab`` and ``seed`` do not
+    override what ``params`` set."""
+    ex = get_explainer(method)
+    kw = dict(params)
+    if state is not None and ex.fit is not None:
+        kw["state"] = state
+    for name, value in (("reference", reference), ("vocab", vocab), ("seed", seed)):
+        if value is not None and name in ex.defaults:
+            kw.setdefault(name, value)
+    return kw
+
+
 def fit_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Those of a method's explain ``params`` that its ``fit`` also takes (e.g. PDA's window and padding)."""
     ex = get_explainer(method)

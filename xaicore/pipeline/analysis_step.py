@@ -57,16 +57,16 @@ from xaicore.data.planted import (
     watermark_reliance,
 )
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.explain.registry import explanation, get_explainer
+from xaicore.explain.registry import call_keywords, explanation, get_explainer
 from xaicore.metrics import LOCALIZATION_MEASURES, conservation_error, localization, positive_fraction
 from xaicore.metrics.declarations import directions_json
 from xaicore.models import load_model, save_model, train_model
 from xaicore.outputs import Paths
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.store import HeatmapArchiveWriter, open_archive, write_dataset
+from xaicore.store.schemas import ANALYSIS_SCHEMA
 from xaicore.threads import compute_threads
 
-ANALYSIS_SCHEMA = "xaicore.analysis/1"
 MODEL = "clever_hans"
 FLAGS = ("watermark", "stripes", "dots", "swapped")
 
@@ -148,9 +148,7 @@ def _explain_all(cfg: Config, model: torch.nn.Module, planted: PlantedDigits, ch
         if key is not None and key not in shared:
             shared[key] = fitted_state(cfg, method, model, planted.dataset.x_train)
         state = shared[key] if key is not None else fitted_state(cfg, method, model, planted.dataset.x_train)
-        kw = {**explain_kwargs(cfg, method), **state}
-        if "reference" in get_explainer(method).defaults:
-            kw.setdefault("reference", mean_image)
+        kw = call_keywords(method, explain_kwargs(cfg, method), state=state.get("state"), reference=mean_image)
         try:
             parts = [explanation(model, x[a:a + cfg.explain.batch_size], target[a:a + cfg.explain.batch_size],
                                  method=method, **kw) for a in range(0, n, cfg.explain.batch_size)]

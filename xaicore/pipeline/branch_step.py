@@ -37,16 +37,15 @@ from xaicore.config import Config, TabularConfig, TextConfig
 from xaicore.data import Dataset, load_dataset, load_saved, save_dataset
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.anchors import ANCHOR_EXTRAS as ANCHOR_STATS
-from xaicore.explain.registry import explanation, get_explainer
+from xaicore.explain.registry import call_keywords, explanation
 from xaicore.features import ColumnStats
 from xaicore.metrics import feature_aopc, feature_faithfulness
 from xaicore.models.features import load_feature_model, save_feature_model, train_feature_model
-from xaicore.outputs import Paths
+from xaicore.outputs import BRANCHES, Paths
 from xaicore.store import open_archive, write_dataset
+from xaicore.store.schemas import FEATURES_SCHEMA
 from xaicore.threads import compute_threads
 
-FEATURES_SCHEMA = "xaicore.features/1"
-BRANCHES = ("tabular", "text")
 ANCHOR_EXTRAS = ("rule", *ANCHOR_STATS)  # the rule in words, then what the explainer returns beside it
 
 
@@ -83,15 +82,8 @@ def method_kwargs(kind: str, method: str, branch: TabularConfig | TextConfig, ds
                   stats: ColumnStats | None, seed: int) -> dict[str, Any]:
     """A method's keywords in the branch: params.yaml's, the training statistics as ``reference`` (tabular), the
     vocabulary for anchors' rules (text) and the survey's seed."""
-    defaults = get_explainer(method).defaults
-    kw = dict(branch.method_params.get(method, {}))
-    if "reference" in defaults and kind == "tabular":
-        kw["reference"] = stats
-    if "vocab" in defaults and kind == "text":
-        kw["vocab"] = ds.vocab
-    if "seed" in defaults:
-        kw.setdefault("seed", seed)
-    return kw
+    return call_keywords(method, branch.method_params.get(method, {}), reference=stats if kind == "tabular" else None,
+                         vocab=ds.vocab if kind == "text" else None, seed=seed)
 
 
 def _recorded(kw: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from xaicore.config import Config
 from xaicore.data import DatasetFile
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain import get_explainer
-from xaicore.explain.registry import explanation
+from xaicore.explain.registry import call_keywords, explanation
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
 from xaicore.outputs import Paths
@@ -89,12 +89,9 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
         ds, mean_image = _images(dataset)
         x = ds.test_images(start, stop)
         t = torch.from_numpy(target)
-        kw = dict(params)
         ex = get_explainer(method)
-        if ex.fit is not None:
-            kw["state"] = _state(out, method, model_name)
-        if "reference" in ex.defaults:  # a `mean` fill replaces by the training set's mean, not the batch's
-            kw.setdefault("reference", mean_image)
+        state = _state(out, method, model_name) if ex.fit is not None else None
+        kw = call_keywords(method, params, state=state, reference=mean_image)  # `mean` fill: the training mean
         parts = [explanation(model, x[i:i + batch_size], t[i:i + batch_size], method=method, **kw)
                  for i in range(0, x.shape[0], batch_size)]
     except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer

@@ -29,9 +29,8 @@ from xaicore.models import load_model
 from xaicore.outputs import Paths
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
+from xaicore.store.schemas import MAXIMIZE_SCHEMA
 from xaicore.threads import compute_threads
-
-MAXIMIZE_SCHEMA = "xaicore.maximize/1"
 
 
 def maximize_models(cfg: Config, names: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from xaicore.config import Config
 from xaicore.data import Dataset, load_saved
 from xaicore.explain import explain
+from xaicore.explain.registry import call_keywords
 from xaicore.metrics import Fill, Trainer, make_fill, metric, roar_cell
 from xaicore.metrics.roar import MODES
 from xaicore.models import accuracy, load_model
@@ -27,9 +28,9 @@ from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.runner import Job, Needs, run_jobs
 from xaicore.pipeline.steps import TRAINED, survey_models
 from xaicore.store import write_dataset
+from xaicore.store.schemas import ROAR_SCHEMA
 from xaicore.threads import compute_threads
 
-ROAR_SCHEMA = "xaicore.roar/1"
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +50,9 @@ def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str) -> tu
     retrain on (a fitted method is fitted on the training set first)."""
     ds = _dataset(dataset)
     model = load_model(model_path)
-    kw = {**explain_kwargs(cfg, method), **roar_kwargs(cfg, method), **fitted_state(cfg, method, model, ds.x_train)}
+    kw = call_keywords(method, {**explain_kwargs(cfg, method), **roar_kwargs(cfg, method)},
+                       state=fitted_state(cfg, method, model, ds.x_train).get("state"),
+                       reference=ds.x_train.mean(0, keepdim=True))
     bs = cfg.explain.batch_of(method)
     return (batched_explain(model, ds.x_train, ds.y_train, method, bs, **kw),
             batched_explain(model, ds.x_test, ds.y_test, method, bs, **kw))

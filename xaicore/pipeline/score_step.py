@@ -19,6 +19,7 @@ from xaicore.config import Config, ScoreConfig
 from xaicore.data import DatasetFile, load_saved
 from xaicore.errors import XaiCoreError
 from xaicore.explain import get_explainer
+from xaicore.explain.registry import call_keywords
 from xaicore.metrics import aopc, faithfulness, input_invariance, shifted_network
 from xaicore.metrics.sanity import Reference
 from xaicore.models import load_model
@@ -152,12 +153,14 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset, explained
                      get_explainer(name).shared_state)
             continue
         try:
-            params = explain_kwargs(cfg, name)
-            params2 = params
+            state = state2 = None
             if get_explainer(name).fit is not None:  # fitted once per network on its own data, not per batch
-                params = {**params, **fitted_state(cfg, name, model, ds.x_train)}
+                state = fitted_state(cfg, name, model, ds.x_train).get("state")
                 net2 = shifted_network(model, shift, tuple(x.shape[1:]))
-                params2 = {**params2, **fitted_state(cfg, name, net2, ds.x_train + shift)}
+                state2 = fitted_state(cfg, name, net2, ds.x_train + shift).get("state")
+            mean = ds.x_train.mean(0, keepdim=True)  # each network's training data: network 2's is shifted
+            params = call_keywords(name, explain_kwargs(cfg, name), state=state, reference=mean)
+            params2 = call_keywords(name, explain_kwargs(cfg, name), state=state2, reference=mean + shift)
             bs = cfg.explain.batch_of(name)
             out[ei, :n] = np.concatenate([input_invariance(model, x[i:i + bs], target[i:i + bs], name, shift,
                                                        params2=params2, **params).numpy()

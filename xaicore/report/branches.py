@@ -21,10 +21,9 @@ import xarray as xr  # noqa: E402
 from xaicore.errors import XaiCoreError  # noqa: E402
 from xaicore.report.explainvis import MEASURE_LABELS, explainvis, model_explanation  # noqa: E402
 from xaicore.store import open_archive  # noqa: E402
+from xaicore.store.schemas import FEATURES_SCHEMA
 
 # those of :mod:`xaicore.pipeline.branch_step`, which the report does not import (torch, the explainers)
-FEATURES_SCHEMA = "xaicore.features/1"
-BRANCHES = ("tabular", "text")
 
 N_ANCHORS = 10  # the anchors shown per branch
 WRAP = 20  # characters per line of a sentence in the words figure
@@ -343,6 +342,6 @@ def archive(paths: Any, kind: str) -> Path | None:
     return path if path.exists() else None
 
 
-__all__ = ["BRANCHES", "FEATURES_SCHEMA", "anchors_table", "archive", "branch_section", "branch_summary",
+__all__ = ["anchors_table", "archive", "branch_section", "branch_summary",
            "class_names", "explained", "explainvis_data", "explainvis_figure", "explainvis_method", "measure",
            "open_features", "word_colours", "words_figure"]

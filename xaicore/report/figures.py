@@ -215,7 +215,8 @@ def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
     if paths.maximize.exists():
         todo.append(lambda: maximize_figure(open_archive(paths.maximize), fig / "maximize.png"))
     if paths.analysis.exists():
-        from xaicore.report.meta import ANALYSIS_SCHEMA, spray_figure, tcav_figure
+        from xaicore.report.meta import spray_figure, tcav_figure
+        from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         meta = open_archive(paths.analysis, schema=ANALYSIS_SCHEMA)
         todo += [lambda: spray_figure(meta, fig / "spray.png", _save),

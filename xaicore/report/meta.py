@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-ANALYSIS_SCHEMA = "xaicore.analysis/1"
 TCAV_CONCEPTS = ("watermark", "stripes", "dots")
 
 

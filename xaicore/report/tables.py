@@ -216,12 +216,14 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                      for p in mx.parameterization.values}
             for m in mx.model.values}
     if paths.analysis.exists():  # the meta methods of §7 on the planted digits
-        from xaicore.report.meta import ANALYSIS_SCHEMA, analysis_summary
+        from xaicore.report.meta import analysis_summary
+        from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         doc["analysis"] = analysis_summary(open_archive(paths.analysis, schema=ANALYSIS_SCHEMA, verify=True))
     ran = {kind: path for kind in ("tabular", "text") if (path := paths.branch(kind) / "features.zarr").exists()}
     if ran:  # the tabular and text branches of §6: their scores and anchors
-        from xaicore.report.branches import FEATURES_SCHEMA, branch_summary
+        from xaicore.report.branches import branch_summary
+        from xaicore.store.schemas import FEATURES_SCHEMA
 
         doc["branches"] = {kind: branch_summary(open_archive(path, schema=FEATURES_SCHEMA, verify=True))
                            for kind, path in ran.items()}

@@ -29,9 +29,7 @@ from xaicore._version import __version__
 from xaicore.atomic import atomic_path, commit, partial_path
 from xaicore.errors import XaiCoreError
 from xaicore.store.journal import Journal
-
-HEATMAP_SCHEMA = "xaicore.heatmaps/1"
-SCORES_SCHEMA = "xaicore.scores/1"
+from xaicore.store.schemas import HEATMAP_SCHEMA, SCORES_SCHEMA
 
 
 def _clean(path: Path) -> None:

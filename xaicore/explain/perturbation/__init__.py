@@ -2,14 +2,19 @@
 
 They switch features of the input off (a :mod:`xaicore.features` adapter) and score the perturbed copies with the
 forward-pass engine (:mod:`xaicore.engine`), all samples of a batch at once.
+
+Every module of this package is imported here, in name order, so its ``@register`` runs: a new perturbation
+method is one file here (and its reference test), nothing else to edit (docs/architecture.md).
 """
 
-from xaicore.explain.perturbation import anchors as _anchors  # noqa: F401  (registers)
-from xaicore.explain.perturbation import lime as _lime  # noqa: F401  (registers)
-from xaicore.explain.perturbation import occlusion as _occlusion  # noqa: F401  (registers)
-from xaicore.explain.perturbation import pda as _pda  # noqa: F401  (registers)
+import importlib
+import pkgutil
+
 from xaicore.explain.perturbation.lime import lime_surrogate
 from xaicore.explain.perturbation.pda import PatchGaussian, fit_patch_gaussian
 from xaicore.features.fills import FILLS, fill_for
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["FILLS", "PatchGaussian", "fill_for", "fit_patch_gaussian", "lime_surrogate"]
