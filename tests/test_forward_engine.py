@@ -183,13 +183,17 @@ class _WritesItsInput(nn.Module):
 
 @pytest.mark.parametrize("forward_batch", [1, 5, 15, 64, 4096])
 @pytest.mark.parametrize("masks", ["steps", "one_off", "random_per_sample"])
-def test_label_map_builder_gives_applys_inputs_to_the_bit(forward_batch, masks):
-    """Segments write only what changes between passes (AOPC's steps, one feature off at a time); every pass's
-    input must equal the dense ``apply`` of its masks, whatever the packing, per-sample maps or the model."""
+@pytest.mark.parametrize("adapter", ["label_maps", "grid_tiles", "grid_with_edges"])
+def test_label_map_builder_gives_applys_inputs_to_the_bit(forward_batch, masks, adapter):
+    """Segments write only what changes between passes (AOPC's steps, one feature off at a time): position by
+    position for label maps and grids with smaller edge squares, block by block for a grid that tiles the image.
+    Every pass's input must equal the dense ``apply`` of its masks, whatever the packing, per-sample maps or
+    the model."""
     g = torch.Generator().manual_seed(3)
     x = torch.rand(5, 3, 12, 12, generator=g)
     fill = torch.rand(5, 3, 12, 12, generator=g)
-    feats = Segments(x, torch.randint(0, 7, (5, 12, 12), generator=g))
+    feats = {"label_maps": lambda: Segments(x, torch.randint(0, 7, (5, 12, 12), generator=g)),
+             "grid_tiles": lambda: Regions(x, 4), "grid_with_edges": lambda: Regions(x, 5)}[adapter]()
     f = feats.n_features
     if masks == "steps":  # per sample, one more feature off each step, in a random order per sample
         rank = torch.stack([torch.randperm(f, generator=g) for _ in range(5)])

@@ -93,8 +93,8 @@ def test_aopc_leaves_model_and_inputs_unchanged(scored, helpers):
 
 def test_aopc_bad_input(scored):
     model, x, target, relevance = scored
-    with pytest.raises(XaiCoreError, match=r"x must be \(B, C, H, W\)"):
-        aopc(model, x.flatten(1), target, relevance.flatten(1))
+    with pytest.raises(XaiCoreError, match=r"tabular columns needs their training statistics"):
+        aopc(model, x.flatten(1), target, relevance.flatten(1))  # (B, F) floats are a table
     with pytest.raises(XaiCoreError, match=r"relevance shape \(8, 1, 28, 27\) differs from x \(8, 1, 28, 28\)"):
         aopc(model, x, target, relevance[..., :27])
     bad = relevance.clone()

@@ -11,7 +11,7 @@ import xaicore
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.lime_samplers import tabular_neighbourhood, text_neighbourhood
 from xaicore.features import UNK, ColumnStats
-from xaicore.metrics import feature_aopc, feature_drops, feature_faithfulness
+from xaicore.metrics import aopc, faithfulness, feature_drops
 
 
 def _table(n: int = 300, seed: int = 0) -> torch.Tensor:
@@ -145,8 +145,8 @@ def test_feature_aopc_and_faithfulness_on_a_linear_model(table) -> None:
         model.weight.copy_(torch.tensor([[0.0, 0, 0, 0], [1.0, -2.0, 0.5, 3.0]]))
     xs, t = x[:6], torch.ones(6, dtype=torch.long)
     exact = xaicore.explain(model, xs, t, method="occlusion", reference=stats)  # exact contributions
-    morf = feature_aopc(model, xs, t, exact, order="morf", reference=stats)
-    lerf = feature_aopc(model, xs, t, exact, order="lerf", reference=stats)
+    morf = aopc(model, xs, t, exact, order="morf", reference=stats)
+    lerf = aopc(model, xs, t, exact, order="lerf", reference=stats)
     assert morf.curve.shape == (6, 5) and morf.higher_is_better and not lerf.higher_is_better
     # closed form: removing in order of the exact contributions, the curve drops by them one by one
     contrib = exact.double()
@@ -154,10 +154,10 @@ def test_feature_aopc_and_faithfulness_on_a_linear_model(table) -> None:
     steps = torch.cat([torch.zeros(6, 1, dtype=torch.float64), contrib.gather(1, order).cumsum(1)], 1)
     torch.testing.assert_close(morf.curve.double(), morf.curve[:, :1].double() - steps, atol=1e-5, rtol=0)
     assert (morf.aopc > lerf.aopc).all()
-    faith = feature_faithfulness(model, xs, t, exact, reference=stats)
+    faith = faithfulness(model, xs, t, exact, reference=stats)
     torch.testing.assert_close(faith, torch.ones(6), atol=1e-6, rtol=0)
     rnd = xaicore.explain(model, xs, t, method="random")
-    assert feature_faithfulness(model, xs, t, rnd, reference=stats).mean() < 0.9
+    assert faithfulness(model, xs, t, rnd, reference=stats).mean() < 0.9
 
 
 def test_feature_removal_on_text_skips_padding() -> None:
@@ -166,7 +166,7 @@ def test_feature_removal_on_text_skips_padding() -> None:
     drops = feature_drops(_Words(), x, t)
     assert torch.isnan(drops[0, 3:]).all()
     torch.testing.assert_close(drops[0, :3], torch.tensor([2.0, 0.0, -1.5], dtype=torch.float64))
-    res = feature_aopc(_Words(), x, t, torch.tensor([[1.0, 0.0, -1.0, 9.0, 9.0]]))
+    res = aopc(_Words(), x, t, torch.tensor([[1.0, 0.0, -1.0, 9.0, 9.0]]))
     # f(x) = 2 − 1.5; MoRF removes id 5 (−2), the filler (0), id 6 (+1.5); padding is never ranked: flat after
     torch.testing.assert_close(res.curve[0], torch.tensor([0.5, -1.5, -1.5, 0.0, 0.0, 0.0]))
 
@@ -177,7 +177,7 @@ def test_bad_input_on_tabular_and_text(table) -> None:
     with pytest.raises(XaiCoreError, match="ColumnStats.fit"):
         xaicore.explain(model, x[:2], t, method="lime")
     with pytest.raises(XaiCoreError, match="ColumnStats.fit"):
-        feature_aopc(model, x[:2], t, x[:2])
+        aopc(model, x[:2], t, x[:2])
     bad = x[:2].clone()
     bad[1, 3] = 7.0  # a nominal code not seen in training
     with pytest.raises(XaiCoreError, match="column 3: value 7 in row 1 is not one of the 3 categories"):

@@ -49,13 +49,17 @@ def gather_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "logi
     probability or its log-softmax."""
     if logits.ndim != 2:
         raise XaiCoreError(f"model output must be (B, classes), got {tuple(logits.shape)}")
+    if score not in SCORES:
+        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    _check_target_range(target, logits.shape[1])
+    return _gather(logits, target, score)
+
+
+def _gather(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
     if score == "probability":
         logits = logits.softmax(1)
     elif score == "log_probability":
         logits = logits.log_softmax(1)
-    elif score != "logit":
-        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    _check_target_range(target, logits.shape[1])
     return logits.gather(1, target[:, None].to(logits.device))[:, 0]
 
 
@@ -92,9 +96,12 @@ def packed_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n_cop
     with eval_mode(model):
         for k0 in range(0, n_copies, per_pass):
             k1 = min(n_copies, k0 + per_pass)
-            s = gather_scores(model(build(k0, k1)), tgt[:(k1 - k0) * b], score)
-            if out is None:
+            logits = model(build(k0, k1))
+            if out is None:  # the output's shape and the targets' range are checked once, on the first pass
+                s = gather_scores(logits, tgt[:(k1 - k0) * b], score)
                 out = torch.empty(b, n_copies, dtype=s.dtype, device=s.device)
+            else:
+                s = _gather(logits, tgt[:(k1 - k0) * b], score)
             out[:, k0:k1] = s.view(k1 - k0, b).T
     if out is None:
         raise XaiCoreError("packed_scores: n_copies must be at least 1")

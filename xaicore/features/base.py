@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -106,54 +107,128 @@ class Segments(Features):
 
 
 class _Lanes:
-    """The copies of consecutive passes over a label map, written in place. Lane j of the buffer holds copy k0 + j
-    of the batch; the next pass's lane j (copy k1 + j) is made from it by rewriting the positions of the features
-    whose keep differs between the two copies, nothing else: AOPC's steps rewrite ``lanes`` regions per sample and
-    lane instead of building whole images (benchmarks/aopc.py). A pass that changes more than
-    :attr:`DENSE` of the positions, a pass out of order, or a model that wrote into its input (the buffer's
-    version counter moved) gets a dense rebuild; every input equals ``apply``'s to the bit."""
+    """The copies of consecutive passes over a label map, written in place. Lane j of the buffer holds copy
+    k0 + j of the batch; the next pass's lane j (copy k0 + L + j, L lanes) is made from it by rewriting the
+    positions of the features whose keep differs between the two copies, nothing else: AOPC's steps rewrite one
+    region per sample and lane instead of building whole images (benchmarks/aopc.py).
+
+    What changes is planned for many passes at once (:meth:`_plan`: one comparison of the masks, the new values
+    gathered in one go), so a pass costs one indexed write. A plan whose passes change more than :attr:`DENSE`
+    of the positions (LIME's random masks), a pass out of order or off the lanes' grid (copy c lives in lane
+    c mod L), a pass after a shorter one, or a model that wrote into its input (the buffer's version counter
+    moved) gets a dense rebuild; every input equals ``apply``'s to the bit."""
 
     DENSE = 0.25
+    PLAN_ENTRIES = 1 << 24  # mask entries (copies × samples × features) compared per plan
 
     def __init__(self, seg: Segments, keep: torch.Tensor, fill: torch.Tensor) -> None:
         self.seg, self.keep = seg, keep
         x = seg.x
         b = x.shape[0]
+        self.fill = fill.expand_as(x)
         self.xv = x.reshape(b, x.shape[1], -1)
-        self.fv = fill.expand_as(x).reshape(b, x.shape[1], -1)
+        self.fv = self.fill.reshape(b, x.shape[1], -1)
         labels = seg.labels  # (1 or B, P)
         sizes = torch.zeros(labels.shape[0], seg.n_features, dtype=torch.long, device=x.device)
         sizes.scatter_add_(1, labels, torch.ones_like(labels))
         self.sizes, self.starts = sizes, sizes.cumsum(1) - sizes
         self.order = torch.argsort(labels, dim=1, stable=True)  # positions grouped by feature
         self.buf: torch.Tensor | None = None
-        self.held = torch.empty(0)
+        self.lanes = self.last = 0
         self.next, self.version = -1, -1
+        self.plan: dict[str, Any] | None = None
 
     def __call__(self, k0: int, k1: int) -> torch.Tensor:
         seg, b, n = self.seg, self.seg.x.shape[0], k1 - k0
-        new = self.keep[k0:k1].expand(n, b, -1)
         buf = self.buf
-        if buf is None or k0 != self.next or n > self.held.shape[0] or buf._version != self.version:
-            buf = self.buf = seg.apply(new, self.fv.view_as(seg.x)).view(n, b, *self.xv.shape[1:])
-            self.held = new.clone()
+        if (buf is None or k0 != self.next or n > self.lanes or self.last != self.lanes or k0 % self.lanes
+                or buf._version != self.version):
+            if buf is None or n > self.lanes:
+                self.lanes, self.plan = n, None
+            dense = seg.apply(self.keep[k0:k1], self.fill).view(n, b, *self.xv.shape[1:])
+            if buf is None or buf.shape[0] < n:
+                buf = self.buf = dense
+            else:
+                buf[:n] = dense
         else:
-            self._rewrite(buf, new)
-        self.next, self.version = k1, buf._version
+            plan = self.plan
+            if plan is None or not plan["start"] <= k0 < k1 <= plan["stop"]:
+                plan = self.plan = self._plan(k0)
+            if plan["dense"]:
+                buf[:n] = seg.apply(self.keep[k0:k1], self.fill).view(buf[:n].shape)
+            else:
+                s0, s1 = int(plan["offsets"][k0 - plan["start"]]), int(plan["offsets"][k1 - plan["start"]])
+                self._put(buf, plan, s0, s1, k0)
+        self.next, self.last, self.version = k1, n, buf._version
         return buf[:n].view(n * b, *seg.x.shape[1:])
 
-    def _rewrite(self, buf: torch.Tensor, new: torch.Tensor) -> None:
-        n = new.shape[0]
-        lane, row, feat = (new != self.held[:n]).nonzero(as_tuple=True)
-        label_row = row if self.sizes.shape[0] > 1 else torch.zeros_like(row)
-        count = self.sizes[label_row, feat]
-        total = int(count.sum())
-        if total > self.DENSE * n * self.xv.shape[0] * self.xv.shape[2]:
-            buf[:n] = self.seg.apply(new, self.fv.view_as(self.seg.x)).view(buf[:n].shape)
-        elif total:
-            pair = torch.repeat_interleave(torch.arange(count.shape[0], device=count.device), count)
-            offset = torch.arange(total, device=count.device) - (count.cumsum(0) - count)[pair]
-            pos = self.order[label_row[pair], self.starts[label_row, feat][pair] + offset]
-            r, on = row[pair], new[lane[pair], row[pair], feat[pair]]
-            buf[lane[pair], r, :, pos] = torch.where(on[:, None], self.xv[r, :, pos], self.fv[r, :, pos])
-        self.held[:n] = new
+    def _plan(self, start: int) -> dict[str, Any]:
+        """What changes from copy c − L to copy c, for the copies ``start`` on (as many as one plan holds): the
+        flat buffer index and new value of every changed entry, grouped by copy."""
+        b, f, lanes = self.seg.x.shape[0], self.seg.n_features, self.lanes
+        per = max(lanes, self.PLAN_ENTRIES // max(1, b * f) // lanes * lanes)
+        while True:
+            stop = min(self.keep.shape[0], start + per)
+            new = self.keep[start:stop].expand(-1, b, -1)
+            old = self.keep[start - lanes:stop - lanes].expand(-1, b, -1)
+            copy, row, feat = (new != old).nonzero(as_tuple=True)
+            label_row = row if self.sizes.shape[0] > 1 else torch.zeros_like(row)
+            count = self.sizes[label_row, feat]
+            changed = int(count.sum())
+            if changed > self.DENSE * (stop - start) * b * self.xv.shape[2]:
+                return {"start": start, "stop": stop, "dense": True}
+            if changed * self.xv.shape[1] <= self.PLAN_ENTRIES or per == lanes:
+                break
+            per = max(lanes, per // 2 // lanes * lanes)
+        flat, values, entries = self._gather(copy + start, row, feat, label_row, count, new[copy, row, feat])
+        per_copy = torch.zeros(stop - start, dtype=torch.long, device=flat.device)
+        per_copy.index_add_(0, copy, entries)
+        offsets = torch.cat([per_copy.new_zeros(1), per_copy.cumsum(0)]).tolist()
+        return {"start": start, "stop": stop, "dense": False, "flat": flat, "values": values, "offsets": offsets}
+
+    def _gather(self, copy: torch.Tensor, row: torch.Tensor, feat: torch.Tensor, label_row: torch.Tensor,
+                count: torch.Tensor, on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(flat index into the buffer, new value, entries per changed feature) of every changed entry, in
+        the order of the changed features; copy c lives in lane c mod L."""
+        b, c, p = self.xv.shape
+        pair = torch.repeat_interleave(torch.arange(count.shape[0], device=count.device), count)
+        offset = torch.arange(int(count.sum()), device=count.device) - (count.cumsum(0) - count)[pair]
+        pos = self.order[label_row[pair], self.starts[label_row, feat][pair] + offset]  # (N,)
+        r = row[pair]
+        values = torch.where(on[pair][:, None], self.xv[r, :, pos], self.fv[r, :, pos])  # (N, C)
+        base = ((copy[pair] % self.lanes) * b + r) * (c * p) + pos
+        flat = base[:, None] + torch.arange(c, device=base.device)[None] * p
+        return flat.reshape(-1), values.reshape(-1), count * c
+
+    def _put(self, buf: torch.Tensor, plan: dict[str, Any], s0: int, s1: int, k0: int) -> None:
+        buf.view(-1).index_copy_(0, plan["flat"][s0:s1], plan["values"][s0:s1])
+
+
+class _GridLanes(_Lanes):
+    """:class:`_Lanes` over the squares of a grid that tiles the image exactly: a changed feature is one
+    ``side``×``side`` block, written as a block (one index per block instead of one per position)."""
+
+    def __init__(self, seg: Segments, keep: torch.Tensor, fill: torch.Tensor, side: int) -> None:
+        super().__init__(seg, keep, fill)
+        b, c, h, w = seg.x.shape
+        self.cols = w // side
+        self.x6 = seg.x.reshape(b, c, h // side, side, w // side, side)
+        self.f6 = self.fill.reshape(b, c, h // side, side, w // side, side)
+
+    def _gather(self, copy: torch.Tensor, row: torch.Tensor, feat: torch.Tensor, label_row: torch.Tensor,
+                count: torch.Tensor, on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, c, hb, side, wb, _ = self.x6.shape
+        gy, gx = feat // self.cols, feat % self.cols
+        if not bool(on.any()):  # only removals (AOPC): the fill's blocks alone
+            values = self.f6[row, :, gy, :, gx, :]
+        else:
+            values = torch.where(on[:, None, None, None], self.x6[row, :, gy, :, gx, :],
+                                 self.f6[row, :, gy, :, gx, :])
+        h, w = hb * side, wb * side
+        # entry (ch, dy, dx) of block (gy, gx) of sample row in lane copy mod L, as values lays them out
+        base = (((copy % self.lanes) * b + row) * c * h + gy * side) * w + gx * side  # (N,)
+        block = (torch.arange(c, device=base.device)[:, None, None] * (h * w)
+                 + torch.arange(side, device=base.device)[None, :, None] * w
+                 + torch.arange(side, device=base.device)[None, None, :])  # (C, side, side)
+        flat = base[:, None, None, None] + block[None]
+        return flat.reshape(-1), values.reshape(-1), torch.full_like(copy, c * side * side)

@@ -56,8 +56,8 @@ def removal_features(x: torch.Tensor, reference: ColumnStats | None = None, *, u
     if kind == "text":
         toks = Tokens(x)
         return toks, toks.default_fill(unk)
-    raise NotApplicable(f"feature removal scores tabular and text data; {describe_kind(x)} is scored by "
-                        "xaicore.metrics.aopc/faithfulness over image regions")
+    raise NotApplicable(f"columns and tokens are removed from tables and text; {describe_kind(x)} has "
+                        "regions (xaicore.features.Regions) or windows instead")
 
 
 def feature_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, reference: ColumnStats | None = None,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.features.base import Features, Segments
+from xaicore.features.base import Build, Features, Segments, _GridLanes
 
 #: the segmentations :class:`Superpixels` offers
 SEGMENTATIONS = ("slic", "quickshift", "grid")
@@ -42,6 +42,12 @@ class Regions(Segments):
             raise XaiCoreError(f"region={region!r} must be a side length in 1..{min(h, w)} for {h}x{w} images")
         self.region = region
         super().__init__(x, torch.from_numpy(_grid_labels(h, w, region).copy()))
+
+    def builder(self, keep: torch.Tensor, fill: torch.Tensor) -> Build:
+        h, w = self.x.shape[2:]
+        if h % self.region or w % self.region:  # edge squares are smaller: position by position
+            return super().builder(keep, fill)
+        return _GridLanes(self, self._check_keep(keep), fill, self.region)
 
 
 def _relabel(seg: np.ndarray) -> np.ndarray:

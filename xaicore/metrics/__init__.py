@@ -2,10 +2,11 @@
 
 Layout follows Quantus' taxonomy: faithfulness (``aopc``, ``faithfulness``, ``roar``), robustness
 (``invariance``), randomisation (``sanity``), localisation against a planted ground truth (``localization``),
-axioms (``axioms``) and meta-evaluation (``reliability``); ``removal`` scores tabular and text data by removing
-columns and tokens (AOPC and faithfulness over features).
+axioms (``axioms``) and meta-evaluation (``reliability``). AOPC and faithfulness score images, tables and text
+alike (regions, columns, tokens).
 """
 
+from xaicore.features.drops import feature_drops
 from xaicore.features.fills import PERTURBATIONS, gaussian_blur, replacement_values
 from xaicore.metrics.aopc import AOPCResult, aopc
 from xaicore.metrics.axioms import conservation_error, positive_fraction
@@ -20,7 +21,6 @@ from xaicore.metrics.reliability import (
     inter_rater_reliability,
     internal_consistency,
 )
-from xaicore.metrics.removal import feature_aopc, feature_drops, feature_faithfulness
 from xaicore.metrics.roar import FILLS, Fill, RoarResult, Trainer, degrade, make_fill, roar_cell, roar_kar
 from xaicore.metrics.sanity import SIMILARITY_MEASURES, similarity, spearman_rows
 
@@ -43,9 +43,7 @@ __all__ = [
     "conservation_error",
     "degrade",
     "faithfulness",
-    "feature_aopc",
     "feature_drops",
-    "feature_faithfulness",
     "gaussian_blur",
     "input_invariance",
     "inter_method_reliability",

@@ -1,6 +1,10 @@
-"""Area Over the Perturbation Curve, MoRF and LeRF (Samek et al. 2017; survey §4.5.1, eqs. 2–5).
+"""Area Over the Perturbation Curve, MoRF and LeRF (Samek et al. 2017; survey §4.5.1, eqs. 2–5), on images,
+tables and text.
 
-Regions of ``region``×``region`` pixels are ranked by summed relevance. Step k disables one more region:
+The features removed step by step: on images the regions of ``region``×``region`` pixels, ranked by summed
+relevance; on tables the columns (to their training mean or mode, ``reference=ColumnStats``) and on text the
+tokens (to the unknown word UNK; padding is never removed and a sentence of n tokens has n steps), ranked by
+their relevance, ties in feature order. Images: regions are ranked by summed relevance. Step k disables one more region:
 x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) for MoRF, r_{L+1−k} for LeRF. The curve holds f(x⁽ᵏ⁾) for k = 0..L and
 AOPC = 1/(L+1) Σ_k f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per sample (the data-set figure is its mean).
 
@@ -20,11 +24,13 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH, SCORES, perturbed_scores
-from xaicore.errors import XaiCoreError
-from xaicore.features import Regions
+from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.features import ColumnStats, Regions
+from xaicore.features.base import Features
+from xaicore.features.drops import removal_features
 from xaicore.features.fills import fill_values
 from xaicore.kernels import get_backend
-from xaicore.kinds import check_inputs
+from xaicore.kinds import check_inputs, describe_kind, input_kind
 from xaicore.metrics.declarations import metric
 
 ORDERS = ("morf", "lerf")
@@ -56,35 +62,56 @@ def check_relevance(x: torch.Tensor, relevance: torch.Tensor) -> None:
 @torch.no_grad()
 def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,
          order: str = "morf", perturbation: str = "uniform", region: int = 4, score: str = "logit",
-         seed: int = 0, reference: torch.Tensor | None = None, backend: str = "auto",
+         seed: int = 0, reference: torch.Tensor | ColumnStats | None = None, backend: str = "auto",
          forward_batch: int = FORWARD_BATCH) -> AOPCResult:
-    """AOPC of ``relevance`` for ``model`` on the image batch ``x`` (B, C, H, W); see the module docstring.
+    """AOPC of ``relevance`` for ``model`` on the batch ``x``; see the module docstring.
 
-    ``perturbation``: ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples; without it, of the batch)
-    or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.features.fills`.
+    Images (B, C, H, W): ``perturbation`` ``uniform``, ``dirichlet``, ``mean`` (of ``reference`` samples;
+    without it, of the batch) or ``blur`` (exact recursive Gaussian blur), see :mod:`xaicore.features.fills`;
+    ``region``, ``seed`` and ``backend`` apply. Tables (B, F): ``reference`` is the training
+    :class:`~xaicore.features.ColumnStats`. Text (B, T) token ids: nothing to choose.
     ``score``: ``logit`` (the target logit), ``probability`` (its softmax) or ``log_probability``.
     ``forward_batch``: up to this many perturbed inputs go through the model at once (several steps are packed
     when B is smaller; on the CPU no more than ``PACK_BYTES`` of input, see :func:`xaicore.engine.copies_per_pass`).
     """
     target = check_inputs(x, target)
-    if x.ndim != 4:
-        raise XaiCoreError(f"aopc perturbs image regions: x must be (B, C, H, W), got {tuple(x.shape)}")
     check_relevance(x, relevance)
     if order not in ORDERS:
         raise XaiCoreError(f"unknown order {order!r}; expected morf or lerf")
     if score not in SCORES:
         raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    features = Regions(x, region)
-    ranking = get_backend(backend, x.device).region_order(relevance, region).to(x.device)
-    if order == "lerf":
-        ranking = ranking.flip(1)
-    fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, ranking=ranking,
-                       backend=backend)
-    n_regions = features.n_features
-    # step k keeps the regions ranked k or later: keep[i, k, r] = rank of r in sample i >= k
+    x = x.detach()
+    kind = input_kind(x)
+    if kind == "image":
+        features: Features = Regions(x, region)
+        ranking = get_backend(backend, x.device).region_order(relevance, region).to(x.device)
+        if order == "lerf":
+            ranking = ranking.flip(1)
+        fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, ranking=ranking,
+                           backend=backend)
+    elif kind in ("tabular", "text"):
+        features, fill = removal_features(x, reference)
+        real = torch.arange(features.n_features, device=x.device)[None] < features.counts[:, None]
+        key = relevance.detach().to(torch.float64)
+        key = torch.where(real, key if order == "morf" else -key, torch.full_like(key, float("-inf")))
+        ranking = torch.sort(key, dim=1, descending=True, stable=True).indices  # pads last
+    else:
+        raise NotApplicable(f"aopc scores images, tables and text; {describe_kind(x)} is none of them")
+    return removal_curve(model, x, target, features, fill, ranking, order=order, score=score,
+                         forward_batch=forward_batch)
+
+
+def removal_curve(model: nn.Module, x: torch.Tensor, target: torch.Tensor, features: Features, fill: torch.Tensor,
+                  ranking: torch.Tensor, *, order: str, score: str = "logit",
+                  forward_batch: int = FORWARD_BATCH) -> AOPCResult:
+    """The curve f(x⁽ᵏ⁾), k = 0..F, of removing ``features`` to ``fill`` in the order ``ranking`` (B, F): step k
+    removes the features ranked before k. Each pass writes only the features that change
+    (:meth:`xaicore.features.Features.builder`)."""
+    n = features.n_features
+    # step k keeps the features ranked k or later: keep[i, k, f] = rank of f in sample i >= k
     rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(n_regions, device=x.device).expand_as(ranking))
-    keep = torch.arange(n_regions + 1, device=x.device)[None, :, None] <= rank[:, None, :]
-    curve = perturbed_scores(model, x.detach(), target, features, keep, fill, score=score,
+    rank.scatter_(1, ranking, torch.arange(n, device=x.device).expand_as(ranking))
+    keep = torch.arange(n + 1, device=x.device)[None, :, None] <= rank[:, None, :]
+    curve = perturbed_scores(model, x, target, features, keep, fill, score=score,
                              forward_batch=forward_batch).float()
     return AOPCResult(curve, (curve[:, :1] - curve).mean(1), order, metric(f"aopc_{order}").higher_is_better)

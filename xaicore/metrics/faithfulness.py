@@ -1,4 +1,5 @@
-"""Faithfulness (Bhatt et al. 2020; Samek et al.'s single-region variant; survey §4.5.2).
+"""Faithfulness (Bhatt et al. 2020; Samek et al.'s single-region variant; survey §4.5.2), on images, tables and
+text.
 
 Per sample: Δ_r = f(x) − f(x_r), x_r being x with only region r disabled (g(x, r), one region at a time,
 never recursive), and Faithfulness_x = ρ(R_r, Δ_r), the Pearson correlation over the L regions of the summed
@@ -7,7 +8,9 @@ and Quantus' ``FaithfulnessCorrelation``; the data-set figure is the mean over s
 
 All B·L single-region inputs go through the forward-pass engine (:func:`xaicore.engine.perturbed_scores`, one
 keep-mask per region over :class:`xaicore.features.Regions`), up to ``forward_batch`` inputs at a time; there is
-no loop over samples.
+no loop over samples. Tables and text: a feature is a column or a token, removed as in :mod:`xaicore.metrics.aopc`
+(the single-feature drops of :mod:`xaicore.features.drops`, which occlusion shares), R_j its own relevance, and
+padding positions are left out of ρ.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH
-from xaicore.errors import require_same_shape
-from xaicore.features.drops import region_drops
+from xaicore.errors import NotApplicable, require_same_shape
+from xaicore.features import ColumnStats
+from xaicore.features.drops import feature_drops, region_drops
 from xaicore.kernels.torch_kernels import region_sums
+from xaicore.kinds import describe_kind, input_kind
 from xaicore.metrics.aopc import check_relevance
 
 
@@ -32,14 +37,33 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                        torch.full_like(den, float("nan")))
 
 
+def masked_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Pearson ρ over the finite entries of ``b`` (B, F); fewer than two or a constant row: NaN."""
+    mask = torch.isfinite(b)
+    n = mask.sum(1, keepdim=True).clamp_min(1).to(torch.float64)
+    a = torch.where(mask, a.to(torch.float64), torch.zeros_like(b))
+    b = torch.where(mask, b, torch.zeros_like(b))
+    a = torch.where(mask, a - a.sum(1, keepdim=True) / n, torch.zeros_like(a))
+    b = torch.where(mask, b - b.sum(1, keepdim=True) / n, torch.zeros_like(b))
+    den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
+    return torch.where(den > 0, (a * b).sum(1) / den.where(den > 0, torch.ones_like(den)),
+                       torch.full_like(den, float("nan")))
+
+
 def faithfulness(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: torch.Tensor, *,
                  perturbation: str = "uniform", region: int = 4, score: str = "logit", seed: int = 0,
-                 reference: torch.Tensor | None = None, backend: str = "auto",
+                 reference: torch.Tensor | ColumnStats | None = None, backend: str = "auto",
                  forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
-    """(B,) Pearson ρ between each region's summed relevance and the drop Δ_r of disabling it alone
-    (survey §4.5.2; higher is better). Arguments as :func:`~xaicore.metrics.aopc`; a sample whose region sums
-    or drops are constant has no correlation: NaN."""
+    """(B,) Pearson ρ between each feature's relevance (an image region's summed relevance) and the drop Δ of
+    removing it alone (survey §4.5.2; higher is better). Arguments as :func:`~xaicore.metrics.aopc`; a sample
+    whose relevance or drops are constant has no correlation: NaN."""
     check_relevance(x, relevance)
+    kind = input_kind(x)
+    if kind in ("tabular", "text"):
+        drops = feature_drops(model, x, target, reference=reference, score=score, forward_batch=forward_batch)
+        return masked_pearson(relevance.detach().to(drops.device), drops).float()
+    if kind != "image":
+        raise NotApplicable(f"faithfulness scores images, tables and text; {describe_kind(x)} is none of them")
     drops = region_drops(model, x, target, perturbation=perturbation, region=region, score=score, seed=seed,
                          reference=reference, backend=backend, forward_batch=forward_batch)
     return pearson_rows(region_sums(relevance.detach(), region).to(drops.device), drops).float()

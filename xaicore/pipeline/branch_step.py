@@ -17,7 +17,7 @@ Each stage runs one branch, data → train → explain → score, into ``outputs
     ``anchor_rule``, ``anchor_precision``, ``anchor_coverage``, ``anchor_found``, ``anchor_model_calls`` (model,
     sample);
   - scores: ``aopc_curve`` (model, explainer, order, sample, step) and ``aopc`` (model, explainer, order) of
-    feature removal (MoRF/LeRF, :func:`xaicore.metrics.feature_aopc`: a column to its training mean/mode, a token
+    feature removal (MoRF/LeRF, :func:`xaicore.metrics.aopc`: a column to its training mean/mode, a token
     to UNK) and ``faithfulness`` (model, explainer, sample);
   - attrs: params, the method parameters, ``not_applicable`` (JSON, method → reason).
 """
@@ -39,7 +39,7 @@ from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.anchors import ANCHOR_EXTRAS as ANCHOR_STATS
 from xaicore.explain.registry import call_keywords, explanation
 from xaicore.features import ColumnStats
-from xaicore.metrics import feature_aopc, feature_faithfulness
+from xaicore.metrics import aopc, faithfulness
 from xaicore.models.features import load_feature_model, save_feature_model, train_feature_model
 from xaicore.outputs import BRANCHES, Paths
 from xaicore.store import open_archive, write_dataset
@@ -144,8 +144,8 @@ def _score(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, rel: n
             continue
         r = torch.from_numpy(rel[0, e])
         for o, order in enumerate(("morf", "lerf")):
-            curve[0, e, o] = feature_aopc(model, x, target, r, order=order, reference=stats).curve.numpy()
-        faith[0, e] = feature_faithfulness(model, x, target, r, reference=stats).numpy()
+            curve[0, e, o] = aopc(model, x, target, r, order=order, reference=stats).curve.numpy()
+        faith[0, e] = faithfulness(model, x, target, r, reference=stats).numpy()
     drop = curve[..., :1] - curve
     return {"aopc_curve": curve, "aopc": drop.mean(-1).mean(-1), "faithfulness": faith}
 

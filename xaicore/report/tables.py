@@ -198,8 +198,9 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         doc["pattern_quality"] = json.loads(paths.pattern_quality.read_text())
     if roar is not None:
         doc["roar_trained_test_accuracy"] = _num(roar.attrs.get("trained_test_accuracy", float("nan")))
-    extras = [k for k in hm.data_vars if hm[k].dims == ("model", "explainer", "sample")
-              and k not in ("conservation_error", "positive_fraction")]
+    # sorted: a Zarr store lists its arrays in the file system's order, which metrics.json's bytes must not follow
+    extras = sorted(k for k in hm.data_vars if hm[k].dims == ("model", "explainer", "sample")
+                    and k not in ("conservation_error", "positive_fraction"))
     doc["extras"] = {str(e): {k: _num(_nanmean(hm[k].sel(model=TRAINED, explainer=e).values)) for k in extras
                               if np.isfinite(hm[k].sel(model=TRAINED, explainer=e).values).any()}
                      for e in hm.explainer.values}
