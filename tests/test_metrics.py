@@ -93,7 +93,7 @@ def test_aopc_leaves_model_and_inputs_unchanged(scored, helpers):
 
 def test_aopc_bad_input(scored):
     model, x, target, relevance = scored
-    with pytest.raises(XaiCoreError, match=r"tabular columns needs their training statistics"):
+    with pytest.raises(XaiCoreError, match=r"needs the training columns' statistics"):
         aopc(model, x.flatten(1), target, relevance.flatten(1))  # (B, F) floats are a table
     with pytest.raises(XaiCoreError, match=r"relevance shape \(8, 1, 28, 27\) differs from x \(8, 1, 28, 28\)"):
         aopc(model, x, target, relevance[..., :27])

@@ -13,7 +13,7 @@ import xaicore
 from xaicore import XaiCoreError
 from xaicore.kernels import region_grid
 from xaicore.kernels.torch_kernels import region_sums
-from xaicore.metrics import PERTURBATIONS, faithfulness, pearson_rows, region_drops, replacement_values
+from xaicore.metrics import PERTURBATIONS, faithfulness, feature_drops, pearson_rows, replacement_values
 
 
 @pytest.mark.parametrize("perturbation", PERTURBATIONS)
@@ -25,7 +25,7 @@ def test_linear_model_closed_form(images, perturbation):
     rep = replacement_values(x, perturbation, seed=7, region=4, reference=ref)
     relevance = model[1].weight.detach()[target].view_as(x) * (x - rep)
     kw = dict(perturbation=perturbation, region=4, seed=7, reference=ref)
-    drops = region_drops(model, x, target, **kw)
+    drops = feature_drops(model, x, target, **kw)
     np.testing.assert_allclose(drops.numpy(), region_sums(relevance, 4).numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(faithfulness(model, x, target, relevance, **kw).numpy(), 1.0, atol=1e-6)
     np.testing.assert_allclose(faithfulness(model, x, target, -relevance, **kw).numpy(), -1.0, atol=1e-6)
@@ -116,5 +116,5 @@ def test_model_and_inputs_unchanged_and_bad_input(cnn, digits16, helpers):
         faithfulness(cnn, x, target, relevance, perturbation="noise")
     with pytest.raises(XaiCoreError, match="unknown score"):
         faithfulness(cnn, x, target, relevance, score="loss")
-    with pytest.raises(XaiCoreError, match=r"tabular columns needs their training statistics"):
+    with pytest.raises(XaiCoreError, match=r"needs the training columns' statistics"):
         faithfulness(cnn, x.flatten(1), target, relevance.flatten(1))  # (B, F) floats are a table

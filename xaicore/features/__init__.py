@@ -9,15 +9,19 @@ An adapter is built on a batch ``x`` and answers three questions:
 * ``spread(values)``: (B, F) values per feature back to x's shape (a pixel takes the mean of the features
   covering it; pixels no feature covers get 0).
 
-Image adapters: :class:`Regions` (the AOPC grid), :class:`Superpixels` (SLIC, quickshift or a grid) and
+:func:`features_for` picks the adapter of a batch's kind and its fill; every method and metric builds its
+features there. Image adapters: :class:`Regions` (the AOPC grid), :class:`Superpixels` (SLIC, quickshift or a grid) and
 :class:`Windows` (sliding, possibly overlapping windows: occlusion, PDA). Tabular :class:`Columns` (with the
 training statistics of :class:`ColumnStats`) and text :class:`Tokens` are adapters of the same interface.
 """
 
 from xaicore.features.base import Features, Segments
+from xaicore.features.fills import FILLS, fill_for
 from xaicore.features.image import SEGMENTATIONS, Regions, Superpixels, Windows, make_features
+from xaicore.features.select import UNITS, adapter_for, features_for
 from xaicore.features.tabular import Columns, ColumnStats, Tokens
 from xaicore.kinds import PAD, UNK, describe_kind, input_kind
 
-__all__ = ["PAD", "SEGMENTATIONS", "UNK", "ColumnStats", "Columns", "Features", "Regions", "Segments", "Superpixels",
-           "Tokens", "Windows", "describe_kind", "input_kind", "make_features"]
+__all__ = ["FILLS", "PAD", "SEGMENTATIONS", "UNITS", "UNK", "ColumnStats", "Columns", "Features", "Regions", "Segments",
+           "Superpixels", "Tokens", "Windows", "adapter_for", "describe_kind", "features_for", "fill_for", "input_kind",
+           "make_features"]

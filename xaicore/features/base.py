@@ -34,6 +34,24 @@ class Features(abc.ABC):
         """(B, F) True where removing feature f alone (to ``fill``) leaves sample b exactly as it is: its effect
         is exactly none, whatever the last bits of two passes over other batches say."""
 
+    def default_fill(self) -> torch.Tensor | None:
+        """The x-shaped values a removed feature takes when the data define them (a column its training mean or
+        mode, a token UNK); None for image adapters, whose fill is named (:func:`xaicore.features.fill_for`)."""
+        return None
+
+    def pool(self, relevance: torch.Tensor) -> torch.Tensor:
+        """(B, F) float64 relevance per feature, summed over the positions of x-shaped ``relevance`` that each
+        feature covers (the identity for columns and tokens, whose relevance is per feature)."""
+        return self._check_values(relevance.detach()).to(torch.float64)
+
+    def ranking(self, relevance: torch.Tensor, *, descending: bool = True, backend: str = "auto") -> torch.Tensor:
+        """(B, F) feature indices by decreasing (``descending``) or increasing relevance of x-shaped
+        ``relevance``, ties in feature order; the empty features of a sample (padding) come last."""
+        real = torch.arange(self.n_features, device=self.x.device)[None] < self.counts[:, None]
+        key = relevance.detach().to(self.x.device, torch.float64)
+        key = torch.where(real, key if descending else -key, torch.full_like(key, float("-inf")))
+        return torch.sort(key, dim=1, descending=True, stable=True).indices
+
     def builder(self, keep: torch.Tensor, fill: torch.Tensor) -> Build:
         """``build(k0, k1)`` = ``apply(keep[k0:k1], fill)`` for the copies a forward pass takes. Adapters whose
         copies share most of their values (AOPC's steps, one feature off at a time) override it to write only
@@ -98,6 +116,12 @@ class Segments(Features):
         changed = (self.x != fill).any(1).reshape(b, -1).to(torch.int64)  # (B, P)
         per = torch.zeros(b, self.n_features, dtype=torch.int64, device=self.x.device)
         return per.scatter_add_(1, self.labels.expand(b, -1), changed) == 0
+
+    def pool(self, relevance: torch.Tensor) -> torch.Tensor:
+        b = self.x.shape[0]
+        flat = relevance.detach().to(self.x.device, torch.float64).sum(1).reshape(b, -1)
+        out = torch.zeros(b, self.n_features, dtype=torch.float64, device=self.x.device)
+        return out.scatter_add_(1, self.labels.expand(b, -1), flat)
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         values = self._check_values(values)

@@ -14,12 +14,13 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH, SCORES, eval_mode, perturbed_scores, target_scores
-from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.errors import XaiCoreError
 from xaicore.features.base import Features
-from xaicore.features.fills import fill_values
+from xaicore.features.fills import PERTURBATIONS
 from xaicore.features.image import Regions
-from xaicore.features.tabular import Columns, ColumnStats, Tokens
-from xaicore.kinds import UNK, check_inputs, describe_kind, input_kind
+from xaicore.features.select import features_for
+from xaicore.features.tabular import ColumnStats
+from xaicore.kinds import check_inputs
 
 
 @torch.no_grad()
@@ -42,50 +43,37 @@ def single_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, featur
     return drops
 
 
-def removal_features(x: torch.Tensor, reference: ColumnStats | None = None, *, unk: int = UNK
-                     ) -> tuple[Features, torch.Tensor]:
-    """The features adapter of a tabular or text batch and the values a removed feature takes: a column its
-    training mean or mode (:meth:`ColumnStats.fill`), a token the unknown word UNK."""
-    kind = input_kind(x)
-    if kind == "tabular":
-        if not isinstance(reference, ColumnStats):
-            raise XaiCoreError("removing tabular columns needs their training statistics: pass "
-                               "reference=xaicore.features.ColumnStats.fit(x_train, nominal=...)")
-        cols = Columns(x, reference)
-        return cols, cols.default_fill()
-    if kind == "text":
-        toks = Tokens(x)
-        return toks, toks.default_fill(unk)
-    raise NotApplicable(f"columns and tokens are removed from tables and text; {describe_kind(x)} has "
-                        "regions (xaicore.features.Regions) or windows instead")
-
-
-def feature_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, reference: ColumnStats | None = None,
-                  score: str = "logit", forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
-    """(B, F) float64 Δ_j = f(x) − f(x with column/token j alone removed); NaN at padding positions."""
+def feature_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, perturbation: str = "uniform",
+                  region: int = 4, score: str = "logit", seed: int = 0,
+                  reference: torch.Tensor | ColumnStats | None = None, backend: str = "auto",
+                  forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
+    """(B, F) float64 Δ_f = f(x) − f(x with feature f alone removed) over the removal metrics' features
+    (:func:`removal_features`: image regions, table columns, text tokens); see :func:`removal_drops`."""
     target = check_inputs(x, target)
     if score not in SCORES:
         raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    features, fill = removal_features(x.detach(), reference)
-    drops = single_drops(model, x.detach(), target, features, fill, score=score, forward_batch=forward_batch,
-                         dtype=torch.float64)
+    x = x.detach()
+    features, fill = removal_features(x, perturbation=perturbation, region=region, seed=seed, reference=reference,
+                                      backend=backend)
+    return removal_drops(model, x, target, features, fill, score=score, forward_batch=forward_batch)
+
+
+def removal_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, features: Features, fill: torch.Tensor,
+                  *, score: str = "logit", forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
+    """(B, F) float64 single-feature drops of the removal metrics; NaN for the empty features of a sample (text
+    padding). A column or token whose removal changes nothing drops exactly 0; an image region keeps the two
+    passes' difference (the faithfulness archive of the default survey is kept bit for bit)."""
+    drops = single_drops(model, x, target, features, fill, score=score, forward_batch=forward_batch,
+                         dtype=torch.float64, exact_zeros=not isinstance(features, Regions))
     real = torch.arange(features.n_features, device=x.device)[None] < features.counts[:, None]
     return torch.where(real, drops, torch.full_like(drops, float("nan")))
 
 
-def region_drops(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, perturbation: str = "uniform",
-                 region: int = 4, score: str = "logit", seed: int = 0, reference: torch.Tensor | None = None,
-                 backend: str = "auto", forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
-    """(B, L) float64 Δ_r = f(x) − f(x with region r alone disabled by ``perturbation``), regions in row-major
-    grid order (:class:`Regions`). A region left unchanged keeps the two passes' difference (the faithfulness
-    archive of the default survey is kept bit for bit; occlusion and the feature drops give it exactly 0)."""
-    target = check_inputs(x, target)
-    if x.ndim != 4:
-        raise XaiCoreError(f"faithfulness perturbs image regions: x must be (B, C, H, W), got {tuple(x.shape)}")
-    if score not in SCORES:
-        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
-    x = x.detach()
-    features = Regions(x, region)
-    fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, backend=backend)
-    return single_drops(model, x, target, features, fill, score=score, forward_batch=forward_batch,
-                        dtype=torch.float64, exact_zeros=False)
+def removal_features(x: torch.Tensor, *, perturbation: str = "uniform", region: int = 4, seed: int = 0,
+                     reference: torch.Tensor | ColumnStats | None = None, backend: str = "auto",
+                     owner: str = "perturbation") -> tuple[Features, torch.Tensor]:
+    """The features of the removal metrics (AOPC, faithfulness) and their fill: image regions of side
+    ``region`` disabled by ``perturbation`` (:data:`~xaicore.features.fills.PERTURBATIONS`), table columns,
+    text tokens (:func:`~xaicore.features.features_for`)."""
+    return features_for(x, image="regions", region=region, fill=perturbation, fills=PERTURBATIONS, seed=seed,
+                        reference=reference, backend=backend, owner=owner)

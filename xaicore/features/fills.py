@@ -93,7 +93,7 @@ def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: fl
 
     ``region`` is needed by ``dirichlet`` (it draws per region); ``reference`` (N, *x.shape[1:]) samples, or
     one mean image of x.shape[1:], is used by ``mean``. ``blur`` returns the blurred original (exact for one
-    disabled region; AOPC blurs recursively instead, see :func:`fill_values`).
+    disabled region; AOPC blurs recursively instead, see :func:`fill_for`).
     """
     if perturbation == "uniform":
         return per_sample_uniform(x, seed, _STREAM, low, high).to(x.dtype)
@@ -118,36 +118,38 @@ def replacement_values(x: torch.Tensor, perturbation: str, *, seed: int, low: fl
     raise XaiCoreError(f"unknown perturbation {perturbation!r}; available: {', '.join(PERTURBATIONS)}")
 
 
-def fill_values(x: torch.Tensor, perturbation: str, *, region: int, seed: int,
-                reference: torch.Tensor | None = None, ranking: torch.Tensor | None = None,
-                backend: str = "auto") -> torch.Tensor:
-    """What each pixel of ``x`` becomes once its region is disabled, of ``x``'s shape: the fill of
-    :func:`xaicore.engine.perturbed_scores`.
+def fill_for(x: torch.Tensor, fill: str, *, features: Features | None = None, seed: int = 0,
+             reference: torch.Tensor | None = None, ranking: torch.Tensor | None = None, backend: str = "auto",
+             fills: tuple[str, ...] = FILLS, owner: str = "fill") -> torch.Tensor:
+    """The x-shaped values that the removed features of ``features`` take: the adapter's own (columns, tokens:
+    :meth:`~xaicore.features.Features.default_fill`), else the named ``fill``, one of ``fills`` (see the module
+    docstring; ``dirichlet`` draws per region of :class:`~xaicore.features.Regions`).
 
-    With ``ranking`` (B, L), ``blur`` is the exact recursion x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k) run once over all L regions in
-    that order (a numba or torch kernel): its last image x⁽ᴸ⁾ holds every region's step-k value, since a region
-    is written at its step and never again. Without it (one region disabled at a time, as in faithfulness),
-    ``blur`` is the blurred original."""
-    if perturbation == "blur" and ranking is not None:
-        if x.ndim != 4:
-            raise XaiCoreError(f"blur filters images: x must be (B, C, H, W), got {tuple(x.shape)}")
+    With ``ranking`` (B, L) over regions, ``blur`` is AOPC's exact recursion x⁽ᵏ⁾ = g(x⁽ᵏ⁻¹⁾, r_k), run once over
+    all L regions in that order (a numba or torch kernel): its last image x⁽ᴸ⁾ holds every region's step-k value,
+    since a region is written at its step and never again. Without it (one feature removed at a time), ``blur``
+    is the blurred original."""
+    own = features.default_fill() if features is not None else None
+    if own is not None:
+        return own
+    if fill not in fills:
+        word = "perturbation" if fills == PERTURBATIONS else "fill"  # the removal metrics' g(x, r)
+        raise XaiCoreError(f"{owner}: unknown {word} {fill!r}; expected one of {', '.join(fills)}")
+    x = x.detach()
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill == "blur" and ranking is not None:
+        region = getattr(features, "region", None)
+        if x.ndim != 4 or region is None:
+            raise XaiCoreError(f"{owner}: the recursive blur runs over the regions of images (B, C, H, W)")
         h, w = x.shape[2:]
-        final = x.detach().clone()
+        final = x.clone()
         get_backend(backend, x.device).blur_regions(final, ranking, blur_matrix(h, device=x.device),
                                                     blur_matrix(w, device=x.device), region)
         return final
-    return replacement_values(x, perturbation, seed=seed, region=region, reference=reference).contiguous()
-
-
-def fill_for(x: torch.Tensor, fill: str, *, seed: int = 0, reference: torch.Tensor | None = None,
-             features: Features | None = None, owner: str = "fill") -> torch.Tensor:
-    """The values of x's shape that switched-off features take (one of :data:`SEGMENT_FILLS`)."""
-    if fill == "zero":
-        return torch.zeros_like(x)
-    if fill in ("mean", "uniform"):
-        return replacement_values(x, fill, seed=seed, reference=reference).to(x.dtype)
-    if fill == "blur":
-        return gaussian_blur(x)
+    if fill in ("mean", "uniform", "blur", "dirichlet"):
+        region = getattr(features, "region", None)
+        return replacement_values(x, fill, seed=seed, region=region, reference=reference).to(x.dtype).contiguous()
     if fill == "segment_mean":
         if not isinstance(features, Segments):
             raise XaiCoreError(f"{owner}: fill 'segment_mean' needs segment features (superpixels or a grid)")
@@ -160,4 +162,4 @@ def fill_for(x: torch.Tensor, fill: str, *, seed: int = 0, reference: torch.Tens
         counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64))
         means = sums / counts.clamp_min(1)[:, None]
         return means.gather(2, labels[:, None].expand(b, c, -1)).reshape(x.shape).to(x.dtype)
-    raise XaiCoreError(f"{owner}: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
+    raise XaiCoreError(f"{owner}: fill {fill!r} has no values here")

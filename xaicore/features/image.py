@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.features.base import Build, Features, Segments, _GridLanes
+from xaicore.kernels import get_backend
+from xaicore.kernels.torch_kernels import region_sums
 
 #: the segmentations :class:`Superpixels` offers
 SEGMENTATIONS = ("slic", "quickshift", "grid")
@@ -42,6 +44,15 @@ class Regions(Segments):
             raise XaiCoreError(f"region={region!r} must be a side length in 1..{min(h, w)} for {h}x{w} images")
         self.region = region
         super().__init__(x, torch.from_numpy(_grid_labels(h, w, region).copy()))
+
+    def pool(self, relevance: torch.Tensor) -> torch.Tensor:
+        """(B, L) float64 summed relevance per region, added in the numba kernels' order (their ties tie here)."""
+        return region_sums(relevance.detach(), self.region).to(self.x.device)
+
+    def ranking(self, relevance: torch.Tensor, *, descending: bool = True, backend: str = "auto") -> torch.Tensor:
+        """(B, L) regions by decreasing summed relevance (stable), reversed when not ``descending`` (LeRF)."""
+        order = get_backend(backend, self.x.device).region_order(relevance, self.region).to(self.x.device)
+        return order if descending else order.flip(1)
 
     def builder(self, keep: torch.Tensor, fill: torch.Tensor) -> Build:
         h, w = self.x.shape[2:]

@@ -11,7 +11,7 @@ from xaicore.features.fills import PERTURBATIONS, gaussian_blur, replacement_val
 from xaicore.metrics.aopc import AOPCResult, aopc
 from xaicore.metrics.axioms import conservation_error, positive_fraction
 from xaicore.metrics.declarations import DIRECTIONS, METRICS, Metric, metric
-from xaicore.metrics.faithfulness import faithfulness, pearson_rows, region_drops
+from xaicore.metrics.faithfulness import faithfulness, pearson_rows
 from xaicore.metrics.invariance import BiasMapConv2d, input_invariance, shifted_network
 from xaicore.metrics.localization import MEASURES as LOCALIZATION_MEASURES
 from xaicore.metrics.localization import LocalizationResult, localization
@@ -54,7 +54,6 @@ __all__ = [
     "metric",
     "pearson_rows",
     "positive_fraction",
-    "region_drops",
     "replacement_values",
     "roar_cell",
     "roar_kar",

@@ -13,7 +13,7 @@ The K = L+1 perturbed copies of each sample are fed to the forward-pass engine
 with the perturbation's values as fill; several steps are packed into one forward pass (``forward_batch``).
 The recursive ``blur`` is run once, all L steps in order, before the passes: its last image x⁽ᴸ⁾ holds every
 region's step-k value (a region is written at its step and never again), so each step copies its region from
-there (:func:`~xaicore.features.fills.fill_values`).
+there (:func:`~xaicore.features.fill_for`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ import torch
 import torch.nn as nn
 
 from xaicore.engine import FORWARD_BATCH, SCORES, perturbed_scores
-from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.features import ColumnStats, Regions
+from xaicore.errors import XaiCoreError
+from xaicore.features import ColumnStats, adapter_for, fill_for
 from xaicore.features.base import Features
-from xaicore.features.drops import removal_features
-from xaicore.features.fills import fill_values
-from xaicore.kernels import get_backend
-from xaicore.kinds import check_inputs, describe_kind, input_kind
+from xaicore.features.fills import PERTURBATIONS
+from xaicore.kinds import check_inputs
 from xaicore.metrics.declarations import metric
 
 ORDERS = ("morf", "lerf")
@@ -81,22 +79,10 @@ def aopc(model: nn.Module, x: torch.Tensor, target: torch.Tensor, relevance: tor
     if score not in SCORES:
         raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
     x = x.detach()
-    kind = input_kind(x)
-    if kind == "image":
-        features: Features = Regions(x, region)
-        ranking = get_backend(backend, x.device).region_order(relevance, region).to(x.device)
-        if order == "lerf":
-            ranking = ranking.flip(1)
-        fill = fill_values(x, perturbation, region=region, seed=seed, reference=reference, ranking=ranking,
-                           backend=backend)
-    elif kind in ("tabular", "text"):
-        features, fill = removal_features(x, reference)
-        real = torch.arange(features.n_features, device=x.device)[None] < features.counts[:, None]
-        key = relevance.detach().to(torch.float64)
-        key = torch.where(real, key if order == "morf" else -key, torch.full_like(key, float("-inf")))
-        ranking = torch.sort(key, dim=1, descending=True, stable=True).indices  # pads last
-    else:
-        raise NotApplicable(f"aopc scores images, tables and text; {describe_kind(x)} is none of them")
+    features = adapter_for(x, image="regions", region=region, reference=reference, owner="aopc")
+    ranking = features.ranking(relevance, descending=order == "morf", backend=backend)
+    fill = fill_for(x, perturbation, features=features, seed=seed, reference=reference, ranking=ranking,
+                    backend=backend, fills=PERTURBATIONS, owner="aopc")
     return removal_curve(model, x, target, features, fill, ranking, order=order, score=score,
                          forward_batch=forward_batch)
 

@@ -18,27 +18,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH
-from xaicore.errors import NotApplicable, require_same_shape
+from xaicore.engine import FORWARD_BATCH, SCORES
+from xaicore.errors import XaiCoreError, require_same_shape
 from xaicore.features import ColumnStats
-from xaicore.features.drops import feature_drops, region_drops
-from xaicore.kernels.torch_kernels import region_sums
-from xaicore.kinds import describe_kind, input_kind
+from xaicore.features.drops import removal_drops, removal_features
+from xaicore.kinds import check_inputs
 from xaicore.metrics.aopc import check_relevance
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise Pearson ρ of two (B, L) tensors in float64; a constant row gives NaN (as scipy)."""
+    """Row-wise Pearson ρ of two (B, F) tensors in float64 over the entries where ``b`` is finite (a NaN in b
+    leaves that entry out); fewer than two entries or a constant row: NaN (as scipy)."""
     require_same_shape(a, b, "pearson_rows compares rows of the same shape")
-    a = a.to(torch.float64) - a.to(torch.float64).mean(1, keepdim=True)
-    b = b.to(torch.float64) - b.to(torch.float64).mean(1, keepdim=True)
-    den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
-    return torch.where(den > 0, (a * b).sum(1) / den.where(den > 0, torch.ones_like(den)),
-                       torch.full_like(den, float("nan")))
-
-
-def masked_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise Pearson ρ over the finite entries of ``b`` (B, F); fewer than two or a constant row: NaN."""
+    b = b.to(torch.float64)
     mask = torch.isfinite(b)
     n = mask.sum(1, keepdim=True).clamp_min(1).to(torch.float64)
     a = torch.where(mask, a.to(torch.float64), torch.zeros_like(b))
@@ -57,13 +49,12 @@ def faithfulness(model: nn.Module, x: torch.Tensor, target: torch.Tensor, releva
     """(B,) Pearson ρ between each feature's relevance (an image region's summed relevance) and the drop Δ of
     removing it alone (survey §4.5.2; higher is better). Arguments as :func:`~xaicore.metrics.aopc`; a sample
     whose relevance or drops are constant has no correlation: NaN."""
+    target = check_inputs(x, target)
     check_relevance(x, relevance)
-    kind = input_kind(x)
-    if kind in ("tabular", "text"):
-        drops = feature_drops(model, x, target, reference=reference, score=score, forward_batch=forward_batch)
-        return masked_pearson(relevance.detach().to(drops.device), drops).float()
-    if kind != "image":
-        raise NotApplicable(f"faithfulness scores images, tables and text; {describe_kind(x)} is none of them")
-    drops = region_drops(model, x, target, perturbation=perturbation, region=region, score=score, seed=seed,
-                         reference=reference, backend=backend, forward_batch=forward_batch)
-    return pearson_rows(region_sums(relevance.detach(), region).to(drops.device), drops).float()
+    if score not in SCORES:
+        raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
+    x = x.detach()
+    features, fill = removal_features(x, perturbation=perturbation, region=region, seed=seed, reference=reference,
+                                      backend=backend, owner="faithfulness")
+    drops = removal_drops(model, x, target, features, fill, score=score, forward_batch=forward_batch)
+    return pearson_rows(features.pool(relevance).to(drops.device), drops).float()

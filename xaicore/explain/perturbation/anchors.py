@@ -32,8 +32,8 @@ from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.anchor_search import AnchorConfig, AnchorResult, AnchorSearch
 from xaicore.explain.perturbation.anchor_spaces import TabularSpace, TextSpace, ValueCodes, image_spaces
 from xaicore.explain.registry import Explanation, register
-from xaicore.features import SEGMENTATIONS, ColumnStats, Superpixels, input_kind
-from xaicore.features.fills import SEGMENT_FILLS, fill_for
+from xaicore.features import SEGMENTATIONS, Columns, features_for, input_kind
+from xaicore.features.fills import SEGMENT_FILLS
 
 _STREAM = 9
 ANCHOR_EXTRAS = ("precision", "coverage", "found", "model_calls")
@@ -56,26 +56,18 @@ def _count(name: str, value: Any, *, allow_none: bool = False) -> int | None:
 
 def _spaces(x: torch.Tensor, *, reference: Any, vocab: Sequence[str], features: str, n_segments: int,
             compactness: float, cell: int, fill: str, seed: int) -> list[Any]:
-    kind = input_kind(x)
-    if kind == "tabular":
-        if not isinstance(reference, ColumnStats):
-            raise XaiCoreError("anchors on tabular rows samples from the training rows: pass reference="
-                               "xaicore.features.ColumnStats.fit(x_train, nominal=...), got "
-                               f"{type(reference).__name__}")
-        rows = x.detach().cpu().double().numpy()
-        reference.check(rows)
-        names, codes = reference.bin_names(), ValueCodes(reference)
-        return [TabularSpace(r, reference, codes, names) for r in rows]
-    if kind == "text":
+    if features not in SEGMENTATIONS:  # the image features; tables and text have theirs
+        raise XaiCoreError(f"anchors: unknown features {features!r}; expected one of {', '.join(SEGMENTATIONS)}")
+    if input_kind(x) == "text":
         if isinstance(vocab, str) or not all(isinstance(w, str) for w in vocab):
             raise XaiCoreError("anchors: vocab must be a sequence of words (id -> word), e.g. Dataset.vocab")
         return [TextSpace(t, tuple(vocab)) for t in x.detach().cpu().numpy()]
-    if features not in SEGMENTATIONS:
-        raise XaiCoreError(f"anchors: unknown features {features!r}; expected one of {', '.join(SEGMENTATIONS)}")
-    if fill not in SEGMENT_FILLS:
-        raise XaiCoreError(f"anchors: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
-    feats = Superpixels(x, features, n_segments=n_segments, compactness=compactness, cell=cell, seed=seed)
-    values = fill_for(x, fill, seed=seed, reference=reference, features=feats, owner="anchors")
+    feats, values = features_for(x, image=features, fill=fill, fills=SEGMENT_FILLS, seed=seed, reference=reference,
+                                 n_segments=n_segments, compactness=compactness, cell=cell, owner="anchors")
+    if isinstance(feats, Columns):
+        rows = x.detach().cpu().double().numpy()
+        names, codes = reference.bin_names(), ValueCodes(reference)
+        return [TabularSpace(r, reference, codes, names) for r in rows]
     return image_spaces(x.detach(), feats, values)
 
 

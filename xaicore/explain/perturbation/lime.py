@@ -22,8 +22,8 @@ from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, packed_sc
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.lime_samplers import tabular_neighbourhood, text_neighbourhood
 from xaicore.explain.registry import Explanation, register
-from xaicore.features import SEGMENTATIONS, Columns, ColumnStats, Superpixels, Tokens, describe_kind, input_kind
-from xaicore.features.fills import SEGMENT_FILLS, fill_for
+from xaicore.features import ColumnStats, features_for, input_kind
+from xaicore.features.fills import SEGMENT_FILLS
 
 _STREAM = 4
 
@@ -107,13 +107,6 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
     statistics ``reference`` (a :class:`ColumnStats`), tokens erased to UNK — relevance = the surrogate's
     coefficient of each feature (of the target's ``score``, the probability as lime). ``kernel_width``: None
     takes lime's default for the kind (0.25 images, 0.75·√F tabular, 25 text)."""
-    kind = input_kind(x)
-    native = {"image": SEGMENTATIONS, "tabular": ("columns",), "text": ("tokens",)}[kind]
-    if features != "auto" and features not in native:
-        known = features in (*SEGMENTATIONS, "columns", "tokens")
-        raise XaiCoreError(f"lime: {'' if known else 'unknown '}features {features!r}"
-                           f"{f' do not apply to {describe_kind(x)}' if known else ''}; expected auto or "
-                           f"{', '.join(native)}")
     if fill not in SEGMENT_FILLS:
         raise XaiCoreError(f"lime: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
     if score not in SCORES:
@@ -121,20 +114,12 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
     if kernel_width is not None and not float(kernel_width) > 0 or not float(alpha) > 0:
         raise XaiCoreError(f"lime: kernel_width={kernel_width!r} and alpha={alpha!r} must be > 0")
     check_forward_batch(forward_batch, "lime")
-    distance, scale = "cosine", 1.0
-    if kind == "image":
-        feats = Superpixels(x, "slic" if features == "auto" else features, n_segments=n_segments,
-                            compactness=compactness, cell=cell, seed=seed)
-        width = 0.25
-    elif kind == "tabular":
-        if not isinstance(reference, ColumnStats):
-            raise XaiCoreError("lime on tabular data samples from the training statistics: pass reference="
-                               "xaicore.features.ColumnStats.fit(x_train, nominal=...)")
-        feats = Columns(x, reference)
-        distance, width = "euclidean", 0.75 * feats.n_features ** 0.5
-    else:
-        feats = Tokens(x)
-        scale, width = 100.0, 25.0
+    feats, values = features_for(x, features, image="slic", fill=fill, fills=SEGMENT_FILLS, seed=seed,
+                                 reference=reference, n_segments=n_segments, compactness=compactness, cell=cell,
+                                 owner="lime")
+    kind = input_kind(x)
+    distance, scale, width = {"image": ("cosine", 1.0, 0.25), "text": ("cosine", 100.0, 25.0),
+                              "tabular": ("euclidean", 1.0, 0.75 * feats.n_features ** 0.5)}[kind]
     f_max = int(feats.counts.max())
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= f_max:
         raise XaiCoreError(f"lime: n_samples={n_samples!r} is too small for the surrogate: it must exceed the "
@@ -148,10 +133,8 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
                               .reshape(-1, x.shape[1]), score=score, forward_batch=forward_batch)
         else:
             if kind == "image":
-                values = fill_for(x, fill, seed=seed, reference=reference, features=feats, owner="lime")
                 z = lime_masks(x, feats.counts, feats.n_features, n_samples, seed)
             else:
-                values = feats.default_fill()
                 z = text_neighbourhood(x, feats.counts, n_samples, seed)
             y = perturbed_scores(model, x, target, feats, z, values, score=score, forward_batch=forward_batch)
     coef, _, r2 = lime_surrogate(z, y, feats.counts, kernel_width=width if kernel_width is None else kernel_width,

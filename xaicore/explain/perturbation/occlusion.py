@@ -14,9 +14,10 @@ import torch.nn as nn
 from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch
 from xaicore.errors import XaiCoreError
 from xaicore.explain.registry import register
-from xaicore.features import ColumnStats, Windows, input_kind
-from xaicore.features.drops import feature_drops, single_drops
-from xaicore.features.fills import WINDOW_FILLS, fill_for
+from xaicore.features import ColumnStats, features_for
+from xaicore.features.drops import single_drops
+from xaicore.features.fills import WINDOW_FILLS
+from xaicore.kinds import check_inputs
 
 
 @register("occlusion", family="perturbation", kinds=("image", "tabular", "text"),
@@ -30,17 +31,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window
     drop of the target's ``score`` over the windows covering it (0 where none does). Tabular (B, F) rows and text
     (B, T) token ids: one copy per column (``reference``: the training :class:`ColumnStats`) or token, removed
     as in the module docstring; ``window``, ``stride`` and ``fill`` do not apply there."""
-    if input_kind(x) in ("tabular", "text"):
-        if score not in SCORES:
-            raise XaiCoreError(f"occlusion: unknown score {score!r}; expected one of {', '.join(SCORES)}")
-        drops = feature_drops(model, x, target, reference=reference, score=score, forward_batch=forward_batch)
-        return drops.nan_to_num(0.0).to(x.dtype if x.is_floating_point() else torch.float32)
-    if fill not in WINDOW_FILLS:
-        raise XaiCoreError(f"occlusion: unknown fill {fill!r}; expected one of {', '.join(WINDOW_FILLS)}")
+    target = check_inputs(x, target)
     if score not in SCORES:
         raise XaiCoreError(f"occlusion: unknown score {score!r}; expected one of {', '.join(SCORES)}")
     check_forward_batch(forward_batch, "occlusion")
-    features = Windows(x, window, stride)
-    values = fill_for(x, fill, seed=seed, reference=reference, owner="occlusion")
-    drops = single_drops(model, x, target, features, values, score=score, forward_batch=forward_batch)
-    return features.spread(drops.to(x.dtype))
+    features, values = features_for(x, image="windows", window=window, stride=stride, fill=fill, fills=WINDOW_FILLS,
+                                    seed=seed, reference=reference, owner="occlusion")
+    drops = single_drops(model, x.detach(), target, features, values, score=score, forward_batch=forward_batch,
+                         dtype=torch.float64)
+    empty = torch.arange(features.n_features, device=x.device)[None] >= features.counts[:, None]
+    return features.spread(drops.masked_fill(empty, 0.0).to(x.dtype if x.is_floating_point() else torch.float32))

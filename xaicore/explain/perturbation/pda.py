@@ -41,7 +41,7 @@ from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.pda_tabular import removed_probabilities
 from xaicore.explain.registry import Explanation, register
 from xaicore.explain.state import FittedState
-from xaicore.features import ColumnStats, Windows, input_kind
+from xaicore.features import Columns, ColumnStats, Windows, adapter_for, describe_kind
 
 MEASURES = ("weight_of_evidence", "info_diff", "prob_diff")
 SAMPLINGS = ("conditional", "marginal")
@@ -252,25 +252,23 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
     is not used. Table rows (B, F): ``reference`` = the training ``ColumnStats``; relevance (B, F) per column; the
     image keywords (window, padding, stride, n_samples, ridge, seed) do not apply, and a fitted ``state`` (patch
     Gaussians of images) is an error."""
-    if input_kind(x) == "tabular":
-        _check_options(measure, sampling, forward_batch)
-        if not isinstance(reference, ColumnStats):
-            raise XaiCoreError("pda on table rows needs the training columns' statistics: pass reference="
-                               "xaicore.features.ColumnStats.fit(x_train, nominal=...), got "
-                               f"{type(reference).__name__}")
+    _check_options(measure, sampling, forward_batch)
+    if x.ndim == 4:
+        _check_geometry(window, padding, *x.shape[2:])
+    feats = adapter_for(x, image="windows", window=window, stride=stride, partial=False, reference=reference,
+                        owner="pda")
+    if isinstance(feats, Columns):
         if state is not None:
             raise XaiCoreError("pda on table rows is not fitted: it takes no state (the patch Gaussians are for "
                                "images); its training statistics come as reference=ColumnStats")
         p, q, k = removed_probabilities(model, x, target, reference, sampling=sampling, forward_batch=forward_batch)
         diff = prediction_difference(p[:, None], q, measure, reference.train.shape[0], k)
         return Explanation(diff.to(x.dtype), {"p_class": p.to(x.dtype)})
+    if not isinstance(feats, Windows):
+        raise NotApplicable(f"pda explains images (B, C, H, W) and table rows (B, F), got {describe_kind(x)}")
     if state is None:
         raise XaiCoreError("pda needs its fitted patch statistics: state = xaicore.fit(model, x_train, method='pda', "
                            "window=..., padding=...), then explain(..., state=state) (the pipeline's fit stage)")
-    _check_options(measure, sampling, forward_batch)
-    if x.ndim != 4:
-        raise XaiCoreError(f"pda explains images (B, C, H, W) and table rows (B, F), got {tuple(x.shape)}")
-    _check_geometry(window, padding, *x.shape[2:])
     if (window, padding) != (state.window, state.padding):
         raise XaiCoreError(f"pda: the state was fitted for window={state.window}, padding={state.padding}, not "
                            f"window={window}, padding={padding}; fit it again with these")
@@ -286,7 +284,6 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
         raise XaiCoreError(f"pda: n_samples={n_samples!r} must be a positive number of draws per window")
     if sampling == "marginal":  # exact mode: each stored image once (more draws would repeat the last one)
         n_samples = min(n_samples, state.marginal.shape[0])
-    feats = Windows(x, window, stride, partial=False)
     sampler = _Sampler(x, feats, state, sampling, n_samples, seed, float(ridge))
     with torch.no_grad():
         logits = model(x)
