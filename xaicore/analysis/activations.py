@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import xarray as xr
 
-from xaicore.engine import FORWARD_BATCH, check_forward_batch, eval_mode
+from xaicore.engine import FORWARD_BATCH, batch_slices, check_forward_batch, eval_mode
 from xaicore.engine.model import captured_outputs
 from xaicore.errors import XaiCoreError, require_finite
 from xaicore.store.schemas import ACTIVATIONS_SCHEMA
@@ -40,9 +40,9 @@ def _dims(layer: str, ndim: int) -> tuple[str, ...]:
 def _chunk_outputs(model: nn.Module, x: torch.Tensor, layers: Sequence[str], forward_batch: int
                    ) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-    for a in range(0, len(x), forward_batch):
+    for s in batch_slices(len(x), forward_batch):
         with captured_outputs(model, layers) as out:
-            model(x[a:a + forward_batch])
+            model(x[s])
         for name in layers:
             parts[name].append(out[name].detach().float().cpu().numpy())
     return {name: np.concatenate(p) for name, p in parts.items()}
@@ -82,12 +82,12 @@ def write_activations(models: Mapping[str, nn.Module], x: torch.Tensor, layers: 
     for mi, name in enumerate(names):
         model = models[name]
         with eval_mode(model):
-            for a in range(0, len(x), chunk):
-                for layer, values in _chunk_outputs(model, x[a:a + chunk], layers, forward_batch).items():
+            for s in batch_slices(len(x), chunk):
+                for layer, values in _chunk_outputs(model, x[s], layers, forward_batch).items():
                     if values.shape[1:] != variables[layer][1][2:]:
                         raise XaiCoreError(f"model {name!r}: layer {layer!r} gives {values.shape[1:]}, the first "
                                            f"model {variables[layer][1][2:]}; one archive holds one architecture")
-                    writer.write(layer, (mi, slice(a, a + len(values))), values)
+                    writer.write(layer, (mi, s), values)
     return writer.finalize()
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xaicore.engine import batch_slices
 from xaicore.errors import XaiCoreError, require_finite
 
 #: The most float64 values the quantile pass keeps in memory at once (all units together, 512 MiB).
@@ -159,13 +160,13 @@ def _quantiles(activations: Any, shape: tuple[int, ...], q: float, chunk: int) -
     m = n - i if top else j + 1
     group = max(1, min(U, _KEEP_BUDGET // (2 * m + chunk * h * w)))
     out = np.empty(U, dtype=np.float64)
-    for u0 in range(0, U, group):
-        u1 = min(U, u0 + group)
+    for units in batch_slices(U, group):
+        u0, u1 = units.start, units.stop
         kept = np.empty((u1 - u0, 0), dtype=np.float64)
         pending: list[np.ndarray] = []
         size = 0
-        for start in range(0, N, chunk):
-            a = _activation_rows(activations, start, min(N, start + chunk))[:, u0:u1]
+        for rows in batch_slices(N, chunk):
+            a = _activation_rows(activations, rows.start, rows.stop)[:, u0:u1]
             values = a.transpose(1, 0, 2, 3).reshape(u1 - u0, -1)
             pending.append(values if top else -values)
             size += values.shape[1]
@@ -204,9 +205,9 @@ def _counts(up: torch.Tensor, thresholds: torch.Tensor, masks: torch.Tensor) -> 
     concept = masks.reshape(n, K, H * W)
     inter = np.zeros((U, K), dtype=np.float64)
     step = max(1, _EXACT_F32 // (H * W))
-    for s in range(0, n, step):
-        mu = unit[s:s + step].permute(1, 0, 2).reshape(U, -1).to(torch.float32)
-        lk = concept[s:s + step].permute(1, 0, 2).reshape(K, -1).to(torch.float32)
+    for s in batch_slices(n, step):
+        mu = unit[s].permute(1, 0, 2).reshape(U, -1).to(torch.float32)
+        lk = concept[s].permute(1, 0, 2).reshape(K, -1).to(torch.float32)
         inter += (mu @ lk.T).double().numpy()
     return inter, unit.sum((0, 2)).double().numpy(), concept.sum((0, 2)).double().numpy()
 
@@ -241,8 +242,8 @@ def dissect(activations: Any, masks: Any, *, quantile: float = 0.995, threshold:
     inter = np.zeros((U, K), dtype=np.float64)
     unit_area = np.zeros(U, dtype=np.float64)
     concept_area = np.zeros(K, dtype=np.float64)
-    for start in range(0, N, chunk):
-        stop = min(N, start + chunk)
+    for rows in batch_slices(N, chunk):
+        start, stop = rows.start, rows.stop
         a = torch.from_numpy(np.ascontiguousarray(_activation_rows(activations, start, stop)))
         up = a if (H, W) == (h, w) else F.interpolate(a, size=(H, W), mode="bilinear", align_corners=False)
         i_, mu, lk = _counts(up, t, torch.from_numpy(np.ascontiguousarray(_mask_rows(masks, start, stop))))

@@ -56,6 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xaicore.engine import batched
 from xaicore.engine.model import eval_mode, hooks, named_layers
 from xaicore.errors import XaiCoreError, require_finite
 from xaicore.explain.optimisation.autoencoder import AutoencoderState
@@ -314,7 +315,7 @@ def dataset_examples(model: nn.Module, x: torch.Tensor, units: Sequence[int] | t
     cols = torch.tensor(ids, device=device)
     with eval_mode(model), torch.no_grad():
         _check_units(ids, _count_units(act, tuple(x.shape[1:]), dtype, device), layer)
-        values = torch.cat([act(x[i:i + batch_size].to(device=device, dtype=dtype))[:, cols]
-                            for i in range(0, n, batch_size)]).T.cpu()  # (U, N)
+        values = batched(lambda xb: act(xb.to(device=device, dtype=dtype))[:, cols], x, size=batch_size
+                         ).T.cpu()  # (U, N)
     sorted_values, order = torch.sort(values, dim=1, descending=True, stable=True)
     return DatasetExamples(indices=order[:, :k].contiguous(), values=sorted_values[:, :k].contiguous())

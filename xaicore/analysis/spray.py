@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from xaicore.engine import batch_slices
 from xaicore.errors import XaiCoreError, require_finite
 
 #: Up to this many maps the eigenpairs come from dense LAPACK; above, from sparse ARPACK.
@@ -194,9 +195,9 @@ def knn_affinity(points: np.ndarray, n_neighbors: int) -> Any:
     slack = 4 * (dim + 4) * np.finfo(np.float64).eps * (squares + squares.max())
     rows, cols = [], []
     step = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        block = np.arange(start, stop)
+    for s in batch_slices(n, step):
+        start = s.start
+        block = np.arange(start, s.stop)
         screen = squares[block, None] + squares[None, :] - 2.0 * (points[block] @ points.T)
         screen[block - start, block] = np.inf
         kth = np.partition(screen, k - 1, axis=1)[:, k - 1]

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH, check_forward_batch, eval_mode
+from xaicore.engine import FORWARD_BATCH, batch_slices, check_forward_batch, eval_mode
 from xaicore.engine.model import captured_outputs, named_layers
 from xaicore.errors import XaiCoreError, require_finite
 
@@ -89,11 +89,6 @@ class TCAVResult:
 
 # --- activations and gradients -----------------------------------------------------------------------------
 
-def _batches(x: torch.Tensor, forward_batch: int):
-    for a in range(0, len(x), forward_batch):
-        yield x[a:a + forward_batch]
-
-
 @torch.no_grad()
 def layer_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str], *,
                       forward_batch: int = FORWARD_BATCH) -> dict[str, torch.Tensor]:
@@ -101,9 +96,9 @@ def layer_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str], 
     inputs for all layers together (eval mode; the model is left as it was)."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with eval_mode(model):
-        for xb in _batches(x, forward_batch):
+        for s in batch_slices(len(x), forward_batch):
             with captured_outputs(model, layers) as out:
-                model(xb)
+                model(x[s])
             for name in layers:
                 parts[name].append(out[name].detach().flatten(1))
     return {name: torch.cat(p) for name, p in parts.items()}
@@ -115,13 +110,13 @@ def layer_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, lay
     to (N, D_l), for every layer from one forward and backward pass per ``forward_batch`` inputs."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with eval_mode(model), torch.enable_grad():
-        for a in range(0, len(x), forward_batch):
-            xb = x[a:a + forward_batch].detach().clone().requires_grad_(True)
+        for s in batch_slices(len(x), forward_batch):
+            xb = x[s].detach().clone().requires_grad_(True)
             with captured_outputs(model, layers) as out:
                 logits = model(xb)
             if logits.ndim != 2:
                 raise XaiCoreError(f"the model returns a {logits.ndim}-d output; TCAV needs (B, classes) logits")
-            picked = logits.gather(1, target[a:a + forward_batch, None].to(logits.device)).sum()
+            picked = logits.gather(1, target[s, None].to(logits.device)).sum()
             grads = torch.autograd.grad(picked, [out[name] for name in layers], allow_unused=True)
             for name, g in zip(layers, grads, strict=True):
                 if g is None:

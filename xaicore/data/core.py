@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from xaicore.atomic import atomic_path
+from xaicore.engine import batch_slices
 from xaicore.errors import XaiCoreError
 from xaicore.kinds import KINDS, PAD, UNK  # noqa: F401  (re-exported: xaicore.data.PAD, ...)
 
@@ -215,8 +216,8 @@ class DatasetFile:
         """The training images' mean (1, C, H, W), summed in float64 a block at a time."""
         _, shape, _ = self._members["x_train"]
         total = np.zeros(shape[1:], dtype=np.float64)
-        for a in range(0, shape[0], block):
-            total += self._rows("x_train", a, a + block).sum(0, dtype=np.float64)
+        for s in batch_slices(shape[0], block):
+            total += self._rows("x_train", s.start, s.stop).sum(0, dtype=np.float64)
         return torch.from_numpy((total / shape[0])[None].astype(np.float32))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from xaicore.atomic import write_bytes
 from xaicore.data.mnist import _FILES
+from xaicore.engine import batch_slices
 
 BATCH = 5000  # images deformed at once (memory ~ 25 float64 arrays of BATCH x 28 x 28)
 
@@ -62,10 +63,9 @@ def write_mnist_like(root: str | Path, *, n_train: int = 60_000, n_test: int = 1
         labels = y.numpy()
         pick = rng.integers(0, len(labels), n)
         out = np.empty((n, *src.shape[1:]), dtype=np.uint8)
-        for a in range(0, n, BATCH):
-            b = min(n, a + BATCH)
-            out[a:b] = np.rint(elastic(src[pick[a:b]], rng) * 255.0)
-            bar.update(b - a)
+        for s in batch_slices(n, BATCH):
+            out[s] = np.rint(elastic(src[pick[s]], rng) * 255.0)
+            bar.update(s.stop - s.start)
         _write_idx(root / _FILES[f"x_{split}"], out)
         _write_idx(root / _FILES[f"y_{split}"], labels[pick].astype(np.uint8))
     bar.close()

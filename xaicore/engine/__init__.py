@@ -1,5 +1,6 @@
 """The method-agnostic forward-pass engine: what every explainer and metric needs from a model.
 
+* :func:`batch_slices` / :func:`batched` — the fixed batches every loop cuts its items into;
 * :func:`eval_mode` — eval mode for the duration, every module's own ``training`` flag restored after;
 * :func:`hooks` — forward/backward hooks registered for the duration, removed in ``finally``;
 * :func:`named_layers` / :func:`captured_outputs` — layers by name (one error listing the valid names) and
@@ -11,6 +12,7 @@
   sample, packed ``forward_batch`` inputs per pass, with no Python loop over samples.
 """
 
+from xaicore.engine.batches import batch_slices, batched
 from xaicore.engine.model import captured_outputs, eval_mode, hooks, named_layers
 from xaicore.engine.passes import (
     FORWARD_BATCH,
@@ -24,5 +26,6 @@ from xaicore.engine.passes import (
     target_scores,
 )
 
-__all__ = ["FORWARD_BATCH", "PACK_BYTES", "SCORES", "captured_outputs", "check_forward_batch", "copies_per_pass",
-           "eval_mode", "gather_scores", "hooks", "named_layers", "packed_scores", "perturbed_scores", "target_scores"]
+__all__ = ["FORWARD_BATCH", "PACK_BYTES", "SCORES", "batch_slices", "batched", "captured_outputs",
+           "check_forward_batch", "copies_per_pass", "eval_mode", "gather_scores", "hooks", "named_layers",
+           "packed_scores", "perturbed_scores", "target_scores"]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from xaicore.engine.batches import batch_slices
 from xaicore.engine.model import eval_mode
 from xaicore.errors import XaiCoreError
 
@@ -94,8 +95,8 @@ def packed_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n_cop
     tgt = target.to(x.device).repeat(per_pass)
     out: torch.Tensor | None = None
     with eval_mode(model):
-        for k0 in range(0, n_copies, per_pass):
-            k1 = min(n_copies, k0 + per_pass)
+        for copies in batch_slices(n_copies, per_pass):
+            k0, k1 = copies.start, copies.stop
             logits = model(build(k0, k1))
             if out is None:  # the output's shape and the targets' range are checked once, on the first pass
                 s = gather_scores(logits, tgt[:(k1 - k0) * b], score)

@@ -9,8 +9,18 @@ from xaicore.explain import pattern as _pattern  # noqa: F401  (registers)
 from xaicore.explain import perturbation as _perturbation  # noqa: F401  (registers)
 from xaicore.explain import signal as _signal  # noqa: F401  (registers)
 from xaicore.explain import smoothgrad as _smoothgrad  # noqa: F401  (registers)
-from xaicore.explain.registry import Explainer, Explanation, explain, explanation, fit, get_explainer, methods, register
+from xaicore.explain.registry import (
+    Explainer,
+    Explanation,
+    explain,
+    explain_batched,
+    explanation,
+    fit,
+    get_explainer,
+    methods,
+    register,
+)
 from xaicore.explain.signal_estimators import Patterns, fit_patterns, pattern_quality
 
-__all__ = ["Explainer", "Explanation", "Patterns", "explain", "explanation", "fit", "fit_patterns", "get_explainer",
-           "methods", "pattern_quality", "register"]
+__all__ = ["Explainer", "Explanation", "Patterns", "explain", "explain_batched", "explanation", "fit", "fit_patterns",
+           "get_explainer", "methods", "pattern_quality", "register"]

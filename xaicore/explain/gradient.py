@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from xaicore.engine import FORWARD_BATCH, check_forward_batch, copies_per_pass, target_scores
+from xaicore.engine import FORWARD_BATCH, batch_slices, check_forward_batch, copies_per_pass, target_scores
 from xaicore.errors import XaiCoreError
 from xaicore.explain.registry import register
 
@@ -95,9 +95,9 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     per_pass = copies_per_pass(x, forward_batch, len(alphas), max_bytes=None)  # no byte cap: same passes as before
     total = torch.zeros_like(x)
     view = (-1, 1) + (1,) * (x.ndim - 1)
-    for s in range(0, len(alphas), per_pass):
-        a = torch.as_tensor(alphas[s:s + per_pass], dtype=x.dtype, device=x.device).view(view)
-        w = torch.as_tensor(weights[s:s + per_pass], dtype=x.dtype, device=x.device).view(view)
+    for s in batch_slices(len(alphas), per_pass):
+        a = torch.as_tensor(alphas[s], dtype=x.dtype, device=x.device).view(view)
+        w = torch.as_tensor(weights[s], dtype=x.dtype, device=x.device).view(view)
         k = a.shape[0]
         path = (base.unsqueeze(0) + a * delta.unsqueeze(0)).reshape(k * b, *x.shape[1:])
         grad, _ = target_gradient(model, path, target.repeat(k))

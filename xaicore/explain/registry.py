@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from xaicore.engine import eval_mode
+from xaicore.engine import batch_slices, eval_mode
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.kinds import PAD, check_inputs, describe_kind, input_kind  # noqa: F401  (check_inputs re-exported)
 
@@ -177,6 +177,18 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
                                          for v in extras.values()):
         raise XaiCoreError(f"method {method!r} must return the (B,) extras {', '.join(declared)}")
     return Explanation(rel, MappingProxyType(extras))
+
+
+def explain_batched(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, *, batch_size: int,
+                    state: Any = None, **params: Any) -> Explanation:
+    """:func:`explanation` of ``x`` in the fixed batches of ``batch_size`` samples (:func:`~xaicore.engine.
+    batch_slices`), relevance and extras concatenated: how the pipeline's stages explain (batches set by the
+    params)."""
+    parts = [explanation(model, x[s], target[s], method, state=state, **params)
+             for s in batch_slices(x.shape[0], batch_size)]
+    extras = {k: torch.cat([p.extras[k] for p in parts]) if isinstance(v, torch.Tensor)  # type: ignore[misc]
+              else tuple(w for p in parts for w in p.extras[k]) for k, v in parts[0].extras.items()}
+    return Explanation(torch.cat([p.relevance for p in parts]), MappingProxyType(extras))
 
 
 def has_embedding(model: nn.Module) -> bool:

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xaicore.engine import eval_mode, hooks
+from xaicore.engine import batch_slices, eval_mode, hooks
 from xaicore.errors import XaiCoreError
 from xaicore.explain.lrp.canonizers import merge_batch_norm
 from xaicore.explain.state import FittedState
@@ -119,8 +119,8 @@ def _batches(data: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> It
         if data.ndim not in (2, 4) or not data.is_floating_point():
             raise XaiCoreError(f"patterns: data must be a floating (N, C, H, W) or (N, F) tensor, got "
                                f"{tuple(data.shape)} {data.dtype}")
-        for i in range(0, data.shape[0], batch_size):
-            yield data[i:i + batch_size]
+        for s in batch_slices(data.shape[0], batch_size):
+            yield data[s]
     else:
         for batch in data:
             yield batch[0] if isinstance(batch, tuple | list) else batch

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from xaicore._weights import load_tensors, save_tensors
 from xaicore.atomic import write_text
 from xaicore.data.core import PAD, UNK, Dataset
+from xaicore.engine import batch_slices
 from xaicore.errors import XaiCoreError
 
 FEATURE_ARCHS: dict[str, tuple[str, ...]] = {"tabular": ("mlp",), "text": ("bag", "conv", "gru")}
@@ -220,8 +221,8 @@ def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int 
     model.train()
     for _ in tqdm(range(epochs), desc=f"train {arch}", disable=not progress, leave=False):
         perm = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i:i + batch_size]
+        for s in batch_slices(x.shape[0], batch_size):
+            idx = perm[s]
             xb = x[idx]
             if ds.kind == "text" and word_dropout > 0:
                 drop = (torch.rand(xb.shape, generator=gen) < word_dropout) & (xb != PAD)

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xaicore.engine import batch_slices, batched
 from xaicore.models.spec import ModelSpec, as_spec
 
 
@@ -27,7 +28,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     was = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        return batched(model, x, size=batch_size)
     finally:
         model.train(was)
 
@@ -52,8 +53,8 @@ def train_model(arch: str | ModelSpec, x: torch.Tensor, y: torch.Tensor, *, n_cl
     for _ in bar:
         perm = torch.randperm(x.shape[0], generator=gen)
         total = 0.0
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i:i + batch_size]
+        for s in batch_slices(x.shape[0], batch_size):
+            idx = perm[s]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             loss.backward()

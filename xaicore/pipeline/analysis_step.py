@@ -57,7 +57,7 @@ from xaicore.data.planted import (
     watermark_reliance,
 )
 from xaicore.errors import NotApplicable, XaiCoreError
-from xaicore.explain.registry import call_keywords, explanation, get_explainer
+from xaicore.explain.registry import call_keywords, explain_batched, get_explainer
 from xaicore.metrics import LOCALIZATION_MEASURES, conservation_error, localization, positive_fraction
 from xaicore.metrics.declarations import directions_json
 from xaicore.models import load_model, save_model, train_model
@@ -150,12 +150,10 @@ def _explain_all(cfg: Config, model: torch.nn.Module, planted: PlantedDigits, ch
         state = shared[key] if key is not None else fitted_state(cfg, method, model, planted.dataset.x_train)
         kw = call_keywords(method, explain_kwargs(cfg, method), state=state.get("state"), reference=mean_image)
         try:
-            parts = [explanation(model, x[a:a + cfg.explain.batch_size], target[a:a + cfg.explain.batch_size],
-                                 method=method, **kw) for a in range(0, n, cfg.explain.batch_size)]
+            rel = explain_batched(model, x, target, method, batch_size=cfg.explain.batch_size, **kw).relevance
         except NotApplicable as e:
             writer.mark_not_applicable(0, ei, str(e))
             continue
-        rel = torch.cat([p.relevance for p in parts])
         writer.write_block(0, ei, 0, rel.numpy(), conservation_error(rel, score).numpy(),
                            positive_fraction(rel).numpy())
     return writer.finalize()

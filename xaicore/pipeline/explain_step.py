@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from xaicore.atomic import partial_path
 from xaicore.config import Config
 from xaicore.data import DatasetFile
+from xaicore.engine import batch_slices
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain import get_explainer
-from xaicore.explain.registry import call_keywords, explanation
+from xaicore.explain.registry import call_keywords, explain_batched
 from xaicore.metrics import conservation_error, positive_fraction
 from xaicore.models import load_model, predict_logits
 from xaicore.outputs import Paths
@@ -92,15 +93,14 @@ def explain_chunk(out: str, dataset: str, model_name: str, model_path: str, meth
         ex = get_explainer(method)
         state = _state(out, method, model_name) if ex.fit is not None else None
         kw = call_keywords(method, params, state=state, reference=mean_image)  # `mean` fill: the training mean
-        parts = [explanation(model, x[i:i + batch_size], t[i:i + batch_size], method=method, **kw)
-                 for i in range(0, x.shape[0], batch_size)]
+        out = explain_batched(model, x, t, method, batch_size=batch_size, **kw)
     except NotApplicable as e:  # e.g. Grad-CAM on a model without a conv layer
         return {"not_applicable": str(e)}
-    rel = torch.cat([p.relevance for p in parts])
+    rel = out.relevance
     return {"relevance": rel.numpy(),
             "conservation_error": conservation_error(rel, torch.from_numpy(score)).numpy(),
             "positive_fraction": positive_fraction(rel).numpy(),
-            "extras": {k: torch.cat([p.extras[k] for p in parts]).float().numpy() for k in ex.extras}}
+            "extras": {k: out.extras[k].float().numpy() for k in ex.extras}}
 
 
 def sample_budget(cfg: Config, models: list[str], n: int) -> np.ndarray:
@@ -202,8 +202,8 @@ def _generate(cfg: Config, paths: Paths, ds: DatasetFile, label: torch.Tensor, t
     for name, path in models.items():
         start = time.perf_counter()
         model = load_model(path)  # in blocks of whole 512-sample batches: the logits of one pass over all
-        logits[name] = torch.cat([predict_logits(model, ds.test_images(a, min(a + 4096, n)))
-                                  for a in range(0, n, 4096)])
+        logits[name] = torch.cat([predict_logits(model, ds.test_images(s.start, s.stop))
+                                  for s in batch_slices(n, 4096)])
         pass_s[name] = time.perf_counter() - start
     prediction = np.stack([logits[n].argmax(1).numpy() for n in models])
     score = np.stack([logits[n].gather(1, target[:, None])[:, 0].numpy() for n in models])

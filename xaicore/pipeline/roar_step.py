@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from xaicore.config import Config
 from xaicore.data import Dataset, load_saved
-from xaicore.explain import explain
+from xaicore.explain import explain_batched
 from xaicore.explain.registry import call_keywords
 from xaicore.metrics import Fill, Trainer, make_fill, metric, roar_cell
 from xaicore.metrics.roar import MODES
@@ -34,12 +34,6 @@ from xaicore.threads import compute_threads
 log = logging.getLogger(__name__)
 
 
-def batched_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
-                    batch_size: int, **params: object) -> torch.Tensor:
-    return torch.cat([explain(model, x[i:i + batch_size], target[i:i + batch_size], method=method, **params)
-                      for i in range(0, x.shape[0], batch_size)])
-
-
 @functools.lru_cache(maxsize=1)
 def _dataset(path: str) -> Dataset:
     return load_saved(path)[0]
@@ -54,8 +48,8 @@ def roar_heatmaps(cfg: Config, dataset: str, model_path: str, method: str) -> tu
                        state=fitted_state(cfg, method, model, ds.x_train).get("state"),
                        reference=ds.x_train.mean(0, keepdim=True))
     bs = cfg.explain.batch_of(method)
-    return (batched_explain(model, ds.x_train, ds.y_train, method, bs, **kw),
-            batched_explain(model, ds.x_test, ds.y_test, method, bs, **kw))
+    return (explain_batched(model, ds.x_train, ds.y_train, method, batch_size=bs, **kw).relevance,
+            explain_batched(model, ds.x_test, ds.y_test, method, batch_size=bs, **kw).relevance)
 
 
 def roar_kwargs(cfg: Config, method: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from xaicore.config import Config, ScoreConfig
 from xaicore.data import DatasetFile, load_saved
+from xaicore.engine import batch_slices
 from xaicore.errors import XaiCoreError
 from xaicore.explain import get_explainer
 from xaicore.explain.registry import call_keywords
@@ -99,7 +100,8 @@ def explainer_similarities(heatmaps: str, ei: int, measures: tuple[str, ...]) ->
     out = np.full((n_models, len(measures), n), np.nan, dtype=np.float32)
     step = max(rel.chunks[2], 1024 // rel.chunks[2] * rel.chunks[2])  # whole archive chunks, ~1024 samples
     failed = np.zeros(n_models, dtype=bool)  # a model with any NaN map (a method that cannot explain it)
-    for a in range(0, n, step):
+    for block in batch_slices(n, step):
+        a = block.start
         if a >= explained[0]:  # the trained model's budget ends: nothing left to compare with
             break
         ref_block = np.asarray(rel[0, ei, a:a + step])
@@ -162,9 +164,8 @@ def invariance_scores(cfg: Config, paths: Paths, heatmaps: xr.Dataset, explained
             params = call_keywords(name, explain_kwargs(cfg, name), state=state, reference=mean)
             params2 = call_keywords(name, explain_kwargs(cfg, name), state=state2, reference=mean + shift)
             bs = cfg.explain.batch_of(name)
-            out[ei, :n] = np.concatenate([input_invariance(model, x[i:i + bs], target[i:i + bs], name, shift,
-                                                       params2=params2, **params).numpy()
-                                      for i in range(0, x.shape[0], bs)])
+            out[ei, :n] = np.concatenate([input_invariance(model, x[s], target[s], name, shift, params2=params2,
+                                                           **params).numpy() for s in batch_slices(n, bs)])
         except XaiCoreError as e:
             log.warning("input invariance of %s left out: %s", name, e)
     return out

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xaicore.engine import batch_slices, batched
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.state import FittedState
 
@@ -145,8 +146,8 @@ def fit_autoencoder(x_train: torch.Tensor, *, latent: int = 16, epochs: int = 30
     for _ in tqdm(range(epochs), desc="autoencoder", disable=not progress, leave=False):
         perm = torch.randperm(x.shape[0], generator=gen)
         total = 0.0
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[perm[i:i + batch_size]]
+        for s in batch_slices(x.shape[0], batch_size):
+            xb = x[perm[s]]
             opt.zero_grad(set_to_none=True)
             z = ae.encode(xb)
             rec = F.mse_loss(ae.decode(z), xb)
@@ -155,7 +156,7 @@ def fit_autoencoder(x_train: torch.Tensor, *, latent: int = 16, epochs: int = 30
             total += float(rec.detach()) * xb.shape[0]
     ae.eval()
     with torch.no_grad():
-        norms = torch.cat([ae.encode(x[i:i + 512]).norm(dim=1) for i in range(0, x.shape[0], 512)])
+        norms = batched(lambda xb: ae.encode(xb).norm(dim=1), x, size=512)
     weights = {k: v.detach().clone() for k, v in ae.state_dict().items()}
     return AutoencoderState(shape, latent, low, high, float(torch.quantile(norms, 0.95)),  # type: ignore[arg-type]
                             total / x.shape[0], weights)

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from xaicore._rng import sample_generators
-from xaicore.engine import FORWARD_BATCH, check_forward_batch, eval_mode
+from xaicore.engine import FORWARD_BATCH, batch_slices, check_forward_batch, eval_mode
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.anchor_search import AnchorConfig, AnchorResult, AnchorSearch
 from xaicore.explain.perturbation.anchor_spaces import TabularSpace, TextSpace, ValueCodes, image_spaces
@@ -184,8 +184,8 @@ def run_searches(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spaces
 def _classify(model: nn.Module, z: torch.Tensor, forward_batch: int, target: np.ndarray) -> np.ndarray:
     """The model's class (argmax) of every input, ``forward_batch`` inputs per pass."""
     out = [torch.zeros(0, dtype=torch.long, device=z.device)]
-    for k in range(0, z.shape[0], forward_batch):
-        logits = model(z[k:k + forward_batch])
+    for s in batch_slices(z.shape[0], forward_batch):
+        logits = model(z[s])
         if logits.ndim != 2:
             raise XaiCoreError(f"anchors: model output must be (N, classes), got {tuple(logits.shape)}")
         if target.min() < 0 or target.max() >= logits.shape[1]:

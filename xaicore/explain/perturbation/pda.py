@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xaicore._rng import sample_generators
-from xaicore.engine import FORWARD_BATCH, check_forward_batch, packed_scores, target_scores
+from xaicore.engine import FORWARD_BATCH, batch_slices, check_forward_batch, packed_scores, target_scores
 from xaicore.errors import NotApplicable, XaiCoreError
 from xaicore.explain.perturbation.pda_tabular import removed_probabilities
 from xaicore.explain.registry import Explanation, register
@@ -94,8 +94,8 @@ def fit_patch_gaussian(model: nn.Module, x_train: torch.Tensor, *, window: int =
     s1 = torch.zeros(d, dtype=torch.float64)
     s2 = torch.zeros(d, d, dtype=torch.float64)
     count = 0
-    for i in range(0, n, batch_size):
-        cols = F.unfold(x_train[i:i + batch_size].detach().cpu().to(torch.float64), side)  # (b, D, P)
+    for s in batch_slices(n, batch_size):
+        cols = F.unfold(x_train[s].detach().cpu().to(torch.float64), side)  # (b, D, P)
         v = cols.transpose(1, 2).reshape(-1, d)
         s1 += v.sum(0)
         s2 += v.T @ v
