@@ -66,7 +66,7 @@ def main() -> None:
         rows["fwd+bwd"].append(timed(floor, args.steps))
         for mode in ("pn", "pp"):
             start = time.perf_counter()
-            cem(model, x, target, mode=mode, c_init=10.0, c_steps=1, n_steps=args.steps, state=state)
+            cem(model, x, target, mode=mode, c_init=10.0, c_steps=1, n_steps=args.steps, reference=state)
             rows[f"cem.{mode}"].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(rows["fwd+bwd"])
     print(f"batch {args.batch}, {args.steps} iterations, medians of {args.repeats}")
@@ -77,7 +77,7 @@ def main() -> None:
     per_digit = {}
     for mode in ("pn", "pp"):
         start = time.perf_counter()
-        res = cem(model, x, target, mode=mode, state=state)  # the default search: 5 values of c x 300 steps
+        res = cem(model, x, target, mode=mode, reference=state)  # the default search: 5 values of c x 300 steps
         per_digit[mode] = (time.perf_counter() - start) / args.batch
         print(f"cem.{mode} default search (c_steps 5 x n_steps 300): {per_digit[mode]:.3f} s per digit, "
               f"found {int(res.found.sum())}/{args.batch}, median l0 {float(res.l0.float().median()):.0f}")

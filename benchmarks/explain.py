@@ -86,8 +86,8 @@ def contenders(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         # DeepLIFT runs x and the reference as one doubled batch: two passes' worth of inputs (Captum does the same)
         "deeplift": (2, ours("deeplift"), lambda: DeepLift(model).attribute(xr, target=target)),
         "excitation_backprop": (1, ours("excitation_backprop"), None),
-        "patternnet": (1, ours("patternnet", state=patterns), None),
-        "patternattribution": (1, ours("patternattribution", state=patterns), None),
+        "patternnet": (1, ours("patternnet", reference=patterns), None),
+        "patternattribution": (1, ours("patternattribution", reference=patterns), None),
     }
 
 

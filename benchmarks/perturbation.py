@@ -131,7 +131,7 @@ def main() -> None:
                                                                              n_segments=40, forward_batch=fb)),
                                 {"captum Lime": captum_lime} if args.device != "cpu" else
                                 {"lime package": lime_package, "captum Lime": captum_lime}),
-        "pda 4/2 cond. n=4": (n_pda, lambda fb: (lambda: xaicore.explain(model, x, t, "pda", state=state,
+        "pda 4/2 cond. n=4": (n_pda, lambda fb: (lambda: xaicore.explain(model, x, t, "pda", reference=state,
                                                                           forward_batch=fb, **pda)), {}),
     }
     print(f"# perturbation benchmark: cnn 1x28x28, batch {x.shape[0]}, {args.threads} torch thread(s), median of "

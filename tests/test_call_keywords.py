@@ -13,7 +13,9 @@ def test_a_run_supplies_only_what_the_method_takes():
     assert call_keywords("gradient", {}, state="s", reference=mean, vocab=["a"], seed=3) == {}
     kw = call_keywords("occlusion", {"fill": "mean"}, reference=mean, seed=3)
     assert kw["fill"] == "mean" and kw["reference"] is mean and kw["seed"] == 3
-    assert call_keywords("patternnet", {}, state="fitted") == {"state": "fitted"}
+    # training data reach every method as reference: a fitted method's state, never the raw training images
+    assert call_keywords("patternnet", {}, state="fitted", reference=mean) == {"reference": "fitted"}
+    assert "reference" not in call_keywords("patternnet", {"estimator": "filter"}, reference=mean)
     assert call_keywords("anchors", {}, vocab=["<pad>", "<unk>"])["vocab"] == ["<pad>", "<unk>"]
 
 

@@ -25,7 +25,7 @@ def seeded_zoo_model(arch: str, *, seed: int, input_shape: tuple[int, int, int] 
 
 
 def fitted_params(method: str, model: nn.Module, x: torch.Tensor) -> dict:
-    """``{"state": ...}`` for a method fitted on data (``xaicore.fit``: PatternNet's patterns, PDA's patch
+    """``{"reference": ...}`` for a method fitted on data (``xaicore.fit``: PatternNet's patterns, PDA's patch
     Gaussians), fitted on 48 seeded samples shaped like ``x`` — {} for methods that need none."""
     from xaicore import fit
     from xaicore.explain import get_explainer
@@ -38,4 +38,4 @@ def fitted_params(method: str, model: nn.Module, x: torch.Tensor) -> dict:
     kw = {"batch_size": 16} if "batch_size" in ex.fit_defaults else {}
     if "epochs" in ex.fit_defaults:  # CEM's autoencoder: a few epochs make a state of the right kind
         kw["epochs"] = 3
-    return {"state": fit(model, data, method, **kw)}
+    return {"reference": fit(model, data, method, **kw)}

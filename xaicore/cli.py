@@ -85,7 +85,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     width = max(len(m) for m, _ in rows)
     for m, ex in rows:
         fitted = " [fitted on data]" if ex.fit is not None else ""
-        print(f"{m:<{width}}  {ex.family:<12} {ex.reference}{fitted}")
+        print(f"{m:<{width}}  {ex.family:<12} {ex.paper}{fitted}")
     return 0
 
 
@@ -130,6 +130,7 @@ def explain_images(model_path: str | Path, methods: Sequence[str], images: Seque
 
     from xaicore.explain import explanation, get_explainer
     from xaicore.explain import fit as fit_method
+    from xaicore.explain.registry import call_keywords
     from xaicore.models.io import load_model
 
     exps = [get_explainer(m) for m in methods]  # unknown methods: refused before any work
@@ -158,7 +159,7 @@ def explain_images(model_path: str | Path, methods: Sequence[str], images: Seque
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for m in tqdm(methods, desc="explain", unit="method", disable=not progress):
-        rel = explanation(model, x, t, m, state=states.get(m)).relevance
+        rel = explanation(model, x, t, m, **call_keywords(m, {}, state=states.get(m))).relevance
         for i, p in enumerate(images):
             written.append(_heatmap_png(x[i].numpy(), rel[i].numpy(), out / f"{Path(p).stem}.{m}.png",
                                         f"{m} — class {int(t[i])} (logit {float(logits[i, t[i]]):.3g})"))

@@ -136,7 +136,7 @@ def test_pixel_maximisers_are_classified_as_their_class(trained_cnn, one_thread)
 
 
 def test_generator_maximisers_are_classified_as_their_class(trained_cnn, ae_state, one_thread):
-    x = maximize(trained_cnn, list(range(10)), shape=SHAPE, state=ae_state, **GENERATOR)
+    x = maximize(trained_cnn, list(range(10)), shape=SHAPE, reference=ae_state, **GENERATOR)
     assert x.shape == (10, *SHAPE)
     assert float(x.min()) >= ae_state.low and float(x.max()) <= ae_state.high
     fraction = _class_fraction(trained_cnn, x)
@@ -164,7 +164,7 @@ def test_conv2_channel_maximisers_beat_the_start_and_the_digits(trained_cnn, dig
 def test_batched_equals_per_unit_and_seeds(trained_cnn, ae_state, parameterization, one_thread):
     kw = dict(shape=SHAPE, n_steps=40, jitter=1)
     kw.update(dict(blur_every=4, tv=1e-3) if parameterization == "pixels"
-              else dict(parameterization="generator", state=ae_state))
+              else dict(parameterization="generator", reference=ae_state))
     both = maximize(trained_cnn, [3, 7], **kw)
     alone = torch.cat([maximize(trained_cnn, [3], **kw), maximize(trained_cnn, torch.tensor([7]), **kw)])
     assert torch.allclose(both, alone, rtol=0, atol=1e-6), float((both - alone).abs().max())
@@ -181,7 +181,7 @@ def test_the_model_is_left_unchanged(trained_cnn, digits, ae_state, helpers):
     before = helpers.model_state(trained_cnn)
     maximize(trained_cnn, [1, 2], shape=SHAPE, n_steps=3, jitter=1, blur_every=2, tv=0.01, radius=5.0)
     maximize(trained_cnn, [4], shape=SHAPE, layer="conv2", n_steps=3)
-    maximize(trained_cnn, [0], shape=SHAPE, n_steps=3, state=ae_state, parameterization="generator")
+    maximize(trained_cnn, [0], shape=SHAPE, n_steps=3, reference=ae_state, parameterization="generator")
     dataset_examples(trained_cnn, digits.x_test[:20], [0, 1], layer="relu3", k=3)
     with pytest.raises(XaiCoreError):
         maximize(trained_cnn, [99], shape=SHAPE, layer="conv2")
@@ -229,9 +229,9 @@ def test_errors(cnn, kwargs, match):
 
 def test_generator_errors(cnn, ae_state):
     with pytest.raises(XaiCoreError, match=r"fitted on inputs of shape \(1, 28, 28\), got \(1, 32, 32\)"):
-        maximize(cnn, [0], shape=(1, 32, 32), parameterization="generator", state=ae_state, n_steps=2)
+        maximize(cnn, [0], shape=(1, 32, 32), parameterization="generator", reference=ae_state, n_steps=2)
     with pytest.raises(XaiCoreError, match="blur_every and radius act on pixels"):
-        maximize(cnn, [0], shape=SHAPE, parameterization="generator", state=ae_state, n_steps=2, radius=3.0)
+        maximize(cnn, [0], shape=SHAPE, parameterization="generator", reference=ae_state, n_steps=2, radius=3.0)
 
 
 def test_dataset_examples_errors(cnn, digits):

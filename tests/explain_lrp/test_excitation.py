@@ -195,7 +195,7 @@ def test_runs_on_the_zoo(arch, digit_batch, helpers):
 
 def test_registration_and_bad_stabilizer(net):
     ex = get_explainer("excitation_backprop")
-    assert ex.family == "attribution" and "Zhang et al. 2016" in ex.reference
+    assert ex.family == "attribution" and "Zhang et al. 2016" in ex.paper
     assert dict(ex.defaults) == {"stabilizer": 1e-6}
     model, _, _ = net
     with pytest.raises(XaiCoreError, match="stabilizer must be >= 0"):

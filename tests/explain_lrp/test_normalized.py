@@ -89,10 +89,10 @@ def test_pattern_methods_through_the_normalization(lrp_kit):
     wrapped = fit_signal_estimators(model, x_fit)  # fitted on the wrapper: layer names net.*
     bare = fit_signal_estimators(net, Normalize(MEAN, STD).double()(x_fit))
     std = Normalize(MEAN, STD).double().std
-    pa = xaicore.explain(model, x, target, method="patternattribution", state=wrapped)
-    torch.testing.assert_close(pa, xaicore.explain(net, xn, target, method="patternattribution", state=bare))
-    pn = xaicore.explain(model, x, target, method="patternnet", state=wrapped)
-    torch.testing.assert_close(pn, std * xaicore.explain(net, xn, target, method="patternnet", state=bare))
+    pa = xaicore.explain(model, x, target, method="patternattribution", reference=wrapped)
+    torch.testing.assert_close(pa, xaicore.explain(net, xn, target, method="patternattribution", reference=bare))
+    pn = xaicore.explain(model, x, target, method="patternnet", reference=wrapped)
+    torch.testing.assert_close(pn, std * xaicore.explain(net, xn, target, method="patternnet", reference=bare))
     assert float(pn.abs().sum()) > 0
 
 

@@ -145,7 +145,7 @@ def test_objective_is_within_5_percent_of_a_reference_fista(mode, c, trained_cnn
     x, target = digits.x_test[:2], digits.y_test[:2]
     kappa, beta, gamma = 0.1, 0.1, 100.0
     res = cem(trained_cnn, x, target, mode=mode, kappa=kappa, beta=beta, gamma=gamma, c_init=c, c_steps=1,
-              n_steps=1000, lr=5e-4, state=ae_state)
+              n_steps=1000, lr=5e-4, reference=ae_state)
     assert res.found.all()
     model64 = trained_cnn.double()
     ae64 = AutoencoderState(**{f: getattr(ae_state, f) for f in ("input_shape", "latent", "low", "high",
@@ -163,7 +163,7 @@ def test_results_meet_their_class_condition_and_sign_constraint(mode, trained_cn
     x, target = digits.x_test[:8], digits.y_test[:8]
     kappa = 0.2
     ex = xaicore.explanation(trained_cnn, x, target, method=f"cem.{mode}", kappa=kappa, c_steps=2, n_steps=150,
-                             state=ae_state)
+                             reference=ae_state)
     found = ex.extras["found"]
     assert found.dtype == torch.bool and found.sum() >= 6
     delta = ex.relevance
@@ -189,7 +189,7 @@ def test_results_meet_their_class_condition_and_sign_constraint(mode, trained_cn
 def test_batched_equals_per_sample_and_reruns_are_bitwise(trained_cnn, ae_state, digits, one_thread):
     model = trained_cnn.double()
     x, target = digits.x_test[:3].double(), digits.y_test[:3]
-    kw = dict(c_steps=2, n_steps=60, state=ae_state)
+    kw = dict(c_steps=2, n_steps=60, reference=ae_state)
     batched = xaicore.explanation(model, x, target, method="cem.pn", **kw)
     single = [xaicore.explanation(model, x[i:i + 1], target[i:i + 1], method="cem.pn", **kw) for i in range(3)]
     torch.testing.assert_close(batched.relevance, torch.cat([s.relevance for s in single]), rtol=0, atol=1e-10)
@@ -244,7 +244,7 @@ def test_gamma_without_the_autoencoder_names_the_fit_step(cnn, digit_batch):
 def test_an_autoencoder_of_another_shape_is_refused(cnn, digit_batch, ae_state):
     x, target = digit_batch
     with pytest.raises(XaiCoreError, match=r"fitted on inputs of shape \(1, 28, 28\), got \(1, 28, 24\)"):
-        xaicore.explain(cnn, x[..., :24], target, method="cem.pn", state=ae_state)
+        xaicore.explain(cnn, x[..., :24], target, method="cem.pn", reference=ae_state)
 
 
 def test_tabular_input_is_not_applicable(mlp):

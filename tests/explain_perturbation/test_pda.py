@@ -184,8 +184,8 @@ def test_state_save_load_round_trip(tmp_path):
     xe, t = x[:2], torch.tensor([0, 3])
     kw = {"window": 2, "padding": 1, "stride": 2, "n_samples": 2}
     for sampling in ("conditional", "marginal"):
-        r1 = xaicore.explain(model, xe, t, method="pda", state=state, sampling=sampling, **kw)
-        r2 = xaicore.explain(model, xe, t, method="pda", state=loaded, sampling=sampling, **kw)
+        r1 = xaicore.explain(model, xe, t, method="pda", reference=state, sampling=sampling, **kw)
+        r2 = xaicore.explain(model, xe, t, method="pda", reference=loaded, sampling=sampling, **kw)
         assert torch.equal(r1, r2)
 
 
@@ -212,7 +212,7 @@ def test_one_pixel_model_closed_form(measure, extra):
     assert n_stored == 4 and state.n_train == 4
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(8), dtype=D64)
     target = torch.tensor([0, 1])
-    rel = xaicore.explain(model, x, target, method="pda", state=state, window=1, padding=0, stride=1,
+    rel = xaicore.explain(model, x, target, method="pda", reference=state, window=1, padding=0, stride=1,
                           sampling="marginal", n_samples=n_stored + extra, measure=measure)
     vals = state.marginal[:, pixel[0], pixel[1], pixel[2]].numpy()
     for i, c in enumerate(target.tolist()):
@@ -263,7 +263,7 @@ def test_linear_softmax_exact_enumeration(window, stride, n_channels):
     target = torch.tensor([2, 0])
     wt, bt = model[1].weight.detach().numpy(), model[1].bias.detach().numpy()
     for measure in MEASURES:
-        rel = xaicore.explain(model, x, target, method="pda", state=state, window=window, padding=0,
+        rel = xaicore.explain(model, x, target, method="pda", reference=state, window=window, padding=0,
                               stride=stride, sampling="marginal", n_samples=9, measure=measure, forward_batch=16)
         for i in range(2):
             want = _pda_marginal_numpy(wt, bt, x[i].numpy(), train.numpy(), int(target[i]), window, stride, 9,
@@ -292,7 +292,7 @@ def test_zero_gaussian_prob_diff_equals_captum_occlusion(window, padding):
     a, shift, cond = conditional_gaussian(state.mean, state.cov, inside.nonzero()[:, 0], (~inside).nonzero()[:, 0],
                                           ridge=1e-6)
     assert all(torch.isfinite(t).all() and not t.any() for t in (a, shift, cond))
-    rel = xaicore.explain(model, x, target, method="pda", state=state, window=window, padding=padding, stride=1,
+    rel = xaicore.explain(model, x, target, method="pda", reference=state, window=window, padding=padding, stride=1,
                           n_samples=2, sampling="conditional", measure="prob_diff")
     ref = Occlusion(lambda z: model(z).softmax(1)).attribute(
         x, sliding_window_shapes=(shape[0], window, window), strides=(1, 1, 1), baselines=0.0, target=target,
@@ -412,7 +412,7 @@ def fitted():
 @pytest.mark.parametrize("sampling", ["conditional", "marginal"])
 def test_batched_equals_per_sample_and_seeding(fitted, sampling):
     model, state, x, target = fitted
-    kw = {"method": "pda", "state": state, "window": 2, "padding": 1, "stride": 1, "n_samples": 3,
+    kw = {"method": "pda", "reference": state, "window": 2, "padding": 1, "stride": 1, "n_samples": 3,
           "sampling": sampling}
     batched = xaicore.explain(model, x, target, **kw)
     single = torch.cat([xaicore.explain(model, x[i:i + 1], target[i:i + 1], **kw) for i in range(3)])
@@ -428,18 +428,18 @@ def test_draws_depend_on_sample_content_not_position(fitted):
     model, state, x, target = fitted
     xx = torch.cat([x[:1], x[1:2], x[:1]])
     tt = torch.tensor([2, 0, 2])
-    rel = xaicore.explain(model, xx, tt, method="pda", state=state, window=2, padding=1, stride=2, n_samples=2)
+    rel = xaicore.explain(model, xx, tt, method="pda", reference=state, window=2, padding=1, stride=2, n_samples=2)
     # the same draws for the same sample; its passes sit at other batch positions, so up to their last bits: a
     # weight of evidence is a difference of two log-odds, each erring as the logits do (tests/tolerance.py)
     torch.testing.assert_close(rel[2], rel[0], rtol=0, atol=2 * logit_atol(model, x))
-    other = xaicore.explain(model, xx, tt, method="pda", state=state, window=2, padding=1, stride=2, n_samples=2,
+    other = xaicore.explain(model, xx, tt, method="pda", reference=state, window=2, padding=1, stride=2, n_samples=2,
                             seed=1)
     assert float((other[0] - rel[0]).abs().max()) > 1e3 * float((rel[2] - rel[0]).abs().max())  # seeds matter
 
 
 def test_exact_marginal_mode_ignores_the_seed(fitted):
     model, state, x, target = fitted
-    kw = {"method": "pda", "state": state, "window": 2, "padding": 1, "stride": 2, "sampling": "marginal"}
+    kw = {"method": "pda", "reference": state, "window": 2, "padding": 1, "stride": 2, "sampling": "marginal"}
     r0 = xaicore.explain(model, x, target, n_samples=12, **kw)
     assert torch.equal(r0, xaicore.explain(model, x, target, n_samples=12, seed=5, **kw))
     torch.testing.assert_close(r0, xaicore.explain(model, x, target, n_samples=40, forward_batch=5, **kw),
@@ -459,7 +459,7 @@ def test_zoo_models(arch, sampling):
     model.train()
     state = xaicore.fit(model, data, method="pda", window=4, padding=2)
     assert model.training
-    rel = xaicore.explain(model, x, torch.tensor([3, 7]), method="pda", state=state, window=4, padding=2,
+    rel = xaicore.explain(model, x, torch.tensor([3, 7]), method="pda", reference=state, window=4, padding=2,
                           stride=4, n_samples=2, sampling=sampling)
     assert model.training
     assert rel.shape == x.shape and rel.dtype == x.dtype
@@ -472,7 +472,7 @@ def test_zoo_models(arch, sampling):
 
 def test_errors(fitted):
     model, state, x, target = fitted
-    kw = {"method": "pda", "state": state, "window": 2, "padding": 1}
+    kw = {"method": "pda", "reference": state, "window": 2, "padding": 1}
     with pytest.raises(XaiCoreError, match="fit"):
         xaicore.explain(model, x, target, method="pda", window=2, padding=1)
     with pytest.raises(XaiCoreError, match=r"fitted for window=2, padding=1"):
@@ -497,7 +497,7 @@ def test_errors(fitted):
     with pytest.raises(XaiCoreError, match="fitted on images"):
         xaicore.explain(model, x[:, :, :7, :7], target, **kw)
     with pytest.raises(XaiCoreError, match="PatchGaussian"):
-        xaicore.explain(model, x, target, **{**kw, "state": object()})
+        xaicore.explain(model, x, target, **{**kw, "reference": object()})
     for bad in (4, -1):
         with pytest.raises(XaiCoreError, match=r"target holds class indices outside 0\.\.3"):
             xaicore.explain(model, x, torch.tensor([0, bad, 1]), **kw)

@@ -290,21 +290,21 @@ def test_errors(tit):
     with pytest.raises(XaiCoreError, match=r"target holds class indices outside 0\.\.1"):
         xaicore.explain(model, x, torch.tensor([0, 1, 2, 0]), method="pda", reference=stats)
     state = fit_patch_gaussian(model, torch.rand(4, 1, 6, 6), window=2, padding=1)
-    with pytest.raises(XaiCoreError, match="takes no state"):
-        xaicore.explain(model, x, target, method="pda", reference=stats, state=state)
+    with pytest.raises(XaiCoreError, match="needs the training columns' statistics: .* got PatchGaussian"):
+        xaicore.explain(model, x, target, method="pda", reference=state)
     with pytest.raises(NotApplicable, match="text"):
         xaicore.explain(model, torch.ones(2, 5, dtype=torch.long), torch.tensor([0, 1]), method="pda")
 
 
-def test_image_path_ignores_reference_and_returns_p_class():
+def test_image_path_takes_the_fitted_state_as_reference_and_returns_p_class():
     g = torch.Generator().manual_seed(5)
     model = nn.Sequential(nn.Flatten(), nn.Linear(36, 3)).to(D64).eval()
     data, x = torch.rand(8, 1, 6, 6, generator=g, dtype=D64), torch.rand(2, 1, 6, 6, generator=g, dtype=D64)
     target = torch.tensor([0, 2])
     state = xaicore.fit(model, data, method="pda", window=2, padding=1)
-    kw = {"method": "pda", "state": state, "window": 2, "padding": 1, "n_samples": 3}
+    kw = {"method": "pda", "reference": state, "window": 2, "padding": 1, "n_samples": 3}
     plain = xaicore.explanation(model, x, target, **kw)
-    with_ref = xaicore.explanation(model, x, target, reference=ColumnStats.fit(data.flatten(1)), **kw)
-    assert torch.equal(plain.relevance, with_ref.relevance)
+    with pytest.raises(XaiCoreError, match="pda on images needs its fitted patch statistics"):
+        xaicore.explanation(model, x, target, **{**kw, "reference": ColumnStats.fit(data.flatten(1))})
     want = model(x).softmax(1)[torch.arange(2), target]
     torch.testing.assert_close(plain.extras["p_class"], want.detach(), rtol=0, atol=1e-12)

@@ -54,7 +54,7 @@ def test_linear_toy_patternnet_recovers_the_signal_and_the_gradient_does_not():
     torch.testing.assert_close(a, A_S, rtol=0, atol=0.02)  # cov[x, y] / var(y) = a_s up to sampling error
     t = torch.zeros(8, dtype=torch.long)
     for estimator in ("linear", "two_component"):
-        signal = xaicore.explain(model, x[:8], t, "patternnet", state=patterns, estimator=estimator)
+        signal = xaicore.explain(model, x[:8], t, "patternnet", reference=patterns, estimator=estimator)
         cos = F.cosine_similarity(signal, A_S.expand_as(signal), dim=1).abs()
         assert bool((cos > 0.999).all()), (estimator, cos)
         torch.testing.assert_close(signal, y[:8, None] * A_S, rtol=0, atol=0.06)  # s = a_s·y (sampling error)
@@ -63,7 +63,7 @@ def test_linear_toy_patternnet_recovers_the_signal_and_the_gradient_does_not():
     assert float(F.cosine_similarity(grad[:1], A_S[None]).abs()) < 0.75  # ... and not the signal direction
     s_w = xaicore.explain(model, x[:8], t, "patternnet", estimator="filter")  # no data needed
     torch.testing.assert_close(s_w, y[:8, None] * torch.tensor([0.5, -0.5], dtype=torch.float64))
-    attribution = xaicore.explain(model, x[:8], t, "patternattribution", state=patterns, estimator="linear")
+    attribution = xaicore.explain(model, x[:8], t, "patternattribution", reference=patterns, estimator="linear")
     torch.testing.assert_close(attribution, y[:8, None] * (model.weight[0].detach() * a))  # (w ⊙ a)·y
 
 
@@ -198,7 +198,7 @@ def test_backward_equals_hand_written_formulas_on_a_two_layer_relu_net():
             upper = torch.where((out > 0)[:, None], m2p[t], m2n[t]) * out[:, None]  # (B, 6): from f(x)
             upper = upper * (z1 > 0)  # the ReLU gate
             expected = upper @ m1p  # gated units have z1 > 0: their positive pattern
-            got = xaicore.explain(net, x, t, method, state=patterns, estimator=est)
+            got = xaicore.explain(net, x, t, method, reference=patterns, estimator=est)
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=f"{method} {est}")
 
 
@@ -224,8 +224,8 @@ def test_patternattribution_is_input_invariant_with_patterns_fitted_on_the_shift
     net2 = shifted_network(model, shift, (1, 28, 28))
     p1, p2 = fit_patterns(model, train), fit_patterns(net2, train + shift)
     for method in ("patternnet", "patternattribution"):
-        r1 = xaicore.explain(model, x, t, method, state=p1)
-        r2 = xaicore.explain(net2, x + shift, t, method, state=p2)
+        r1 = xaicore.explain(model, x, t, method, reference=p1)
+        r2 = xaicore.explain(net2, x + shift, t, method, reference=p2)
         torch.testing.assert_close(r1, r2, rtol=1e-7, atol=1e-9 * float(r1.abs().max()))
     error = input_invariance(model, x, t, "gradient_x_input", shift)
     assert float(error.min()) > 0.05  # while G×I is not invariant
@@ -259,18 +259,18 @@ def test_errors_name_the_problem(tmp_path):
     with torch.no_grad():
         other.fc.weight.mul_(1.5)
     with pytest.raises(XaiCoreError, match="patterns of layer 'fc' were fitted on other weights"):
-        xaicore.explain(other, x, t, "patternnet", state=patterns)
+        xaicore.explain(other, x, t, "patternnet", reference=patterns)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(128, 4)).double()
     with pytest.raises(XaiCoreError, match="the patterns have no layer '1'"):
-        xaicore.explain(mlp, x, t, "patternnet", state=patterns)
-    with pytest.raises(XaiCoreError, match="takes state=Patterns"):
-        xaicore.explain(net, x, t, "patternnet", state={"conv": 1})
+        xaicore.explain(mlp, x, t, "patternnet", reference=patterns)
+    with pytest.raises(XaiCoreError, match="must be xaicore.explain.Patterns, got dict"):
+        xaicore.explain(net, x, t, "patternnet", reference={"conv": 1})
     with pytest.raises(XaiCoreError, match="'gradient' is not fitted on data"):
         xaicore.fit(net, x, "gradient")
     with pytest.raises(XaiCoreError, match="fit of method 'patternnet' has no parameter 'window'"):
         xaicore.fit(net, x, "patternnet", window=3)
-    torch.testing.assert_close(xaicore.explain(net, x, t, "patternnet", state=xaicore.fit(net, x, "patternnet")),
-                               xaicore.explain(net, x, t, "patternnet", state=patterns), rtol=0, atol=0)
+    torch.testing.assert_close(xaicore.explain(net, x, t, "patternnet", reference=xaicore.fit(net, x, "patternnet")),
+                               xaicore.explain(net, x, t, "patternnet", reference=patterns), rtol=0, atol=0)
     with pytest.raises(XaiCoreError, match="no data to fit"):
         fit_patterns(net, x[:0])
     with pytest.raises(XaiCoreError, match="supported: groups=1"):

@@ -275,5 +275,5 @@ def test_bad_parameters_are_refused(xb):
     with pytest.raises(XaiCoreError, match="eps must be >= 0"):
         xaicore.explain(model, x, target, method="deeplift", eps=-1.0)
     ex = get_explainer("deeplift")
-    assert ex.family == "attribution" and "Shrikumar et al. 2017" in ex.reference
+    assert ex.family == "attribution" and "Shrikumar et al. 2017" in ex.paper
     assert dict(ex.defaults) == {"baseline": 0.0, "eps": 1e-10}

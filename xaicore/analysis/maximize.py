@@ -35,10 +35,11 @@ m + 0.01·N(0, 1), m the middle of ``data_range`` (0 without a range). Each of `
 Erhan et al.'s variant is ``l2`` only (or ``radius`` only) with everything else off.
 
 ``parameterization="generator"``: x = decode(z) with the decoder of a fitted :class:`AutoencoderState`
-(``state``); z (U, latent) starts at 0.1·N(0, 1) per unit; each step z ← z + ``lr``·∇_z[act_u(roll(decode(z))) −
-``tv``·TV(decode(z)) − ``l2``·‖z‖₂²] (jitter as above), then z is projected into the ball ‖z‖₂ ≤
-``state.code_radius`` (where 95 % of the training codes lie). The result is decode(z), inside the training
-data's range by construction, so ``data_range`` is not used; blur and ``radius`` act on pixels and are refused.
+(``reference``, fitted on the training data); z (U, latent) starts at 0.1·N(0, 1) per unit; each step
+z ← z + ``lr``·∇_z[act_u(roll(decode(z))) − ``tv``·TV(decode(z)) − ``l2``·‖z‖₂²] (jitter as above), then z
+is projected into the ball ‖z‖₂ ≤ ``reference.code_radius`` (where 95 % of the training codes lie). The result is
+decode(z), inside the training data's range by construction, so ``data_range`` is not used; blur and ``radius``
+act on pixels and are refused.
 
 All runs in eval mode with gradients taken only with respect to the input (or the code): the model's parameters,
 ``training`` flags and ``.grad`` are left as they were. Same arguments and seed: bitwise the same result on CPU.
@@ -175,7 +176,7 @@ def check_maximize_params(parameterization: str, params: dict[str, Any]) -> None
     """Validate :func:`maximize` keyword arguments ``params`` (the pipeline's ``maximize.pixels`` section) as
     the call would, without a model: raises :class:`XaiCoreError` naming the first bad one."""
     sig = inspect.signature(maximize)
-    unknown = sorted(set(params) - set(sig.parameters) - {"model", "units", "shape", "state", "seed"})
+    unknown = sorted(set(params) - set(sig.parameters) - {"model", "units", "shape", "reference", "seed"})
     if unknown:
         raise XaiCoreError(f"maximize has no parameter {unknown[0]!r}")
     args = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
@@ -222,7 +223,7 @@ def maximize(model: nn.Module, units: Sequence[int] | torch.Tensor, *, shape: tu
              layer: str | None = None, parameterization: str = "pixels", n_steps: int = 256, lr: float = 0.05,
              l2: float = 1e-3, tv: float = 0.0, jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.5,
              radius: float | None = None, data_range: tuple[float, float] | None = (0.0, 1.0),
-             state: AutoencoderState | None = None, seed: int = 0) -> torch.Tensor:
+             reference: AutoencoderState | None = None, seed: int = 0) -> torch.Tensor:
     """Activation maximisation (Erhan et al. 2009; Simonyan et al. 2014, eq. 1; Yosinski et al. 2015; Nguyen
     et al. 2016): one input of ``shape`` per unit that maximises it, (U, C, H, W); see the module docstring."""
     _check_args(parameterization, shape, n_steps, lr, l2, tv, jitter, blur_every, blur_sigma, radius, data_range)
@@ -230,10 +231,11 @@ def maximize(model: nn.Module, units: Sequence[int] | torch.Tensor, *, shape: tu
     ids = _unit_ids(units)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise XaiCoreError(f"seed={seed!r} must be an integer")
+    state = reference  # the autoencoder fitted on the training data
     if parameterization == "generator":
         if not isinstance(state, AutoencoderState):
             raise XaiCoreError("the generator parameterization needs a fitted autoencoder: pass "
-                               "state=xaicore.fit(model, x_train, method=\"cem.pn\") or the state of the "
+                               "reference=xaicore.fit(model, x_train, method=\"cem.pn\") or the state of the "
                                "pipeline's autoencoder stage")
         state.check_input(shape, "maximize (generator)")
         if blur_every or radius is not None:

@@ -12,7 +12,7 @@ _STREAM = 1
 
 
 @register("random", family="baseline", kinds=("image", "tabular", "text"),
-          reference="uniform noise baseline (Hooker et al. 2019, 'random')")
+          paper="uniform noise baseline (Hooker et al. 2019, 'random')")
 def random_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """U(0, 1) relevance, drawn per sample from (seed, sample content): independent of the model."""
     noise = per_sample_uniform(x, seed, _STREAM)

@@ -161,7 +161,7 @@ class RescaleMode(TorchFunctionMode):
 
 
 @register("deeplift", family="attribution", conservative=True,
-          reference="Shrikumar et al. 2017, DeepLIFT Rescale rule (sec. 3.5.2, m = dy/dx) with the multipliers' chain "
+          paper="Shrikumar et al. 2017, DeepLIFT Rescale rule (sec. 3.5.2, m = dy/dx) with the multipliers' chain "
                     "rule (eq. 3): (x - x_ref) * m, summation-to-delta (eq. 1) sum = f(x) - f(x_ref); "
                     "max-pooling as captum.attr.DeepLift")
 def deeplift(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,

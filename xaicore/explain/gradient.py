@@ -26,12 +26,12 @@ def target_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
 
 
 @register("gradient", family="function", at_embedding=True,
-          reference="Simonyan et al. 2014, eq. (2): the sensitivity df/dx")
+          paper="Simonyan et al. 2014, eq. (2): the sensitivity df/dx")
 def gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target_gradient(model, x, target)[0]
 
 
-@register("gradient_x_input", family="attribution", at_embedding=True, reference="Shrikumar et al. 2016: x * df/dx")
+@register("gradient_x_input", family="attribution", at_embedding=True, paper="Shrikumar et al. 2016: x * df/dx")
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return x * target_gradient(model, x, target)[0]
 
@@ -78,7 +78,7 @@ def resolve_baseline(x: torch.Tensor, baseline: float | torch.Tensor | None) -> 
 
 
 @register("integrated_gradients", family="attribution", conservative=True, at_embedding=True,
-          reference="Sundararajan et al. 2017, eq. (1); Riemann/Gauss-Legendre quadrature")
+          paper="Sundararajan et al. 2017, eq. (1); Riemann/Gauss-Legendre quadrature")
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_steps: int = 64,
                          baseline: float | torch.Tensor | None = None, rule: str = "riemann_trapezoid",
                          forward_batch: int = FORWARD_BATCH) -> torch.Tensor:

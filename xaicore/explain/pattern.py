@@ -5,7 +5,7 @@ signal is projected back) or by w ⊙ a (PatternAttribution: DTD with the root p
 additions and concatenations keep their gradient. The backward starts from the target logit f(x), so on a linear
 model PatternNet returns S(x) = a·f(x) itself. Both are fitted methods: ``state = xaicore.fit(model, x_train,
 method="patternnet")`` runs :func:`~xaicore.explain.signal_estimators.fit_patterns`, and
-``explain(..., state=state)`` uses it; ``estimator="filter"`` (S_w) needs none.
+``explain(..., reference=state)`` uses it; ``estimator="filter"`` (S_w) needs none.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def pattern_backward(model: nn.Module, x: torch.Tensor, target: torch.Tensor, pa
         raise XaiCoreError(f"unknown signal estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
     if patterns is None and estimator != "filter":
         raise XaiCoreError(f"estimator {estimator!r} is fitted on data: state = xaicore.fit(model, x_train, "
-                           "method='patternnet' or 'patternattribution'); explain(..., state=state)")
+                           "method='patternnet' or 'patternattribution'); explain(..., reference=state)")
     if patterns is not None and not isinstance(patterns, Patterns):
         raise XaiCoreError(f"the state of PatternNet must be xaicore.explain.Patterns, got {type(patterns).__name__}")
     # a network behind its input normalization (xaicore.models.Normalized): the backward runs on the network from
@@ -131,16 +131,16 @@ def fit_signal_estimators(model: nn.Module, x_train: torch.Tensor, *, batch_size
 
 
 @register("patternnet", family="signal", fit=fit_signal_estimators, state_type=Patterns,
-          reference="Kindermans et al. 2018, PatternNet (survey §5.5, eqs. 14-16): the signal a*y projected back "
+          paper="Kindermans et al. 2018, PatternNet (survey §5.5, eqs. 14-16): the signal a*y projected back "
                     "layer by layer with the fitted patterns in place of the weights")
 def patternnet(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, estimator: str = "two_component",
-               state: Patterns | None = None) -> torch.Tensor:
-    return pattern_backward(model, x, target, state, estimator, attribution=False)
+               reference: Patterns | None = None) -> torch.Tensor:
+    return pattern_backward(model, x, target, reference, estimator, attribution=False)
 
 
 @register("patternattribution", family="attribution", fit=fit_signal_estimators, state_type=Patterns,
-          reference="Kindermans et al. 2018, PatternAttribution (survey §5.5): relevance propagated with w * a, "
+          paper="Kindermans et al. 2018, PatternAttribution (survey §5.5): relevance propagated with w * a, "
                     "deep Taylor decomposition at the root point x0 = x - a*y")
 def patternattribution(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
-                       estimator: str = "two_component", state: Patterns | None = None) -> torch.Tensor:
-    return pattern_backward(model, x, target, state, estimator, attribution=True)
+                       estimator: str = "two_component", reference: Patterns | None = None) -> torch.Tensor:
+    return pattern_backward(model, x, target, reference, estimator, attribution=True)

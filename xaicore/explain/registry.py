@@ -3,9 +3,11 @@
 An explainer is a private kernel ``fn(model, x, target, *, <hyper-parameters with defaults>) -> Tensor |
 Explanation`` plus what it is: its family in the survey's taxonomy (§3.1) and the paper/equation it implements.
 Its defaults are read from the kernel's keyword-only parameters, never declared twice. A method fitted on data
-declares ``fit(model, x_train, **params) -> state`` (a state class with ``save``/``load``); its kernel takes the
-state back as ``state=``. The shell (:func:`explain`, :func:`explanation`) checks shapes and names, runs the
-model in eval mode and restores it afterwards.
+declares ``fit(model, x_train, **params) -> state`` (a state class with ``save``/``load``). Training data reach
+every method one way, as ``reference=``: the fitted state of a fitted method, a table's training
+:class:`~xaicore.features.ColumnStats`, or the training images whose mean the ``mean`` fill takes. The shell
+(:func:`explain`, :func:`explanation`) checks shapes and names, runs the model in eval mode and restores it
+afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn as nn
 
 from xaicore.engine import batch_slices, eval_mode
 from xaicore.errors import NotApplicable, XaiCoreError
+from xaicore.explain.state import FittedState
 from xaicore.kinds import PAD, check_inputs, describe_kind, input_kind  # noqa: F401  (check_inputs re-exported)
 
 KINDS = ("image", "tabular", "text")
@@ -43,7 +46,8 @@ class Explainer:
     name: str
     fn: Kernel
     family: str  # function | signal | attribution | baseline | perturbation
-    reference: str
+    #: the paper and equation the kernel implements
+    paper: str
     #: keyword defaults, read from the kernel's signature
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     #: True when the method claims relevance conservation (ΣR ≈ f(x)); the axiom figures are stored for all.
@@ -81,7 +85,7 @@ def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, A
     excepted); a hyper-parameter without a default is a definition error."""
     out = {}
     for i, p in enumerate(inspect.signature(fn).parameters.values()):
-        if i < skip or p.name == "state" or p.kind is p.VAR_KEYWORD:
+        if i < skip or p.kind is p.VAR_KEYWORD:
             continue
         if p.default is p.empty:
             raise TypeError(f"{fn.__qualname__}: hyper-parameter {p.name!r} needs a default")
@@ -89,7 +93,7 @@ def keyword_defaults(fn: Callable[..., Any], *, skip: int = 3) -> Mapping[str, A
     return MappingProxyType(out)
 
 
-def register(name: str, *, family: str, reference: str, conservative: bool = False,
+def register(name: str, *, family: str, paper: str, conservative: bool = False,
              fit: Callable[..., Any] | None = None, state_type: type | None = None,
              extras: tuple[str, ...] = (), shared_state: str | None = None, fit_uses_model: bool = True,
              kinds: tuple[str, ...] = ("image", "tabular"), at_embedding: bool = False,
@@ -105,7 +109,7 @@ def register(name: str, *, family: str, reference: str, conservative: bool = Fal
             raise ValueError(f"explainer {name!r}: a shared state needs a fit")
         if set(kinds) - set(KINDS):
             raise ValueError(f"explainer {name!r}: kinds {kinds} must be among {KINDS}")
-        _REGISTRY[name] = Explainer(name, fn, family, reference, keyword_defaults(fn), conservative, fit,
+        _REGISTRY[name] = Explainer(name, fn, family, paper, keyword_defaults(fn), conservative, fit,
                                     state_type, tuple(extras), shared_state, fit_uses_model, tuple(kinds),
                                     tuple(text_extras), at_embedding)
         return fn
@@ -131,21 +135,21 @@ def _check_params(ex: Explainer, params: Mapping[str, Any], allowed: Mapping[str
                            f"its parameters: {', '.join(allowed) or 'none'}")
 
 
-def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient", *,
-                state: Any = None, **params: Any) -> Explanation:
+def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient",
+                **params: Any) -> Explanation:
     """:func:`explain`'s heatmap as ``.relevance`` plus the method's per-sample ``.extras`` (LIME's surrogate
     R², ...); same arguments."""
     ex = get_explainer(method)
     _check_params(ex, params, ex.defaults, "explain")
     target = check_inputs(x, target)
     kw = {**ex.defaults, **params}
-    if ex.fit is not None:
-        if state is not None and not isinstance(state, ex.state_type):  # type: ignore[arg-type]
-            raise XaiCoreError(f"method {method!r} takes state={ex.state_type.__name__} "  # type: ignore[union-attr]
-                               f"(from xaicore.fit(model, x_train, method={method!r})), got {type(state).__name__}")
-        kw["state"] = state
-    elif state is not None:
-        raise XaiCoreError(f"method {method!r} is not fitted on data: it takes no state")
+    fitted = params.get("reference")
+    if ex.fit is None and isinstance(fitted, FittedState):
+        raise XaiCoreError(f"method {method!r} is not fitted on data: it takes no fitted state "
+                           f"({type(fitted).__name__}) as reference")
+    if ex.fit is not None and isinstance(fitted, FittedState) and not isinstance(fitted, ex.state_type):
+        raise XaiCoreError(f"method {method!r} takes reference={ex.state_type.__name__} "  # type: ignore[union-attr]
+                           f"(from xaicore.fit(model, x_train, method={method!r})), got {type(fitted).__name__}")
     route = _route(ex, model, x)
     with eval_mode(model), torch.enable_grad():
         if route == "embedding":
@@ -180,11 +184,11 @@ def explanation(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method:
 
 
 def explain_batched(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, *, batch_size: int,
-                    state: Any = None, **params: Any) -> Explanation:
+                    **params: Any) -> Explanation:
     """:func:`explanation` of ``x`` in the fixed batches of ``batch_size`` samples (:func:`~xaicore.engine.
     batch_slices`), relevance and extras concatenated: how the pipeline's stages explain (batches set by the
     params)."""
-    parts = [explanation(model, x[s], target[s], method, state=state, **params)
+    parts = [explanation(model, x[s], target[s], method, **params)
              for s in batch_slices(x.shape[0], batch_size)]
     extras = {k: torch.cat([p.extras[k] for p in parts]) if isinstance(v, torch.Tensor)  # type: ignore[misc]
               else tuple(w for p in parts for w in p.extras[k]) for k, v in parts[0].extras.items()}
@@ -218,20 +222,22 @@ def _route(ex: Explainer, model: nn.Module, x: torch.Tensor) -> str:
                         f"{describe_kind(x)}")
 
 
-def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient", *,
-            state: Any = None, **params: Any) -> torch.Tensor:
+def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradient",
+            **params: Any) -> torch.Tensor:
     """Heatmap of ``model``'s ``target`` logit for each input of the batch ``x`` with ``method``.
 
     Returns relevance of ``x``'s shape, dtype and device, detached. The model is run in eval mode and left as
-    it was (training flag, parameters, no hooks). Methods fitted on data take ``state=xaicore.fit(...)``.
+    it was (training flag, parameters, no hooks). Training data reach a method as ``reference=``:
+    ``xaicore.fit(...)``'s state for the fitted methods, the training ColumnStats of table rows, training images
+    for the ``mean`` fill.
     Unknown methods or keywords, bad shapes and non-finite relevance raise :class:`~xaicore.errors.XaiCoreError`.
     """
-    return explanation(model, x, target, method, state=state, **params).relevance
+    return explanation(model, x, target, method, **params).relevance
 
 
 def fit(model: nn.Module, x_train: torch.Tensor, method: str, **params: Any) -> Any:
     """Fit what ``method`` needs from data (PatternNet's signal estimators, PDA's patch Gaussians) on
-    ``x_train``; pass the returned state to :func:`explain` as ``state=``. The model is left as it was."""
+    ``x_train``; pass the returned state to :func:`explain` as ``reference=``. The model is left as it was."""
     ex = get_explainer(method)
     if ex.fit is None:
         raise XaiCoreError(f"method {method!r} is not fitted on data; fittable methods: "
@@ -245,14 +251,14 @@ def fit(model: nn.Module, x_train: torch.Tensor, method: str, **params: Any) -> 
 def call_keywords(method: str, params: Mapping[str, Any], *, state: Any = None, reference: Any = None,
                   vocab: Any = None, seed: int | None = None) -> dict[str, Any]:
     """The keywords of one call of ``method``, assembled in one place for every stage: ``params`` (params.yaml's),
-    then what a run supplies, each only where the method takes it — the fitted ``state`` (methods with a fit);
-    the training data as ``reference`` (the ``mean`` fill's mean image, a table's :class:`ColumnStats`); the
-    ``vocab`` anchors words its rules with; the run's ``seed``. ``reference``, ``vocab`` and ``seed`` do not
-    override what ``params`` set."""
+    then what a run supplies, each only where the method takes it — the training data as ``reference``: the
+    fitted ``state`` for methods with a fit, else ``reference`` (the ``mean`` fill's mean image, a table's
+    :class:`ColumnStats`); the ``vocab`` anchors words its rules with; the run's ``seed``. They do not override
+    what ``params`` set."""
     ex = get_explainer(method)
     kw = dict(params)
-    if state is not None and ex.fit is not None:
-        kw["state"] = state
+    if ex.fit is not None and (state is not None or isinstance(reference, torch.Tensor)):
+        reference = state  # a fitted method takes its state (or a table's ColumnStats), never raw images
     for name, value in (("reference", reference), ("vocab", vocab), ("seed", seed)):
         if value is not None and name in ex.defaults:
             kw.setdefault(name, value)

@@ -81,14 +81,14 @@ def modified_relu_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tens
     return grad
 
 
-@register("deconvnet", family="signal", reference="Zeiler & Fergus 2014, §2.1: backward ReLU = ReLU(signal)")
+@register("deconvnet", family="signal", paper="Zeiler & Fergus 2014, §2.1: backward ReLU = ReLU(signal)")
 def deconvnet(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DeConvNet: the target logit projected back with rectified signals at every ReLU."""
     return modified_relu_gradient(model, x, target, _DeconvReLU)
 
 
 @register("guided_backprop", family="signal",
-          reference="Springenberg et al. 2015, §3.4 and Fig. 1: backward ReLU = 1[x > 0] ReLU(signal)")
+          paper="Springenberg et al. 2015, §3.4 and Fig. 1: backward ReLU = 1[x > 0] ReLU(signal)")
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Guided Backpropagation (survey §5.4): the gradient, with only positive signals passed through ReLUs."""
     return modified_relu_gradient(model, x, target, _GuidedReLU)
@@ -129,7 +129,7 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
 
 
 @register("gradcam", family="attribution", kinds=("image",),
-          reference="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
+          paper="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
 def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM on ``layer`` (default: the last Conv2d), upsampled bilinearly (``align_corners=False``) to the
     input's H×W and broadcast over the input channels, so every channel of a pixel carries the pixel's value."""

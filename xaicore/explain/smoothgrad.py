@@ -90,7 +90,7 @@ def _noise_blocks(x: torch.Tensor, n_samples: int, noise_level: float, seed: int
 
 
 @register("smoothgrad", family="function", at_embedding=True,
-          reference="Smilkov et al. 2017, eq. (3): mean gradient over noisy inputs; squared: SmoothGrad² "
+          paper="Smilkov et al. 2017, eq. (3): mean gradient over noisy inputs; squared: SmoothGrad² "
                     "(Hooker et al. 2019)")
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_samples: int = 50,
                noise_level: float = 0.15, squared: bool = False, seed: int = 0,
@@ -103,7 +103,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_sam
 
 
 @register("vargrad", family="function", at_embedding=True,
-          reference="Adebayo et al. 2018 (VarGrad); Hooker et al. 2019: variance of the gradient over noisy inputs")
+          paper="Adebayo et al. 2018 (VarGrad); Hooker et al. 2019: variance of the gradient over noisy inputs")
 def vargrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, n_samples: int = 50,
             noise_level: float = 0.15, seed: int = 0, forward_batch: int = FORWARD_BATCH) -> torch.Tensor:
     """VarGrad: 1/n Σ (∂f_c/∂x)² − (1/n Σ ∂f_c/∂x)² over SmoothGrad's ``n_samples`` noisy copies (the same

@@ -67,7 +67,7 @@ def run_maximize(cfg: Config, paths: Paths, *, progress: bool = True) -> Path:
             for pi, p in enumerate(params):
                 kw = dict(cfg.maximize.pixels if p == "pixels" else cfg.maximize.generator)
                 x = maximize(model, units, shape=shape, parameterization=p, seed=cfg.seed,
-                             state=state if p == "generator" else None, **kw)
+                             reference=state if p == "generator" else None, **kw)
                 with torch.no_grad():
                     own[mi, pi] = (model(x).argmax(1) == torch.tensor(units)).numpy()
                     seen[mi, pi] = trained(x).argmax(1).numpy()

@@ -47,7 +47,7 @@ def excitation(stabilizer: float = DEFAULT_STABILIZER) -> Rule:
 
 
 @register("excitation_backprop", family="attribution", conservative=True,
-          reference="Zhang et al. 2016 (ECCV) / 2018 (IJCV), excitation backprop: marginal winning probability "
+          paper="Zhang et al. 2016 (ECCV) / 2018 (IJCV), excitation backprop: marginal winning probability "
                     "P(a_i) = sum_j a_i w+_ij / (sum_i a_i w+_ij) P(a_j) on every Linear/Conv layer, no bias, "
                     "from R = f(x) down to the input")
 def excitation_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,

@@ -78,7 +78,7 @@ def taylor_root(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, dire
 
 
 @register("taylor", family="attribution", conservative=False,
-          reference="Bach et al. 2015 Taylor decomposition (survey eq. 10): grad f(x0) * (x - x0), f(x0) ~ 0")
+          paper="Bach et al. 2015 Taylor decomposition (survey eq. 10): grad f(x0) * (x - x0), f(x0) ~ 0")
 def taylor(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, direction: str = "gradient",
            n_steps: int = 50) -> torch.Tensor:
     x0, _ = taylor_root(model, x, target, direction=direction, n_steps=n_steps)

@@ -113,15 +113,19 @@ def _range(mode: str, state: AutoencoderState | None, data_range: Any, no_info: 
 def cem(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, mode: str, kappa: float = 0.1,
         beta: float = 0.1, gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300,
         lr: float = 1e-3, no_info: float | None = None, data_range: tuple[float, float] | None = None,
-        state: AutoencoderState | None = None) -> CEMResult:
+        reference: AutoencoderState | None = None) -> CEMResult:
     """Pertinent positives (``mode="pp"``) or negatives (``"pn"``) of ``model`` for the batch ``x`` (B, C, H, W)
     and classes ``target``; see the module's docstring for the objective and the search. The whole batch is
     optimised at once; each sample keeps its own c and best iterate."""
     if mode not in MODES:
         raise XaiCoreError(f"cem: mode={mode!r} must be one of {', '.join(MODES)}")
     _check(mode, kappa, beta, gamma, c_init, c_steps, n_steps, lr)
+    state = reference  # the autoencoder fitted on the training data
+    if state is not None and not isinstance(state, AutoencoderState):
+        raise XaiCoreError(f"cem.{mode} takes reference=AutoencoderState (from xaicore.fit(model, x_train, "
+                           f"method='cem.{mode}')), got {type(state).__name__}")
     if gamma > 0 and state is None:
-        raise XaiCoreError(f"cem.{mode}: gamma={gamma} needs the fitted autoencoder: state=xaicore.fit(model, "
+        raise XaiCoreError(f"cem.{mode}: gamma={gamma} needs the fitted autoencoder: reference=xaicore.fit(model, "
                            f"x_train, method='cem.{mode}') (the pipeline's autoencoder stage), or gamma=0")
     if state is not None:
         state.check_input(tuple(x.shape[1:]), f"cem.{mode}")
@@ -219,16 +223,16 @@ def _register_mode(mode: str, what: str) -> None:
     """Register ``cem.<mode>``: its hyper-parameters (the registry reads them from this signature) are
     :func:`cem`'s."""
 
-    @register(f"cem.{mode}", family="perturbation", reference=f"{_REFERENCE}: {what}", fit=_fit,
+    @register(f"cem.{mode}", family="perturbation", paper=f"{_REFERENCE}: {what}", fit=_fit,
               state_type=AutoencoderState, extras=CEM_EXTRAS, shared_state="autoencoder", fit_uses_model=False)
     def kernel(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, kappa: float = 0.1, beta: float = 0.1,
                gamma: float = 100.0, c_init: float = 10.0, c_steps: int = 5, n_steps: int = 300, lr: float = 1e-3,
                no_info: float | None = None, data_range: tuple[float, float] | None = None,
-               state: AutoencoderState | None = None) -> Explanation:
+               reference: AutoencoderState | None = None) -> Explanation:
         _image_only(x, f"cem.{mode}")
         return _explanation(cem(model, x, target, mode=mode, kappa=kappa, beta=beta, gamma=gamma, c_init=c_init,
                                 c_steps=c_steps, n_steps=n_steps, lr=lr, no_info=no_info, data_range=data_range,
-                                state=state))
+                                reference=reference))
 
     kernel.__doc__ = f"The {what} (:func:`cem` with ``mode={mode!r}``)."
 

@@ -197,7 +197,7 @@ def _classify(model: nn.Module, z: torch.Tensor, forward_batch: int, target: np.
 
 @register("anchors", family="perturbation", kinds=("image", "tabular", "text"), extras=ANCHOR_EXTRAS,
           text_extras=("rule",),
-          reference="Ribeiro, Singh & Guestrin 2018 (AAAI), eq. 1 and Algorithms 1-4 (survey §6.5): "
+          paper="Ribeiro, Singh & Guestrin 2018 (AAAI), eq. 1 and Algorithms 1-4 (survey §6.5): "
                     "prec(A) = E_D(z|A)[1{f(z) = f(x)}] >= tau by KL-LUCB, greedy or beam search, as anchor-exp")
 def anchors(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, threshold: float = 0.95, delta: float = 0.1,
             epsilon: float = 0.15, epsilon_stop: float = 0.05, beam_size: int = 1, batch_size: int = 100,

@@ -94,7 +94,7 @@ def lime_surrogate(z: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, *, ke
 
 
 @register("lime", family="perturbation", extras=("surrogate_r2",), kinds=("image", "tabular", "text"),
-          reference="Ribeiro et al. 2016, eqs. 1-2 (survey §6.1): weighted ridge surrogate over superpixels, "
+          paper="Ribeiro et al. 2016, eqs. 1-2 (survey §6.1): weighted ridge surrogate over superpixels, "
                     "columns or tokens, pi(z) = sqrt(exp(-d(z, 1)^2 / width^2)) as the lime package's explainers")
 def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: str = "auto", n_segments: int = 50,
          compactness: float = 0.1, cell: int = 4, n_samples: int = 1000, kernel_width: float | None = None,

@@ -21,7 +21,7 @@ from xaicore.kinds import check_inputs
 
 
 @register("occlusion", family="perturbation", kinds=("image", "tabular", "text"),
-          reference="Zeiler & Fergus 2014, sec. 4.2 (survey §6.2): R_p = mean over the windows w covering p of "
+          paper="Zeiler & Fergus 2014, sec. 4.2 (survey §6.2): R_p = mean over the windows w covering p of "
                     "f(x) - f(x with w filled), Captum's Occlusion convention")
 def occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int = 4, stride: int = 2,
               fill: str = "zero", reference: torch.Tensor | ColumnStats | None = None, score: str = "logit",

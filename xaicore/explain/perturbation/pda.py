@@ -238,14 +238,13 @@ def prediction_difference(p: torch.Tensor, q: torch.Tensor, measure: str, n_trai
 
 @register("pda", family="perturbation", fit=fit_patch_gaussian, state_type=PatchGaussian, fit_uses_model=False,
           extras=("p_class",), kinds=("image", "tabular"),
-          reference="Zintgraf et al. 2017 / Robnik-Sikonja & Kononenko 2008 (survey §6.4, eqs. 17-22): "
+          paper="Zintgraf et al. 2017 / Robnik-Sikonja & Kononenko 2008 (survey §6.4, eqs. 17-22): "
                     "prediction difference of sliding windows (conditional Gaussian or marginal sampling) or of "
                     "table columns (eq. 21 or 22 over the column's values)")
 def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int = 4, padding: int = 2,
         stride: int = 1, n_samples: int = 10, sampling: str = "conditional",
         measure: str = "weight_of_evidence", ridge: float = 1e-6, seed: int = 0,
-        forward_batch: int = FORWARD_BATCH, reference: ColumnStats | None = None,
-        state: PatchGaussian | None = None) -> Explanation:
+        forward_batch: int = FORWARD_BATCH, reference: PatchGaussian | ColumnStats | None = None) -> Explanation:
     """PDA relevance of the target class and p(c|x) as the extra ``p_class`` (see the module docstring).
 
     Images: ``state`` from ``xaicore.fit(model, x_train, method="pda", window=..., padding=...)``; ``reference``
@@ -258,17 +257,16 @@ def pda(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, window: int 
     feats = adapter_for(x, image="windows", window=window, stride=stride, partial=False, reference=reference,
                         owner="pda")
     if isinstance(feats, Columns):
-        if state is not None:
-            raise XaiCoreError("pda on table rows is not fitted: it takes no state (the patch Gaussians are for "
-                               "images); its training statistics come as reference=ColumnStats")
         p, q, k = removed_probabilities(model, x, target, reference, sampling=sampling, forward_batch=forward_batch)
         diff = prediction_difference(p[:, None], q, measure, reference.train.shape[0], k)
         return Explanation(diff.to(x.dtype), {"p_class": p.to(x.dtype)})
     if not isinstance(feats, Windows):
         raise NotApplicable(f"pda explains images (B, C, H, W) and table rows (B, F), got {describe_kind(x)}")
-    if state is None:
-        raise XaiCoreError("pda needs its fitted patch statistics: state = xaicore.fit(model, x_train, method='pda', "
-                           "window=..., padding=...), then explain(..., state=state) (the pipeline's fit stage)")
+    if not isinstance(reference, PatchGaussian):
+        raise XaiCoreError("pda on images needs its fitted patch statistics (a PatchGaussian): state = "
+                           "xaicore.fit(model, x_train, method='pda', window=..., padding=...), then explain(..., "
+                           f"reference=state) (the pipeline's fit stage), got {type(reference).__name__}")
+    state = reference
     if (window, padding) != (state.window, state.padding):
         raise XaiCoreError(f"pda: the state was fitted for window={state.window}, padding={state.padding}, not "
                            f"window={window}, padding={padding}; fit it again with these")
