@@ -1,7 +1,7 @@
 """Anchors benchmark: xaicore's ``anchors`` against Ribeiro's ``anchor-exp`` (0.0.2.0) at τ = 0.95, δ = 0.1,
 ε = 0.15 (anchor-exp's ``tau``), greedy search.
 
-* Titanic: the ``mlp`` of ``xaicore.models.features`` trained on the generated Titanic set (10 epochs, seed 0),
+* Titanic: the ``mlp`` of ``xaicore.models.embedding`` trained on the generated Titanic set (10 epochs, seed 0),
   ``AnchorTabularExplainer`` with the four nominal columns as categorical, ``batch_size=100`` (its default).
 * Sentiment: the ``bag`` model trained on the generated sentiment corpus, ``AnchorText`` with spaCy's blank
   English tokenizer (offline) and the UNK distribution, ``batch_size=10`` (its default), the same for ours.
@@ -38,7 +38,7 @@ import xaicore  # noqa: E402
 from xaicore.data.tabular import titanic  # noqa: E402
 from xaicore.data.text import encode, sentences, sentiment, tokenize  # noqa: E402
 from xaicore.features import ColumnStats  # noqa: E402
-from xaicore.models.features import train_feature_model  # noqa: E402
+from xaicore.models.embedding import train_embedding_model  # noqa: E402
 
 TAU, DELTA, EPS = 0.95, 0.1, 0.15
 
@@ -107,7 +107,7 @@ def bench_titanic(n: int, repeats: int) -> None:
     from anchor.anchor_tabular import AnchorTabularExplainer
 
     ds = titanic()
-    model, acc_train, acc_test = train_feature_model("mlp", ds, epochs=10, seed=0)
+    model, acc_train, acc_test = train_embedding_model("mlp", ds, epochs=10, seed=0)
     print(f"titanic mlp: train accuracy {acc_train:.3f}, test {acc_test:.3f}")
     stats = ColumnStats.fit(ds.x_train, nominal=range(4), names=ds.feature_names, categories=ds.categories)
     x = ds.x_test[:n]
@@ -138,7 +138,7 @@ def bench_text(n: int, repeats: int) -> None:
         print(f"\nsentiment: skipped, anchor-exp's AnchorText cannot run here ({type(e).__name__}: {e})")
         return
     ds = sentiment(2000, seed=0)
-    model, acc_train, acc_test = train_feature_model("bag", ds, epochs=10, seed=0)
+    model, acc_train, acc_test = train_embedding_model("bag", ds, epochs=10, seed=0)
     print(f"\nsentiment bag: train accuracy {acc_train:.3f}, test {acc_test:.3f}")
     x = ds.x_test[:n]
     with torch.no_grad():

@@ -31,7 +31,7 @@ import xaicore  # noqa: E402
 from xaicore.data.tabular import titanic  # noqa: E402
 from xaicore.data.text import sentiment  # noqa: E402
 from xaicore.features import ColumnStats  # noqa: E402
-from xaicore.models.features import train_feature_model  # noqa: E402
+from xaicore.models.embedding import train_embedding_model  # noqa: E402
 
 
 class Counted:
@@ -60,7 +60,7 @@ def tabular(n: int, samples: int) -> dict[str, float]:
     from lime.lime_tabular import LimeTabularExplainer
 
     ds = titanic()
-    model, _, acc = train_feature_model("mlp", ds, epochs=10, seed=0)
+    model, _, acc = train_embedding_model("mlp", ds, epochs=10, seed=0)
     stats = ColumnStats.fit(ds.x_train, nominal=ds.nominal, categories=ds.categories)
     x = ds.x_test[:n]
     with torch.no_grad():
@@ -84,7 +84,7 @@ def text(n: int, samples: int) -> dict[str, float]:
     from lime.lime_text import LimeTextExplainer
 
     ds = sentiment()
-    model, _, acc = train_feature_model("bag", ds, epochs=8, seed=0)
+    model, _, acc = train_embedding_model("bag", ds, epochs=8, seed=0)
     x = ds.x_test[:n]
     with torch.no_grad():
         target = model(x).argmax(1)

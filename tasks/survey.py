@@ -106,7 +106,7 @@ def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path], page: Path | 
     import mlflow
 
     from xaicore.pipeline.explain_step import git_revision
-    from xaicore.report.tables import flat_metrics
+    from xaicore.report.aggregate import flat_metrics
 
     mlflow.set_tracking_uri(f"sqlite:///{(paths.root / 'mlflow.db').resolve()}")
     name = "xaicore-survey"

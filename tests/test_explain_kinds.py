@@ -10,14 +10,14 @@ import xaicore
 from xaicore.data.tabular import TITANIC_ATTRIBUTES, TITANIC_LOGODDS, titanic
 from xaicore.data.text import sentiment
 from xaicore.errors import NotApplicable
-from xaicore.models.features import build_feature_model, titanic_logistic
+from xaicore.models.embedding import build_embedding_model, titanic_logistic
 
 
 @pytest.fixture(scope="module")
 def text_model():
     ds = sentiment(200, seed=1)
     torch.manual_seed(0)
-    return ds, build_feature_model("bag", ds).eval()
+    return ds, build_embedding_model("bag", ds).eval()
 
 
 def _manual(model, x, target, times_input: bool) -> torch.Tensor:

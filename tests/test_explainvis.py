@@ -86,7 +86,7 @@ def test_explainvis_uses_predicates_as_they_are():
 def test_plot_explainvis_writes_a_png(tmp_path):
     from xaicore.data.tabular import titanic
     from xaicore.features import ColumnStats
-    from xaicore.models.features import titanic_logistic
+    from xaicore.models.embedding import titanic_logistic
 
     ds = titanic()
     stats = ColumnStats.fit(ds.x_train, nominal=ds.nominal, categories=ds.categories, names=ds.feature_names)

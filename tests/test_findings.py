@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from xaicore.report.aggregate import duplicate_methods
 from xaicore.report.document import write_report
 from xaicore.report.findings import (
     LRP_COMPOSITES,
@@ -21,7 +22,6 @@ from xaicore.report.findings import (
     samek,
     tomsett,
 )
-from xaicore.report.tables import duplicate_methods
 
 PERTS = ("uniform", "blur")
 
@@ -220,7 +220,7 @@ def test_hooker_is_undetermined_with_one_repeat_or_without_its_methods():
 def test_one_scored_metric_has_no_internal_consistency_but_a_reason():
     """One perturbation, one order, no faithfulness (the own-model survey's scoring): the reliability rows are
     there and internal consistency says why it is missing, instead of failing the aggregate stage."""
-    from xaicore.report.tables import reliability
+    from xaicore.report.aggregate import reliability
 
     rng = np.random.default_rng(0)
     explainers = ["gradient", "lrp.epsilon", "random"]

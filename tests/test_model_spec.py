@@ -26,7 +26,7 @@ from xaicore.models import (
     randomize_layers,
     save_model,
 )
-from xaicore.pipeline.steps import preflight
+from xaicore.pipeline.train_step import preflight
 
 SHAPE = (3, 32, 32)
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -530,7 +530,7 @@ class TextConfig:
 
 def _validate_branch(branch: Any, kind: str, datasets: tuple[str, ...]) -> None:
     from xaicore.explain import methods as registered
-    from xaicore.models.features import FEATURE_ARCHS
+    from xaicore.models.embedding import FEATURE_ARCHS
 
     _choice(f"{kind}.dataset", branch.dataset, datasets)
     if branch.dataset in ("csv", "textfile") and not branch.root:

@@ -16,7 +16,7 @@ from xaicore.data.tabular import titanic
 from xaicore.data.text import NEGATIVE, NEGATOR, POSITIVE, sentences, sentiment
 from xaicore.explain.perturbation.anchor_search import SamplePool, kl_lower, kl_upper, lucb_beta
 from xaicore.features import ColumnStats, Superpixels
-from xaicore.models.features import titanic_logistic
+from xaicore.models.embedding import titanic_logistic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -25,7 +25,7 @@ from xaicore.explain.perturbation.pda import fit_patch_gaussian, pda
 from xaicore.explain.perturbation.pda_tabular import attribute_values, value_weights
 from xaicore.explain.registry import has_embedding
 from xaicore.features import ColumnStats
-from xaicore.models.features import titanic_logistic
+from xaicore.models.embedding import titanic_logistic
 
 D64 = torch.float64
 

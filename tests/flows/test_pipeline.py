@@ -260,7 +260,7 @@ def test_maximize_stage(tiny_survey, tiny_cfg):
 
     from xaicore.analysis import maximize
     from xaicore.models import load_model
-    from xaicore.pipeline.steps import survey_models
+    from xaicore.pipeline.train_step import survey_models
 
     mx = open_archive(tiny_survey.maximize)
     assert mx["maximizer"].dims == ("model", "parameterization", "unit", "channel", "y", "x")
@@ -429,7 +429,7 @@ def test_same_params_bitwise_identical_archives(tiny_survey, tiny_cfg, tmp_path)
     from xaicore.models import load_model
     from xaicore.pipeline import run_maximize
     from xaicore.pipeline.fit_step import fit_kwargs
-    from xaicore.pipeline.steps import survey_models
+    from xaicore.pipeline.train_step import survey_models
     from xaicore.threads import compute_threads
 
     paths = type(tiny_survey)(tmp_path / "outputs")

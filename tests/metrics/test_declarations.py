@@ -10,7 +10,7 @@ import torch
 from xaicore import XaiCoreError
 from xaicore.metrics import DIRECTIONS, METRICS, RoarResult, metric
 from xaicore.metrics.declarations import directions_json
-from xaicore.report.tables import DIRECTIONS as REPORT_DIRECTIONS
+from xaicore.report.aggregate import DIRECTIONS as REPORT_DIRECTIONS
 
 
 def test_the_survey_directions():

@@ -70,3 +70,19 @@ def test_bad_models_and_shifts(helpers):
         shifted_network(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), 1.0, (4,))
     with pytest.raises(XaiCoreError, match="needs an nn.Sequential"):
         shifted_network(nn.Linear(4, 2), 1.0, (4,))
+
+
+def test_fitted_methods_are_fitted_per_network_or_take_the_given_states(helpers, digits16):
+    """PatternAttribution is fitted on each network's own data (Kindermans et al. 2019, Fig. 1: the
+    pattern-based methods pass the check): with fit_data, or with the two fitted states given as reference."""
+    net1 = helpers.seeded_model("mlp", seed=5, dtype=torch.float64)
+    x, t = digits16[0].double()[:6], digits16[1][:6]
+    m = _shift(1)
+    with pytest.raises(XaiCoreError, match="pass fit_data"):
+        input_invariance(net1, x, t, "patternattribution", m)
+    fitted = input_invariance(net1, x, t, "patternattribution", m, fit_data=x)
+    s1 = xaicore.fit(net1, x, "patternattribution")
+    s2 = xaicore.fit(shifted_network(net1, m, (1, 28, 28)), x + m, "patternattribution")
+    given = input_invariance(net1, x, t, "patternattribution", m, reference=s1, params2={"reference": s2})
+    assert torch.equal(fitted, given)
+    assert float(fitted.max()) < 1e-6  # PatternAttribution with the network's own patterns is input invariant

@@ -196,7 +196,7 @@ def explain_batched(model: nn.Module, x: torch.Tensor, target: torch.Tensor, met
 
 
 def has_embedding(model: nn.Module) -> bool:
-    """Whether ``model`` is a tabular/text model of :mod:`xaicore.models.features`: children ``embed`` (with
+    """Whether ``model`` is a tabular/text model of :mod:`xaicore.models.embedding`: children ``embed`` (with
     ``pool``, relevance at its output → per column/token) and ``head``, forward = head(embed(x))."""
     embed = getattr(model, "embed", None)
     return isinstance(embed, nn.Module) and callable(getattr(embed, "pool", None)) and \
@@ -214,7 +214,7 @@ def _route(ex: Explainer, model: nn.Module, x: torch.Tensor) -> str:
         return "input"
     if kind == "text" and ex.at_embedding:
         raise NotApplicable(f"method {ex.name!r} explains text at the embedding: the model needs children "
-                            "'embed' (with pool) and 'head' (xaicore.models.features), got "
+                            "'embed' (with pool) and 'head' (xaicore.models.embedding), got "
                             f"{type(model).__name__}")
     can = sorted(set(ex.kinds) | ({"tabular", "text"} if ex.at_embedding else set()))
     where = " on models without an embedding" if embedded and kind in ex.kinds else ""

@@ -98,18 +98,18 @@ def input_invariance(model: nn.Module, x: torch.Tensor, target: torch.Tensor, me
 
     A method fitted on data (``xaicore.fit``: PatternNet's signal estimators, PDA's patch Gaussians) is fitted
     for each network on its own data, as the check means it: on ``fit_data`` for network 1 and on
-    ``fit_data + m`` for network 2 — unless ``params``/``params2`` bring their ``state``."""
+    ``fit_data + m`` for network 2 — unless ``params``/``params2`` bring their fitted ``reference``."""
     target = check_inputs(x, target)
     net2 = shifted_network(model, shift, tuple(x.shape[1:]))
     m = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
     p1, p2 = dict(params), dict(params if params2 is None else params2)
-    if get_explainer(method).fit is not None and "state" not in p1:
+    if get_explainer(method).fit is not None and p1.get("reference") is None:
         if fit_data is None:
             raise XaiCoreError(f"input invariance of {method!r}: it is fitted on data per network; pass fit_data "
                                "(training inputs of network 1)")
         fit_kw = fit_params(method, p1)
-        p1["state"] = fit(model, fit_data, method, **fit_kw)
-        p2["state"] = fit(net2, fit_data + m.to(fit_data), method, **fit_kw)
+        p1["reference"] = fit(model, fit_data, method, **fit_kw)
+        p2["reference"] = fit(net2, fit_data + m.to(fit_data), method, **fit_kw)
     r1 = explain(model, x, target, method=method, **p1)
     r2 = explain(net2, x + m, target, method=method, **p2)
     num = (r1.to(torch.float64) - r2.to(torch.float64)).abs().flatten(1).sum(1)

@@ -11,7 +11,7 @@ from xaicore.pipeline.fit_step import fit_autoencoder_state, fit_states, load_st
 from xaicore.pipeline.maximize_step import run_maximize
 from xaicore.pipeline.roar_step import run_roar
 from xaicore.pipeline.score_step import score_heatmaps
-from xaicore.pipeline.steps import build_controls, preflight, prepare_data, train_models
+from xaicore.pipeline.train_step import build_controls, preflight, prepare_data, train_models
 
 __all__ = [
     "BRANCHES",

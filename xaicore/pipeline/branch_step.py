@@ -3,7 +3,7 @@
 Each stage runs one branch, data → train → explain → score, into ``outputs/<kind>/``:
 
 * ``dataset.npz`` (:func:`xaicore.data.save_dataset`) and ``model.pt`` + ``model.json``
-  (:func:`xaicore.models.features.save_feature_model`, with its accuracies);
+  (:func:`xaicore.models.embedding.save_embedding_model`, with its accuracies);
 * ``features.zarr`` (schema ``xaicore.features/1``, :func:`xaicore.store.open_archive` refuses a foreign or
   incomplete one), queryable with xarray:
 
@@ -40,7 +40,7 @@ from xaicore.explain.perturbation.anchors import ANCHOR_EXTRAS as ANCHOR_STATS
 from xaicore.explain.registry import call_keywords, explanation
 from xaicore.features import ColumnStats
 from xaicore.metrics import aopc, faithfulness
-from xaicore.models.features import load_feature_model, save_feature_model, train_feature_model
+from xaicore.models.embedding import load_embedding_model, save_embedding_model, train_embedding_model
 from xaicore.outputs import BRANCHES, Paths
 from xaicore.store import open_archive, write_dataset
 from xaicore.store.schemas import FEATURES_SCHEMA
@@ -69,12 +69,12 @@ def run_branch_train(cfg: Config, paths: Paths, kind: str, *, progress: bool = T
     if ds.kind != kind:
         raise XaiCoreError(f"{kind}.dataset {branch.dataset!r} is {ds.kind} data")
     with compute_threads():
-        model, train_acc, test_acc = train_feature_model(branch.arch, ds, epochs=branch.epochs,
+        model, train_acc, test_acc = train_embedding_model(branch.arch, ds, epochs=branch.epochs,
                                                          batch_size=cfg.model.batch_size, seed=cfg.seed,
                                                          progress=progress)
     out = paths.root / kind
     save_dataset(ds, out / "dataset.npz")
-    save_feature_model(model, out / "model.pt", dataset=ds.name, train_accuracy=train_acc, test_accuracy=test_acc)
+    save_embedding_model(model, out / "model.pt", dataset=ds.name, train_accuracy=train_acc, test_accuracy=test_acc)
     return out
 
 
@@ -96,7 +96,7 @@ def run_branch_explain(cfg: Config, paths: Paths, kind: str, *, progress: bool =
     branch = branch_config(cfg, kind)
     folder = paths.root / kind
     ds, _ = load_saved(folder / "dataset.npz")
-    model = load_feature_model(folder / "model.pt")
+    model = load_embedding_model(folder / "model.pt")
     stats = column_stats(ds) if kind == "tabular" else None
     n = min(branch.n_explain, ds.x_test.shape[0])
     x, label = ds.x_test[:n], ds.y_test[:n]

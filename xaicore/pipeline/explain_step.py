@@ -34,7 +34,7 @@ from xaicore.pipeline.cluster import dask_client_starting
 from xaicore.pipeline.fit_step import explain_kwargs, load_states
 from xaicore.pipeline.resume import RESUME_PARAMS, stage_journal
 from xaicore.pipeline.runner import Job, run_jobs
-from xaicore.pipeline.steps import survey_models
+from xaicore.pipeline.train_step import survey_models
 from xaicore.store import HeatmapArchiveWriter
 from xaicore.threads import compute_threads
 

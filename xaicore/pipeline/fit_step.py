@@ -29,7 +29,7 @@ from xaicore.explain.optimisation import fit_autoencoder
 from xaicore.explain.registry import fit, fit_params
 from xaicore.models import load_model
 from xaicore.outputs import Paths, model_file
-from xaicore.pipeline.steps import survey_models
+from xaicore.pipeline.train_step import survey_models
 from xaicore.threads import with_compute_threads
 
 

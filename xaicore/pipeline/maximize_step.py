@@ -27,7 +27,7 @@ from xaicore.explain.optimisation import AutoencoderState
 from xaicore.metrics.declarations import directions_json
 from xaicore.models import load_model
 from xaicore.outputs import Paths
-from xaicore.pipeline.steps import TRAINED, survey_models
+from xaicore.pipeline.train_step import TRAINED, survey_models
 from xaicore.store import write_dataset
 from xaicore.store.schemas import MAXIMIZE_SCHEMA
 from xaicore.threads import compute_threads

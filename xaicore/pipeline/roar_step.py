@@ -26,7 +26,7 @@ from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.runner import Job, Needs, run_jobs
-from xaicore.pipeline.steps import TRAINED, survey_models
+from xaicore.pipeline.train_step import TRAINED, survey_models
 from xaicore.store import write_dataset
 from xaicore.store.schemas import ROAR_SCHEMA
 from xaicore.threads import compute_threads

@@ -29,7 +29,7 @@ from xaicore.pipeline.cluster import dask_client
 from xaicore.pipeline.fit_step import explain_kwargs, fitted_state
 from xaicore.pipeline.resume import stage_journal
 from xaicore.pipeline.runner import Job, run_jobs
-from xaicore.pipeline.steps import TRAINED, survey_models
+from xaicore.pipeline.train_step import TRAINED, survey_models
 from xaicore.store import (
     HEATMAP_SCHEMA,
     SCORES_SCHEMA,

@@ -91,7 +91,7 @@ def sections(doc: dict[str, Any]) -> list[Section]:
 
         out.append(branch_section(doc["branches"].get("tabular"), doc["branches"].get("text")))
     if doc.get("analysis"):
-        from xaicore.report.meta import analysis_section
+        from xaicore.report.analysis import analysis_section
 
         out.append(analysis_section(doc["analysis"]))
     ic = doc["internal_consistency"]

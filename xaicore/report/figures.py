@@ -215,7 +215,7 @@ def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
     if paths.maximize.exists():
         todo.append(lambda: maximize_figure(open_archive(paths.maximize), fig / "maximize.png"))
     if paths.analysis.exists():
-        from xaicore.report.meta import spray_figure, tcav_figure
+        from xaicore.report.analysis import spray_figure, tcav_figure
         from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         meta = open_archive(paths.analysis, schema=ANALYSIS_SCHEMA)

@@ -140,8 +140,8 @@ def write_html_report(paths: Paths, figures: list[Path] | None = None, *, progre
     """``<out>/report.html`` from the survey's archives: ``figures`` (default: drawn now by
     :func:`~xaicore.report.figures.make_figures`) and ``metrics.json``, with the run's dataset, git revision and
     params under the title."""
+    from xaicore.report.aggregate import read_metrics
     from xaicore.report.figures import make_figures
-    from xaicore.report.tables import read_metrics
     from xaicore.store import open_archive
 
     if not paths.metrics.is_file():

@@ -1,4 +1,4 @@
-"""Models for tabular and text data: ``FeatureModel`` = ``head(embed(x))``.
+"""Models for tabular and text data: ``EmbeddingModel`` = ``head(embed(x))``.
 
 Gradients of token ids or nominal codes mean nothing, so gradient methods explain at ``model.embed``'s output
 and hand the relevance back per input feature with ``model.embed.pool(r) -> (B, F)``:
@@ -129,8 +129,8 @@ class MeanGRU(nn.Module):
         return self.gru(x)[0].mean(1)
 
 
-class FeatureModel(nn.Module):
-    """``head(embed(x))``; ``config`` is what :func:`save_feature_model` writes to rebuild it."""
+class EmbeddingModel(nn.Module):
+    """``head(embed(x))``; ``config`` is what :func:`save_embedding_model` writes to rebuild it."""
 
     def __init__(self, embed: nn.Module, head: nn.Module, config: dict[str, Any]) -> None:
         super().__init__()
@@ -168,12 +168,12 @@ def _head(arch: str, width: int, n_classes: int) -> nn.Module:
     return _seq(("gru", MeanGRU(width, 32)), ("fc", nn.Linear(32, n_classes)))
 
 
-def _build(config: dict[str, Any], mean: Any = None, std: Any = None) -> FeatureModel:
+def _build(config: dict[str, Any], mean: Any = None, std: Any = None) -> EmbeddingModel:
     arch, kind = config["arch"], config["kind"]
     if arch == "titanic_logistic":
         return titanic_logistic()
     if kind not in FEATURE_ARCHS:
-        raise XaiCoreError(f"feature models are for {' and '.join(FEATURE_ARCHS)} data, not {kind!r} (images: "
+        raise XaiCoreError(f"embedding models are for {' and '.join(FEATURE_ARCHS)} data, not {kind!r} (images: "
                            "xaicore.models.build_model)")
     if arch not in FEATURE_ARCHS[kind]:
         raise XaiCoreError(f"unknown {kind} architecture {arch!r}; known: {', '.join(FEATURE_ARCHS[kind])}")
@@ -184,10 +184,10 @@ def _build(config: dict[str, Any], mean: Any = None, std: Any = None) -> Feature
         width = int(embed.groups.shape[0])
     else:
         embed, width = TokenEmbedding(int(config["vocab_size"]), int(config["dim"])), int(config["dim"])
-    return FeatureModel(embed, _head(arch, width, int(config["n_classes"])), config)
+    return EmbeddingModel(embed, _head(arch, width, int(config["n_classes"])), config)
 
 
-def build_feature_model(arch: str, ds: Dataset, *, dim: int = 16) -> FeatureModel:
+def build_embedding_model(arch: str, ds: Dataset, *, dim: int = 16) -> EmbeddingModel:
     """A fresh, untrained model for ``ds``'s kind (init follows the global torch seed). Tabular: numeric columns
     standardized with ``ds.x_train``'s mean and std (a constant column's std taken as 1). Text: ``dim``-wide
     token vectors (tabular ignores ``dim``)."""
@@ -200,9 +200,9 @@ def build_feature_model(arch: str, ds: Dataset, *, dim: int = 16) -> FeatureMode
     return _build(config)
 
 
-def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 1e-2,
+def train_embedding_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 1e-2,
                         seed: int = 0, dim: int = 16, word_dropout: float = 0.2,
-                        progress: bool = False) -> tuple[FeatureModel, float, float]:
+                        progress: bool = False) -> tuple[EmbeddingModel, float, float]:
     """Adam on cross-entropy; init, shuffles and dropout drawn from ``seed`` only (same seed, same weights on the
     CPU). Text: each token of a training batch becomes UNK with probability ``word_dropout`` (word dropout, Iyyer
     et al. 2015), so the unknown word — what word erasure, LIME and anchors put in a removed token's place —
@@ -214,7 +214,7 @@ def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int 
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_feature_model(arch, ds, dim=dim)
+        model = build_embedding_model(arch, ds, dim=dim)
     gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = ds.x_train, ds.y_train
@@ -234,21 +234,21 @@ def train_feature_model(arch: str, ds: Dataset, *, epochs: int, batch_size: int 
     return model, accuracy(model, x, y), accuracy(model, ds.x_test, ds.y_test)
 
 
-def save_feature_model(model: FeatureModel, path: str | Path, *, arch: str | None = None, **info: Any) -> None:
+def save_embedding_model(model: EmbeddingModel, path: str | Path, *, arch: str | None = None, **info: Any) -> None:
     """The ``state_dict`` to ``path`` and what rebuilds it (arch, kind, categories or vocab size and dim,
     n_classes, plus ``info``) to the ``.json`` beside it; both written whole, then renamed."""
-    if not isinstance(model, FeatureModel):
-        raise XaiCoreError(f"save_feature_model saves a FeatureModel, got {type(model).__name__} (images: "
+    if not isinstance(model, EmbeddingModel):
+        raise XaiCoreError(f"save_embedding_model saves a EmbeddingModel, got {type(model).__name__} (images: "
                            "xaicore.models.save_model)")
     if arch is not None and arch != model.arch:
-        raise XaiCoreError(f"save_feature_model: arch {arch!r} given for a {model.arch!r} model")
+        raise XaiCoreError(f"save_embedding_model: arch {arch!r} given for a {model.arch!r} model")
     path = Path(path)
     write_text(path.with_suffix(".json"), json.dumps({**info, **model.config}, indent=1, sort_keys=True))
     save_tensors(model.state_dict(), path)  # last: the weights file's presence means the model is complete
 
 
-def load_feature_model(path: str | Path) -> FeatureModel:
-    """Rebuild what :func:`save_feature_model` wrote (``weights_only`` loading); returned in eval mode."""
+def load_embedding_model(path: str | Path) -> EmbeddingModel:
+    """Rebuild what :func:`save_embedding_model` wrote (``weights_only`` loading); returned in eval mode."""
     path = Path(path)
     meta_path = path.with_suffix(".json")
     rerun = "the train stage"
@@ -271,7 +271,7 @@ def load_feature_model(path: str | Path) -> FeatureModel:
     return model.eval()
 
 
-def titanic_logistic() -> FeatureModel:
+def titanic_logistic() -> EmbeddingModel:
     """The Titanic set's generating model in float64: one-hot codes, then a Linear layer whose logits are
     ``[0, titanic_logodds(codes)]``, so softmax's p(survived) is sigmoid(log-odds)."""
     from xaicore.data.tabular import TITANIC_ATTRIBUTES, TITANIC_LOGODDS
@@ -287,9 +287,9 @@ def titanic_logistic() -> FeatureModel:
         head.bias.copy_(torch.tensor([0.0, TITANIC_LOGODDS["intercept"]], dtype=torch.float64))
     config = {"arch": "titanic_logistic", "kind": "tabular", "n_classes": 2,
               "categories": [list(c) for c in categories]}
-    return FeatureModel(embed, head, config).double().eval()
+    return EmbeddingModel(embed, head, config).double().eval()
 
 
-__all__ = ["FEATURE_ARCHS", "ColumnEncoder", "FeatureModel", "MeanGRU", "SumTokens", "TimeChannels",
-           "TokenEmbedding", "build_feature_model", "load_feature_model", "save_feature_model", "titanic_logistic",
-           "train_feature_model"]
+__all__ = ["FEATURE_ARCHS", "ColumnEncoder", "EmbeddingModel", "MeanGRU", "SumTokens", "TimeChannels",
+           "TokenEmbedding", "build_embedding_model", "load_embedding_model", "save_embedding_model",
+           "titanic_logistic", "train_embedding_model"]

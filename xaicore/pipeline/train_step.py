@@ -1,4 +1,4 @@
-"""Data, training and the randomized controls."""
+"""The data, train and controls stages: the datasets, the trained models and their randomized controls."""
 
 from __future__ import annotations
 

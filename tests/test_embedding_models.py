@@ -13,16 +13,16 @@ import torch.nn as nn
 
 from xaicore.data import TITANIC_ATTRIBUTES, TITANIC_LOGODDS, UNK, sentiment, titanic, titanic_logodds
 from xaicore.errors import XaiCoreError
-from xaicore.models.features import (
+from xaicore.models.embedding import (
     FEATURE_ARCHS,
     ColumnEncoder,
-    FeatureModel,
+    EmbeddingModel,
     TokenEmbedding,
-    build_feature_model,
-    load_feature_model,
-    save_feature_model,
+    build_embedding_model,
+    load_embedding_model,
+    save_embedding_model,
     titanic_logistic,
-    train_feature_model,
+    train_embedding_model,
 )
 
 EPOCHS = {"mlp": 10, "bag": 8, "conv": 5, "gru": 6}
@@ -41,7 +41,7 @@ def sentiment_ds():
 def seeded(arch, ds, seed=0):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return build_feature_model(arch, ds).eval()
+        return build_embedding_model(arch, ds).eval()
 
 
 def test_column_encoder_in_closed_form():
@@ -74,7 +74,7 @@ def test_token_embedding_pads_are_zero_and_unknown_ids_are_unk():
 def test_forward_is_head_of_embed(arch, titanic_ds, sentiment_ds):
     ds = titanic_ds if arch in FEATURE_ARCHS["tabular"] else sentiment_ds
     model = seeded(arch, ds)
-    assert isinstance(model, FeatureModel) and model.arch == arch and model.kind == ds.kind
+    assert isinstance(model, EmbeddingModel) and model.arch == arch and model.kind == ds.kind
     assert [name for name, _ in model.named_children()] == ["embed", "head"]
     x = ds.x_test[:7]
     e = model.embed(x)
@@ -88,11 +88,11 @@ def test_forward_is_head_of_embed(arch, titanic_ds, sentiment_ds):
 
 def test_build_feature_model_refuses_unknown_archs(titanic_ds, sentiment_ds, digits):
     with pytest.raises(XaiCoreError, match=r"unknown tabular architecture 'gru'; known: mlp"):
-        build_feature_model("gru", titanic_ds)
+        build_embedding_model("gru", titanic_ds)
     with pytest.raises(XaiCoreError, match=r"unknown text architecture 'mlp'; known: bag, conv, gru"):
-        build_feature_model("mlp", sentiment_ds)
+        build_embedding_model("mlp", sentiment_ds)
     with pytest.raises(XaiCoreError, match=r"not 'image'"):
-        build_feature_model("mlp", digits)
+        build_embedding_model("mlp", digits)
 
 
 def test_titanic_logistic_is_the_generating_model():
@@ -116,7 +116,7 @@ def test_titanic_logistic_is_the_generating_model():
 
 
 def test_an_mlp_on_titanic_is_as_good_as_the_bayes_rule(titanic_ds, one_thread):
-    model, train_acc, test_acc = train_feature_model("mlp", titanic_ds, epochs=EPOCHS["mlp"])
+    model, train_acc, test_acc = train_embedding_model("mlp", titanic_ds, epochs=EPOCHS["mlp"])
     assert not model.training
     logodds = titanic_logodds(titanic_ds.x_test.numpy().astype(np.int64))
     bayes = float(((logodds > 0) == titanic_ds.y_test.numpy().astype(bool)).mean())
@@ -125,15 +125,15 @@ def test_an_mlp_on_titanic_is_as_good_as_the_bayes_rule(titanic_ds, one_thread):
 
 @pytest.mark.parametrize("arch", FEATURE_ARCHS["text"])
 def test_text_models_learn_the_sentiment_rule(arch, sentiment_ds, one_thread):
-    _, train_acc, test_acc = train_feature_model(arch, sentiment_ds, epochs=EPOCHS[arch])
+    _, train_acc, test_acc = train_embedding_model(arch, sentiment_ds, epochs=EPOCHS[arch])
     assert test_acc >= 0.97 and train_acc >= 0.97, (arch, train_acc, test_acc)
 
 
 def test_training_is_deterministic(sentiment_ds, titanic_ds, one_thread):
     for arch, ds in (("conv", sentiment_ds), ("mlp", titanic_ds)):
-        a = train_feature_model(arch, ds, epochs=1, seed=3)[0].state_dict()
-        b = train_feature_model(arch, ds, epochs=1, seed=3)[0].state_dict()
-        c = train_feature_model(arch, ds, epochs=1, seed=4)[0].state_dict()
+        a = train_embedding_model(arch, ds, epochs=1, seed=3)[0].state_dict()
+        b = train_embedding_model(arch, ds, epochs=1, seed=3)[0].state_dict()
+        c = train_embedding_model(arch, ds, epochs=1, seed=4)[0].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -145,11 +145,11 @@ def test_saved_feature_models_give_identical_logits(arch, tmp_path, titanic_ds, 
     else:
         ds = titanic_ds if arch == "mlp" else sentiment_ds
         model = seeded(arch, ds, seed=5)
-    save_feature_model(model, tmp_path / "m.pt", arch=model.arch, dataset=ds.name)
+    save_embedding_model(model, tmp_path / "m.pt", arch=model.arch, dataset=ds.name)
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["arch"] == arch and meta["kind"] == ds.kind and meta["dataset"] == ds.name
     assert not list(tmp_path.glob("*.partial"))
-    back = load_feature_model(tmp_path / "m.pt")
+    back = load_embedding_model(tmp_path / "m.pt")
     assert not back.training and back.config == {**model.config, "dataset": ds.name}
     x = ds.x_test[:9].to(torch.float64) if arch == "titanic_logistic" else ds.x_test[:9]
     with torch.no_grad():
@@ -158,21 +158,21 @@ def test_saved_feature_models_give_identical_logits(arch, tmp_path, titanic_ds, 
 
 def test_bad_feature_model_files_are_named(tmp_path, sentiment_ds):
     with pytest.raises(XaiCoreError, match=r"feature model .*none.pt \(or none.json\) is missing"):
-        load_feature_model(tmp_path / "none.pt")
+        load_embedding_model(tmp_path / "none.pt")
     model = seeded("bag", sentiment_ds)
-    save_feature_model(model, tmp_path / "m.pt")
+    save_embedding_model(model, tmp_path / "m.pt")
     meta = json.loads((tmp_path / "m.json").read_text())
     (tmp_path / "m.json").write_text(json.dumps({**meta, "dim": 8}))
     with pytest.raises(XaiCoreError, match=r"feature model weights .*m.pt do not fit its bag"):
-        load_feature_model(tmp_path / "m.pt")
+        load_embedding_model(tmp_path / "m.pt")
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(XaiCoreError, match=r"feature model description .*m.json is corrupt"):
-        load_feature_model(tmp_path / "m.pt")
+        load_embedding_model(tmp_path / "m.pt")
     (tmp_path / "m.json").write_text(json.dumps(meta))
     (tmp_path / "m.pt").write_bytes(b"garbage")
     with pytest.raises(XaiCoreError, match=r"feature model weights .*m.pt cannot be read"):
-        load_feature_model(tmp_path / "m.pt")
+        load_embedding_model(tmp_path / "m.pt")
     with pytest.raises(XaiCoreError, match=r"arch 'gru' given for a 'bag' model"):
-        save_feature_model(model, tmp_path / "n.pt", arch="gru")
-    with pytest.raises(XaiCoreError, match=r"saves a FeatureModel"):
-        save_feature_model(nn.Linear(2, 2), tmp_path / "n.pt")
+        save_embedding_model(model, tmp_path / "n.pt", arch="gru")
+    with pytest.raises(XaiCoreError, match=r"saves a EmbeddingModel"):
+        save_embedding_model(nn.Linear(2, 2), tmp_path / "n.pt")

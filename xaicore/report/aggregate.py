@@ -217,7 +217,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
                      for p in mx.parameterization.values}
             for m in mx.model.values}
     if paths.analysis.exists():  # the meta methods of §7 on the planted digits
-        from xaicore.report.meta import analysis_summary
+        from xaicore.report.analysis import analysis_summary
         from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         doc["analysis"] = analysis_summary(open_archive(paths.analysis, schema=ANALYSIS_SCHEMA, verify=True))
