@@ -235,24 +235,31 @@ class _GridLanes(_Lanes):
     def __init__(self, seg: Segments, keep: torch.Tensor, fill: torch.Tensor, side: int) -> None:
         super().__init__(seg, keep, fill)
         b, c, h, w = seg.x.shape
-        self.cols = w // side
-        self.x6 = seg.x.reshape(b, c, h // side, side, w // side, side)
-        self.f6 = self.fill.reshape(b, c, h // side, side, w // side, side)
+        self.cols, self.side = w // side, side
+        self.x6 = seg.x.reshape(b, c, h // side, side, w // side, side)  # its shape names the grid
+        self.x_runs = seg.x.reshape(-1, side)  # x and the fill as runs of side values along a row
+        self.f_runs = self.fill.reshape(-1, side)
 
     def _gather(self, copy: torch.Tensor, row: torch.Tensor, feat: torch.Tensor, label_row: torch.Tensor,
                 count: torch.Tensor, on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The changed blocks as runs of ``side`` contiguous values (one block row of one channel): the run's
+        index in the buffer viewed as (−1, side), its values, and C·side runs per block."""
         b, c, hb, side, wb, _ = self.x6.shape
-        gy, gx = feat // self.cols, feat % self.cols
-        if not bool(on.any()):  # only removals (AOPC): the fill's blocks alone
-            values = self.f6[row, :, gy, :, gx, :]
-        else:
-            values = torch.where(on[:, None, None, None], self.x6[row, :, gy, :, gx, :],
-                                 self.f6[row, :, gy, :, gx, :])
         h, w = hb * side, wb * side
-        # entry (ch, dy, dx) of block (gy, gx) of sample row in lane copy mod L, as values lays them out
-        base = (((copy % self.lanes) * b + row) * c * h + gy * side) * w + gx * side  # (N,)
-        block = (torch.arange(c, device=base.device)[:, None, None] * (h * w)
-                 + torch.arange(side, device=base.device)[None, :, None] * w
-                 + torch.arange(side, device=base.device)[None, None, :])  # (C, side, side)
-        flat = base[:, None, None, None] + block[None]
-        return flat.reshape(-1), values.reshape(-1), torch.full_like(copy, c * side * side)
+        gy, gx = feat // self.cols, feat % self.cols
+        # run (ch, dy) of block (gy, gx) of sample row, counted in runs of side values within one sample
+        within = (gy * side * w + gx * side) // side  # (N,)
+        runs = (torch.arange(c, device=within.device)[:, None] * (h * w)
+                + torch.arange(side, device=within.device)[None, :] * w) // side  # (C, side)
+        src = (row * (c * h * w // side) + within)[:, None, None] + runs[None]  # (N, C, side) in x and the fill
+        src = src.reshape(-1)
+        values = self.f_runs.index_select(0, src)
+        if bool(on.any()):  # switched back on: x's values there
+            back = on[:, None].expand(-1, c * side).reshape(-1)
+            values = torch.where(back[:, None], self.x_runs.index_select(0, src), values)
+        lane = (copy % self.lanes) * b  # sample row of lane copy mod L starts at run (lane + row)·C·H·W/side
+        dest = src + (lane * (c * h * w // side))[:, None].expand(-1, c * side).reshape(-1)
+        return dest, values, torch.full_like(copy, c * side)
+
+    def _put(self, buf: torch.Tensor, plan: dict[str, Any], s0: int, s1: int, k0: int) -> None:
+        buf.view(-1, self.side).index_copy_(0, plan["flat"][s0:s1], plan["values"][s0:s1])
