@@ -460,7 +460,7 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
         shutil.copytree(tiny_survey.root / sub, paths.root / sub)
     shutil.copy(tiny_survey.autoencoder, paths.autoencoder)
     calls = {"n": 0}
-    real = step.explanation
+    real = step.explain_batched
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -468,7 +468,7 @@ def test_killed_run_leaves_no_complete_archive(tiny_survey, tiny_cfg, tmp_path, 
             raise KeyboardInterrupt  # as a kill in the middle of the run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(step, "explanation", dying)
+    monkeypatch.setattr(step, "explain_batched", dying)
     with pytest.raises(KeyboardInterrupt):
         step.generate_heatmaps(tiny_cfg, paths, progress=False)
     assert not paths.heatmaps.exists()
