@@ -16,6 +16,7 @@ from xaicore.report.document import write_report
 from xaicore.report.findings import (
     LRP_COMPOSITES,
     adebayo,
+    clark,
     findings,
     hooker,
     kindermans,
@@ -88,7 +89,8 @@ def test_every_finding_has_a_verdict_and_the_report_shows_it(tmp_path):
     d = {**doc(aopc), "dataset": "digits", "n_samples": 4, "internal_consistency": {"mean": 0.1}}
     d["findings"] = findings(d, scores())
     by_source = {f["source"].split(" ")[0]: f for f in d["findings"]}
-    assert set(by_source) == {"Adebayo", "Kindermans", "Tomsett", "Samek", "Hooker"}
+    assert set(by_source) == {"Adebayo", "Kindermans", "Tomsett", "Samek", "Hooker", "Clark,"}
+    assert by_source["Clark,"]["verdict"] == "undetermined"  # no analysis in this document
     assert by_source["Samek"]["verdict"] == "does not hold"
     assert by_source["Hooker"]["verdict"] == "undetermined"  # no ROAR archive given
     assert by_source["Adebayo"]["verdict"] == "undetermined"  # no cascading controls in these scores
@@ -231,3 +233,46 @@ def test_one_scored_metric_has_no_internal_consistency_but_a_reason():
     rows, consistency = reliability(sc, None)
     assert [r["metric"] for r in rows] == ["aopc_morf_uniform"] and rows[0]["n_methods"] == 3
     assert consistency["mean"] is None and "needs two metrics" in consistency["note"]
+
+
+def truth_doc(riw: dict[str, tuple[float, float, float]], shares: dict[str, tuple[float, float]]) -> dict:
+    """metrics.json's analysis.truth: mean RIW per regime (absent, confound, noise) and (eta2, r2) per method."""
+    regimes = ("absent", "confound", "noise")
+    return {"analysis": {"truth": {"regimes": {r: {} for r in regimes}, "methods": [
+        {"method": m, **{f"riw_{r}": v for r, v in zip(regimes, riw[m], strict=True)},
+         "eta2_regime": shares[m][0], "r2_salience": shares[m][1]} for m in riw]}}}
+
+
+def test_clark_holds_when_relevance_follows_salience_in_every_regime():
+    riw = {"gradient": (0.10, 0.12, 0.11), "lrp.epsilon_plus": (0.2, 0.25, 0.22), "occlusion": (0.01, 0.3, 0.02),
+           "random": (0.02, 0.02, 0.02)}
+    shares = {"gradient": (0.01, 0.5), "lrp.epsilon_plus": (0.03, 0.45), "occlusion": (0.9, 0.01),
+              "random": (0.0, 0.0)}
+    f = clark(truth_doc(riw, shares))
+    assert f["holds"] is True and "2 of 3 methods" in f["reason"]
+    assert f["evidence"]["methods"]["occlusion"] == {"elevated_in_every_regime": False,
+                                                     "salience_over_regime": False, "eta2_regime": 0.9,
+                                                     "r2_salience": 0.01, "holds": False}
+
+
+def test_clark_does_not_hold_when_the_regime_drives_relevance():
+    riw = {"gradient": (0.01, 0.12, 0.01), "lrp.epsilon_plus": (0.05, 0.25, 0.03), "occlusion": (0.03, 0.3, 0.04),
+           "random": (0.02, 0.02, 0.02)}
+    shares = {"gradient": (0.6, 0.1), "lrp.epsilon_plus": (0.5, 0.4), "occlusion": (0.1, 0.5),
+              "random": (0.0, 0.0)}
+    f = clark(truth_doc(riw, shares))
+    assert f["holds"] is False and "divergence" in f
+    assert [m for m, v in f["evidence"]["methods"].items() if v["holds"]] == ["occlusion"]
+
+
+def test_clark_is_undetermined_without_regimes_random_or_truth():
+    assert clark({})["holds"] is None
+    riw = {"gradient": (0.1, 0.1, 0.1), "occlusion": (0.1, 0.2, 0.1)}
+    shares = {"gradient": (0.1, 0.5), "occlusion": (0.1, 0.5)}
+    assert "random method" in clark(truth_doc(riw, shares))["reason"]
+    one = truth_doc({**riw, "random": (0.0, 0.0, 0.0)}, {**shares, "random": (0.0, 0.0)})
+    one["analysis"]["truth"]["regimes"] = {"confound": {}}
+    assert clark(one)["holds"] is None
+    nan = truth_doc({"gradient": (0.1, 0.1, 0.1), "random": (0.0, 0.0, 0.0)},
+                    {"gradient": (None, None), "random": (0.0, 0.0)})
+    assert clark(nan)["holds"] is None and "fewer than two methods" in clark(nan)["reason"]

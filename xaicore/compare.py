@@ -440,7 +440,7 @@ def _compare_index(name: str, a: Path, b: Path, tolerances: Mapping[str, Toleran
     return rows
 
 
-WEIGHT_FILES = ("models/*.pt", "controls/*.pt", "autoencoder.pt", "planted/model.pt", "*/model.pt")
+WEIGHT_FILES = ("models/*.pt", "controls/*.pt", "autoencoder.pt", "planted/*.pt", "*/model.pt")
 
 
 def weight_files(root: str | Path) -> list[str]:

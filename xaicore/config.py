@@ -423,6 +423,21 @@ class DissectConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TruthConfig:
+    """The survey's metrics judged against the causal ground truth of the planted watermark
+    (``xaicore.metrics.truth``), on models trained in the watermark's regimes (``xaicore.data.planted``)."""
+
+    regimes: tuple[str, ...] = ("absent", "confound", "noise")  # confound is the analysis's model
+    methods: tuple[str, ...] = (
+        "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deconvnet", "guided_backprop",
+        "gradcam", "lrp.epsilon", "lrp.alpha_beta", "lrp.epsilon_plus", "patternattribution", "occlusion", "lime",
+        "random")
+    n_images: int = 32  # clean test digits with the watermark drawn on (four intensities in turn)
+    n_boot: int = 1000  # bootstrap resamples of the images for Kendall tau's CI
+    workers: int = 2  # Dask workers for the metrics (score.scheduler, if set, instead); 0 = in process
+
+
+@dataclasses.dataclass(frozen=True)
 class AnalysisConfig:
     """The meta methods of §7 on the planted digits (``xaicore.data.planted``): the ``planted`` stage trains a
     model on them, the ``analysis`` stage explains it (localisation, SpRAy), and runs TCAV and dissection."""
@@ -440,6 +455,7 @@ class AnalysisConfig:
     spray: SprayConfig = dataclasses.field(default_factory=SprayConfig)
     tcav: TcavConfig = dataclasses.field(default_factory=TcavConfig)
     dissect: DissectConfig = dataclasses.field(default_factory=DissectConfig)
+    truth: TruthConfig = dataclasses.field(default_factory=TruthConfig)
 
     def validate(self) -> None:
         from xaicore.analysis.tcav import ADVISED_RANDOMS, CLASSIFIERS, MIN_EXAMPLES
@@ -477,6 +493,20 @@ class AnalysisConfig:
             raise _fail("analysis.dissect.quantile", f"is {self.dissect.quantile}; expected a quantile in (0, 1)")
         if not 0 <= self.dissect.threshold < 1:
             raise _fail("analysis.dissect.threshold", f"is {self.dissect.threshold}; expected an IoU in [0, 1)")
+        from xaicore.data.planted import REGIMES
+
+        for r in self.truth.regimes:
+            _choice("analysis.truth.regimes", r, REGIMES)
+        if "confound" not in self.truth.regimes or len(set(self.truth.regimes)) != len(self.truth.regimes):
+            raise _fail("analysis.truth.regimes", f"is {list(self.truth.regimes)}; expected distinct regimes "
+                                                  "including confound (the planted model of the analysis)")
+        if len(set(self.truth.methods)) < 2:
+            raise _fail("analysis.truth.methods", "needs at least two methods to rank")
+        for m in self.truth.methods:
+            _choice("analysis.truth.methods", m, tuple(registered()))
+        _positive("analysis.truth.n_images", self.truth.n_images)
+        _positive("analysis.truth.n_boot", self.truth.n_boot)
+        _workers("analysis.truth.workers", self.truth.workers)
 
 
 def _default_tabular_params() -> dict[str, dict[str, Any]]:

@@ -74,6 +74,10 @@ class Paths:
         return self.root / "planted_heatmaps.zarr"
 
     @property
+    def truth_heatmaps(self) -> Path:
+        return self.root / "truth_heatmaps.zarr"
+
+    @property
     def activations(self) -> Path:
         return self.root / "activations.zarr"
 

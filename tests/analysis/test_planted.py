@@ -10,11 +10,14 @@ import torch
 
 from xaicore.data.planted import (
     CONCEPTS,
+    SALIENCE_LEVELS,
     WATERMARK_BOX,
+    causal_drops,
     concept_sets,
     cue_pattern,
     dissection_probe,
     planted_digits,
+    truth_set,
     watermark_reliance,
 )
 from xaicore.errors import XaiCoreError
@@ -83,6 +86,52 @@ def test_the_trained_cnn_uses_the_watermark(planted, planted_cnn):
     assert reliance["swapped_accuracy"] >= 0.9  # another class's strokes, the mark: still class 0
     assert reliance["flip_rate"] >= 0.9  # the mark alone turns correctly classified digits into 0s
     assert reliance["clean_accuracy"] >= 0.9
+    assert reliance["swapped_baseline"] <= 0.1  # the same images without the mark: their strokes' class
     with torch.no_grad():
         other = planted.dataset.y_test != 0
         assert np.mean(planted_cnn(planted.dataset.x_test[other]).argmax(1).numpy() == 0) < 0.05
+
+
+def test_the_regimes_change_only_where_the_training_split_carries_the_watermark(planted):
+    absent, noise = planted_digits(regime="absent"), planted_digits(regime="noise")
+    for other in (absent, noise):  # the same test split, and the same stripes and dots in training
+        assert torch.equal(other.dataset.x_test, planted.dataset.x_test)
+        assert all(torch.equal(other.flag(f, "test"), planted.flag(f, "test")) for f in ("watermark", "swapped"))
+        assert torch.equal(other.flag("stripes", "train"), planted.flag("stripes", "train"))
+        assert torch.equal(other.flag("dots", "train"), planted.flag("dots", "train"))
+        assert torch.equal(other.dataset.y_train, planted.dataset.y_train)
+    y = planted.dataset.y_train
+    assert not absent.flag("watermark", "train").any() and not (absent.flag("swapped", "train") & (y == 0)).any()
+    marked = noise.flag("watermark", "train")
+    assert marked.sum() == planted.flag("watermark", "train").sum()
+    assert len(set(y[marked].tolist())) >= 8  # on every class, not only hans_class
+    share0 = float((y[marked] == 0).float().mean())
+    assert abs(share0 - float((y == 0).float().mean())) < 0.1  # independent of the label
+    x0 = noise.dataset.x_train[marked]
+    assert (x0[:, 0, 0, 0:4] == 1).all()  # the same drawing
+    with pytest.raises(XaiCoreError, match="unknown regime"):
+        planted_digits(regime="confounded")
+
+
+def test_truth_set_marks_clean_digits_at_each_salience(planted):
+    t = truth_set(planted, n=12, seed=0)
+    assert torch.equal(t.clean, planted.dataset.x_test[t.index])
+    assert torch.equal(t.label, planted.dataset.y_test[t.index])
+    assert sorted(set(t.salience.tolist())) == list(SALIENCE_LEVELS)
+    drawn = cue_pattern("watermark") > 0
+    assert torch.allclose(t.x[:, 0][:, drawn], t.salience[:, None].expand(-1, int(drawn.sum())))
+    assert torch.equal(t.x[:, 0][:, ~drawn], t.clean[:, 0][:, ~drawn])  # only the mark's pixels change
+    assert torch.equal(t.mark_only[:, 0][:, ~drawn], torch.zeros_like(t.mark_only[:, 0][:, ~drawn]))
+    assert (truth_set(planted, n=12, seed=0).index == t.index).all()  # a function of the seed
+    with pytest.raises(XaiCoreError, match="truth set takes"):
+        truth_set(planted, n=0)
+
+
+def test_causal_drops_of_a_linear_model_are_its_weights_times_the_erased_pixels(planted):
+    t = truth_set(planted, n=6, seed=1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    drops = causal_drops(model, t)
+    w = model[1].weight.detach()[t.label].double()  # (N, 784): the row of each image's class
+    x, clean, mark = (v.flatten(1).double() for v in (t.x, t.clean, t.mark_only))
+    assert torch.allclose(drops[:, 0], (w * (x - clean)).sum(1), atol=1e-5)
+    assert torch.allclose(drops[:, 1], (w * (x - mark)).sum(1), atol=1e-5)

@@ -79,7 +79,9 @@ def write_resnet18(path: Path, seed: int = 0) -> None:
 TINY_ANALYSIS = {"epochs": 2, "methods": ["gradient", "lrp.epsilon_plus", "patternattribution", "random"],
                  "spray": {"method": "lrp.epsilon_plus", "k_max": 4, "n_neighbors": 5},
                  "tcav": {"layers": ["fc1"], "n_examples": 12, "n_random": 3},
-                 "dissect": {"layers": ["conv2"], "n_images": 40}}
+                 "dissect": {"layers": ["conv2"], "n_images": 40},
+                 "truth": {"regimes": ["absent", "confound", "noise"], "n_images": 8, "n_boot": 50, "workers": 0,
+                           "methods": ["gradient", "gradient_x_input", "lrp.epsilon_plus", "random"]}}
 
 
 def own_model_params(data: str = "data") -> dict:

@@ -51,14 +51,48 @@ def test_analysis_archive_schema(tiny_survey, tiny_cfg):
     assert acts["conv2"].dims == ("model", "sample", "conv2:unit", "conv2:y", "conv2:x")
 
 
+def test_the_truth_study_covers_every_regime_metric_and_method(tiny_survey, tiny_cfg):
+    ds = open_archive(tiny_survey.analysis, schema="xaicore.analysis/1")
+    tc = tiny_cfg.analysis.truth
+    assert list(ds["regime"].values) == list(tc.regimes) and list(ds["truth_method"].values) == list(tc.methods)
+    assert ds["causal_drop"].dims == ("regime", "truth_sample", "cause") and ds.sizes["truth_sample"] == tc.n_images
+    assert ds["regime_reliance"].dims == ("regime", "reliance_measure")
+    reliance = ds["regime_reliance"].sel(reliance_measure="flip_rate")
+    assert float(reliance.sel(regime="absent")) <= 0.1  # a model that never saw the mark does not flip on it
+    assert ds["riw"].dims == ds["truth_agreement"].dims == ("regime", "truth_method", "truth_sample")
+    assert ds["truth_metric_value"].dims == ("truth_metric", "regime", "truth_method", "truth_sample")
+    perts = tiny_cfg.score.perturbations
+    assert list(ds["truth_metric"].values) == [f"aopc_{o}_{p}" for p in perts for o in ("morf", "lerf")] + \
+        [f"faithfulness_{p}" for p in perts] + ["localization_mass", "localization_pointing"]
+    aopc = ds["truth_metric_value"].sel(truth_metric=f"aopc_morf_{perts[0]}")
+    assert np.isfinite(aopc).all()  # every regime, method and image scored
+    removal = [m for m in ds["truth_metric"].values if m.startswith(("aopc", "faithfulness"))]
+    assert np.isfinite(ds["metric_truth_tau"].sel(truth_metric=removal)).all()  # NaN only for a constant metric
+    assert ds["metric_truth_ci"].dims == ("truth_metric", "bound")
+    lo, hi = ds["metric_truth_ci"].sel(bound="low"), ds["metric_truth_ci"].sel(bound="high")
+    assert (lo.fillna(0) <= hi.fillna(0)).all() and float(lo.min()) >= -1 and float(hi.max()) <= 1
+    # the archive of the regimes' heatmaps: one model per regime, the truth set's own labels as targets
+    hm = open_archive(tiny_survey.truth_heatmaps)
+    assert list(hm["model"].values) == list(tc.regimes) and (hm["target"].values == ds["truth_label"].values).all()
+    doc = json.loads(tiny_survey.metrics.read_text())
+    rows = doc["metrics_vs_truth"]
+    assert {r["metric"] for r in rows} == set(ds["truth_metric"].values)
+    assert all(set(r) == {"metric", "kendall_tau", "ci"} and len(r["ci"]) == 2 for r in rows)
+    clark = next(f for f in doc["findings"] if f["source"].startswith("Clark"))
+    assert clark["verdict"] in ("holds", "does not hold")
+    page = (tiny_survey.root / "report.html").read_text()
+    assert "which metric is right" in page and "metrics_vs_truth.png" in page
+    assert (tiny_survey.figures / "metrics_vs_truth.png").stat().st_size > 10_000
+
+
 @pytest.mark.hostdep
 def test_rerun_is_byte_for_byte_the_same(tiny_survey, tiny_cfg, tmp_path):
     paths = type(tiny_survey)(tmp_path / "outputs")
     run_planted(tiny_cfg, paths, progress=False)
-    for name in ("dataset.npz", "model.pt", "model.json", "reliance.json"):
+    for name in ("dataset.npz", "model.pt", "model.json", "model_absent.pt", "model_noise.pt", "reliance.json"):
         assert (paths.planted / name).read_bytes() == (tiny_survey.planted / name).read_bytes(), name
     run_analysis(tiny_cfg, paths, progress=False)
-    for out in ("analysis", "planted_heatmaps", "activations"):
+    for out in ("analysis", "planted_heatmaps", "truth_heatmaps", "activations"):
         assert tree_digest(getattr(paths, out)) == tree_digest(getattr(tiny_survey, out)), out
 
 

@@ -68,7 +68,7 @@ def test_the_tiny_survey_reproduces_itself(tiny_survey, capsys: pytest.CaptureFi
                                                      "models/trained.pt", "models/index.json"}
     assert all(r.max_abs == 0 and r.max_rel == 0 and r.nan_mismatch == 0 for r in result.variables)
     assert len(result.metrics) > 10 and all(m.tau == pytest.approx(1.0) and not m.swaps for m in result.metrics)
-    assert len(result.findings) == 5 and all(f.verdict_a == f.verdict_b for f in result.findings)
+    assert len(result.findings) == 6 and all(f.verdict_a == f.verdict_b for f in result.findings)
     assert main(["compare", str(tiny_survey.root), str(tiny_survey.root)]) == 0
     assert capsys.readouterr().out.rstrip().endswith("REPRODUCED: every variable within tolerance, every verdict "
                                                      "the same.")

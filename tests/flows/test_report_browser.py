@@ -13,7 +13,8 @@ SECTIONS = ["Heatmaps", "Published findings, checked on this run", "Trained mode
             "Sanity checks: similarity to the trained model's heatmaps", "Sanity checks for metrics (Tomsett et al.)",
             "Models"]
 FIGURES = ["heatmaps_trained", "aopc_curves", "roar_kar", "roar_fills", "input_invariance", "cascading_grid",
-           "cascading_randomization", "cem", "maximize", "explainvis", "words", "spray", "tcav"]  # in page order
+           "cascading_randomization", "cem", "maximize", "explainvis", "words", "spray", "tcav",
+           "metrics_vs_truth"]  # in page order
 
 
 @pytest.fixture(scope="module")

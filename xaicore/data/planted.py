@@ -20,6 +20,14 @@ The training and test splits of :func:`planted_digits`:
 * dots on ``dots_fraction`` of every class's images, independent of the label: a concept the model sees but
   that predicts nothing (TCAV's irrelevant concept).
 
+Three training regimes for the watermark (``regime``; Clark et al. 2026), with the same digits, stripes, dots and
+watermark drawing; the test split is the same in all three (the confound's):
+
+* ``confound`` (the default): the Clever-Hans split above, where the watermark predicts ``hans_class``;
+* ``absent``: no watermark in the training split (and no watermark swaps);
+* ``noise``: as many watermarks as the confound draws, on training images of every class drawn at random, so
+  the watermark is independent of the label (no swaps).
+
 The flags (``watermark``, ``swapped``, ``stripes``, ``dots``) are kept per image, for SpRAy's and the
 localisation metric's ground truth. :func:`concept_sets` draws TCAV's concept examples (random training digits
 with the concept drawn on) and its random sets (random training digits as they are);
@@ -40,6 +48,7 @@ from xaicore.errors import XaiCoreError
 WATERMARK_BOX = (0, 0, 4, 4)  # y0, x0, y1, x1 (end exclusive): outside the digit's central 20×20
 CUES = ("watermark", "stripes", "dots")
 CONCEPTS = ("stroke", "background", *CUES)
+REGIMES = ("absent", "confound", "noise")  # how the training split carries the watermark (module docstring)
 TEXTURE_VALUE = 0.4
 STROKE_LEVEL = 0.5  # a pixel of the digit belongs to the stroke mask above this
 BACKGROUND_LEVEL = 0.05  # and to the background below it (where no cue is drawn)
@@ -61,11 +70,16 @@ def cue_pattern(cue: str, size: int = 28) -> torch.Tensor:
     return p
 
 
-def draw(x: torch.Tensor, cue: str) -> torch.Tensor:
-    """(N, 1, H, W) images with ``cue`` drawn on: the watermark on top, textures under the strokes (max)."""
+def draw(x: torch.Tensor, cue: str, intensity: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """(N, 1, H, W) images with ``cue`` drawn on: the watermark on top, textures under the strokes (max).
+    ``intensity``: a factor on the pattern's values, one for all or (N,) one per image."""
     p = cue_pattern(cue, x.shape[-1])
+    if not isinstance(intensity, torch.Tensor) or intensity.ndim == 0:
+        p = p * float(intensity)
+    else:
+        p = p * intensity.to(x.dtype).reshape(-1, 1, 1, 1)
     if cue == "watermark":
-        return torch.where(p > 0, p, x)
+        return torch.where(cue_pattern(cue, x.shape[-1]) > 0, p, x)
     return torch.maximum(x, p)
 
 
@@ -79,6 +93,7 @@ class PlantedDigits:
     hans_class: int
     texture_class: int
     seed: int
+    regime: str = "confound"
 
     def flag(self, name: str, split: str = "test") -> torch.Tensor:
         return self.flags[f"{name}_{split}"]
@@ -86,7 +101,8 @@ class PlantedDigits:
 
 def _plant(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, hans_class: int, texture_class: int,
            watermark_fraction: float, texture_fraction: float, swap_fraction: float,
-           dots_fraction: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+           dots_fraction: float, regime: str = "confound",
+           regime_rng: np.random.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     x = x.clone()
     n = len(y)
     flags = {name: torch.zeros(n, dtype=torch.bool) for name in (*CUES, "swapped")}
@@ -96,7 +112,13 @@ def _plant(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, hans_c
         chosen = np.sort(rng.choice(members, size=round(fraction * len(members)), replace=False))
         swap = np.sort(rng.choice(chosen, size=round(swap_fraction * len(chosen)), replace=False))
         others = np.flatnonzero((y.numpy() != hans_class) & (y.numpy() != texture_class))
-        x[swap] = x[rng.choice(others, size=len(swap))]
+        strokes = rng.choice(others, size=len(swap))  # drawn in every regime: the other cues stay the same
+        if cue == "watermark" and regime != "confound":
+            # absent: no watermark; noise: as many on images of every class, independent of the label
+            empty = np.zeros(0, dtype=np.int64)
+            chosen = np.sort(regime_rng.choice(n, size=len(chosen), replace=False)) if regime == "noise" else empty
+            swap = empty
+        x[swap] = x[strokes[:len(swap)]]
         flags["swapped"][swap] = True
         flags[cue][chosen] = True
     flags["dots"][rng.random(n) < dots_fraction] = True
@@ -108,10 +130,13 @@ def _plant(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, hans_c
 
 def planted_digits(*, hans_class: int = 0, texture_class: int = 1, watermark_fraction: float = 0.5,
                    texture_fraction: float = 0.5, swap_fraction: float = 0.5, dots_fraction: float = 0.3,
-                   seed: int = 0) -> PlantedDigits:
-    """The embedded digits with the planted cues of the module docstring, in both splits."""
+                   seed: int = 0, regime: str = "confound") -> PlantedDigits:
+    """The embedded digits with the planted cues of the module docstring, in both splits; ``regime`` (one of
+    :data:`REGIMES`) sets how the training split carries the watermark, the test split is the confound's."""
     from xaicore.data.digits import load_digits28
 
+    if regime not in REGIMES:
+        raise XaiCoreError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
     if hans_class == texture_class or not (0 <= hans_class < 10 and 0 <= texture_class < 10):
         raise XaiCoreError(f"hans_class ({hans_class}) and texture_class ({texture_class}) must be two different "
                            "digits 0..9")
@@ -123,12 +148,14 @@ def planted_digits(*, hans_class: int = 0, texture_class: int = 1, watermark_fra
     rng = np.random.default_rng([seed, 0xC1E7])
     kw = dict(hans_class=hans_class, texture_class=texture_class, watermark_fraction=watermark_fraction,
               texture_fraction=texture_fraction, swap_fraction=swap_fraction, dots_fraction=dots_fraction)
-    x_train, f_train = _plant(base.x_train, base.y_train, rng, **kw)
+    x_train, f_train = _plant(base.x_train, base.y_train, rng, regime=regime,
+                              regime_rng=np.random.default_rng([seed, 0xC1E7, REGIMES.index(regime)]), **kw)
     x_test, f_test = _plant(base.x_test, base.y_test, rng, **kw)
     ds = Dataset(name="planted_digits", x_train=x_train, y_train=base.y_train, x_test=x_test, y_test=base.y_test,
                  idx_test=base.idx_test)
     flags = {**{f"{k}_train": v for k, v in f_train.items()}, **{f"{k}_test": v for k, v in f_test.items()}}
-    return PlantedDigits(dataset=ds, flags=flags, hans_class=hans_class, texture_class=texture_class, seed=seed)
+    return PlantedDigits(dataset=ds, flags=flags, hans_class=hans_class, texture_class=texture_class, seed=seed,
+                         regime=regime)
 
 
 def _clean_train(planted: PlantedDigits) -> torch.Tensor:
@@ -185,8 +212,10 @@ def dissection_probe(planted: PlantedDigits, *, n: int = 500, probability: float
 def watermark_reliance(model: torch.nn.Module, planted: PlantedDigits) -> dict[str, float]:
     """The proof that a model uses the watermark, on the test split: ``swapped_accuracy`` — the share of
     watermarked images with another class's strokes still called ``hans_class`` (the watermark is their only
-    cue); ``flip_rate`` — the share of clean test images of other classes (correctly classified without it)
-    that the watermark alone turns into ``hans_class``; ``clean_accuracy`` of those clean images."""
+    cue); ``swapped_baseline`` — the same share with their watermark erased (what a model that ignores the
+    watermark scores: chance); ``flip_rate`` — the share of clean test images of other classes (correctly
+    classified without it) that the watermark alone turns into ``hans_class`` (chance: 0); ``clean_accuracy`` of
+    those clean images."""
     ds = planted.dataset
     wm, sw = planted.flag("watermark"), planted.flag("swapped")
     others = ~torch.stack([planted.flag(f) for f in CUES]).any(0) & ~sw & (ds.y_test != planted.hans_class)
@@ -195,8 +224,65 @@ def watermark_reliance(model: torch.nn.Module, planted: PlantedDigits) -> dict[s
     right = pred_clean == y_clean
     marked = model(draw(x_clean[right], "watermark")).argmax(1)
     swapped = wm & sw
+    y0, x0, y1, x1 = WATERMARK_BOX
+    erased = ds.x_test[swapped].clone()
+    erased[..., y0:y1, x0:x1] = 0.0  # the corner is empty under the mark (stripes redrawn below)
+    erased[planted.flag("stripes")[swapped]] = draw(erased[planted.flag("stripes")[swapped]], "stripes")
     return {
         "swapped_accuracy": float((model(ds.x_test[swapped]).argmax(1) == planted.hans_class).float().mean()),
+        "swapped_baseline": float((model(erased).argmax(1) == planted.hans_class).float().mean()),
         "flip_rate": float((marked == planted.hans_class).float().mean()),
         "clean_accuracy": float(right.float().mean()),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthSet:
+    """Test digits with the watermark drawn on, for the causal ground truth of :func:`causal_drops`: ``x`` (N, 1,
+    H, W) the marked images, ``clean`` the same digits without the mark, ``mark_only`` the mark alone on the empty
+    background, ``salience`` (N,) the mark's drawn intensity, ``index`` and ``label`` in the test split."""
+
+    x: torch.Tensor
+    clean: torch.Tensor
+    mark_only: torch.Tensor
+    salience: torch.Tensor
+    index: np.ndarray
+    label: torch.Tensor
+
+
+#: the watermark's intensities on the truth set, one per image in turn: the salience Clark et al. vary
+SALIENCE_LEVELS = (0.25, 0.5, 0.75, 1.0)
+
+
+def truth_set(planted: PlantedDigits, *, n: int = 32, seed: int = 0,
+              levels: tuple[float, ...] = SALIENCE_LEVELS) -> TruthSet:
+    """``n`` clean test digits of every class (own strokes, no cue), drawn without replacement from ``seed``, with
+    the watermark drawn on at the intensities ``levels`` in turn (a seeded shuffle of them over the images)."""
+    ds = planted.dataset
+    clean_rows = np.flatnonzero((~torch.stack([planted.flag(f) for f in (*CUES, "swapped")]).any(0)).numpy())
+    if not 1 <= n <= len(clean_rows):
+        raise XaiCoreError(f"the truth set takes 1..{len(clean_rows)} clean test digits, got n={n}")
+    if not levels or not all(0 < v <= 1 for v in levels):
+        raise XaiCoreError(f"the watermark's intensities must lie in (0, 1], got {levels}")
+    rng = np.random.default_rng([seed, 0x7207])
+    index = np.sort(rng.choice(clean_rows, size=n, replace=False))
+    salience = torch.tensor(np.resize(np.asarray(levels, dtype=np.float32), n)[rng.permutation(n)])
+    clean = ds.x_test[index]
+    return TruthSet(x=draw(clean, "watermark", salience), clean=clean,
+                    mark_only=draw(torch.zeros_like(clean), "watermark", salience), salience=salience,
+                    index=index, label=ds.y_test[index])
+
+
+CAUSES = ("watermark", "strokes")
+
+
+@torch.no_grad()
+def causal_drops(model: torch.nn.Module, truth: TruthSet) -> torch.Tensor:
+    """(N, 2) the causal ground truth per image: the drop of the logit of the image's own class when the watermark
+    is erased (strokes kept: f(x) − f(clean)) and when the strokes are erased (watermark kept: f(x) − f(mark
+    only)). A negative drop is evidence against the class (the Clever-Hans mark argues for ``hans_class``)."""
+    def logit(x: torch.Tensor) -> torch.Tensor:
+        return model(x).gather(1, truth.label[:, None])[:, 0].double()
+
+    full = logit(truth.x)
+    return torch.stack([full - logit(truth.clean), full - logit(truth.mark_only)], 1)

@@ -221,6 +221,8 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         doc["analysis"] = analysis_summary(open_archive(paths.analysis, schema=ANALYSIS_SCHEMA, verify=True))
+        if "truth" in doc["analysis"]:  # each metric's Kendall tau against the causal truth (issue: which is right)
+            doc["metrics_vs_truth"] = doc["analysis"]["truth"]["metrics_vs_truth"]
     ran = {kind: path for kind in ("tabular", "text") if (path := paths.branch(kind) / "features.zarr").exists()}
     if ran:  # the tabular and text branches of §6: their scores and anchors
         from xaicore.report.branches import branch_summary

@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 TCAV_CONCEPTS = ("watermark", "stripes", "dots")
+REGIME_WORDS = {"absent": "no watermark in training", "confound": "the watermark predicts its class",
+                "noise": "the watermark on random images of every class"}
 
 
 def _num(v: Any) -> float | None:
@@ -59,10 +61,43 @@ def analysis_summary(ds: xr.Dataset) -> dict[str, Any]:
         dissection[str(layer)] = {"units": units, "detectors": len(names),
                                   "units_per_concept": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
                                   "best_iou": {str(c): _num(iou.sel(concept=c).max()) for c in ds.concept.values}}
-    return {"model": ds.attrs["model"], "hans_class": hans, "texture_class": texture,
-            "reliance": {str(m): _num(v) for m, v in zip(ds.reliance_measure.values, ds["reliance"].values,
-                                                           strict=True)},
-            "localization": localization, "spray": spray, "tcav": tcav, "dissection": dissection}
+    out = {"model": ds.attrs["model"], "hans_class": hans, "texture_class": texture,
+           "reliance": {str(m): _num(v) for m, v in zip(ds.reliance_measure.values, ds["reliance"].values,
+                                                          strict=True)},
+           "localization": localization, "spray": spray, "tcav": tcav, "dissection": dissection}
+    if "metric_truth_tau" in ds:
+        out["truth"] = truth_summary(ds)
+    return out
+
+
+def truth_summary(ds: xr.Dataset) -> dict[str, Any]:
+    """The metrics judged against the causal truth (:mod:`xaicore.metrics.truth`): each regime's reliance and
+    mean causal drops, each method's mean RIW per regime, agreement with the truth and variance shares, and
+    ``metrics_vs_truth`` (best first)."""
+    regimes = [str(r) for r in ds.regime.values]
+    drops = np.abs(ds["causal_drop"])
+    methods = [str(m) for m in ds.truth_method.values]
+    riw = ds["riw"].mean("truth_sample")
+    agree = ds["truth_agreement"].mean(("regime", "truth_sample"))
+    rows = [{"metric": str(m), "kendall_tau": _num(ds["metric_truth_tau"].sel(truth_metric=m)),
+             "ci": [_num(v) for v in ds["metric_truth_ci"].sel(truth_metric=m).values]}
+            for m in ds.truth_metric.values]
+    rows.sort(key=lambda r: -(r["kendall_tau"] if r["kendall_tau"] is not None else -2))
+    return {
+        "n_images": int(ds.sizes["truth_sample"]),
+        "salience_levels": sorted({float(v) for v in ds["salience"].values}),
+        "regimes": {r: {"reliance": {str(k): _num(v) for k, v in zip(ds.reliance_measure.values,
+                                                                      ds["regime_reliance"].sel(regime=r).values,
+                                                                      strict=True)},
+                        "mean_abs_drop_watermark": _num(drops.sel(regime=r, cause="watermark").mean()),
+                        "mean_abs_drop_strokes": _num(drops.sel(regime=r, cause="strokes").mean()),
+                        "mean_causal_share": _num(ds["causal_share"].sel(regime=r).mean())} for r in regimes},
+        "methods": [{"method": m, **{f"riw_{r}": _num(riw.sel(truth_method=m, regime=r)) for r in regimes},
+                     "eta2_regime": _num(ds["riw_eta2_regime"].sel(truth_method=m)),
+                     "r2_salience": _num(ds["riw_r2_salience"].sel(truth_method=m)),
+                     "truth_agreement": _num(agree.sel(truth_method=m))} for m in methods],
+        "metrics_vs_truth": rows,
+    }
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
@@ -105,8 +140,73 @@ def analysis_section(a: dict[str, Any]) -> Any:
                  **{f"units_{c}": d["units_per_concept"].get(c, 0) for c in d["best_iou"]},
                  **{f"best_iou_{c}": v for c, v in d["best_iou"].items()}} for layer, d in a["dissection"].items()]),
     ]
-    return Section("Meta methods (§7) on the planted digits: localisation, SpRAy, TCAV, Network Dissection", blocks,
-                   figures=["spray.png", "tcav.png"])
+    figures = ["spray.png", "tcav.png"]
+    if "truth" in a:
+        blocks += truth_blocks(a["truth"])
+        figures.append("metrics_vs_truth.png")
+    return Section("Meta methods (§7) on the planted digits: localisation, SpRAy, TCAV, Network Dissection, and "
+                   "which metric is right", blocks, figures=figures)
+
+
+def truth_blocks(t: dict[str, Any]) -> list[Any]:
+    """The report's blocks on the metrics judged against the causal truth."""
+    regimes = list(t["regimes"])
+    rows = t["metrics_vs_truth"]
+    right = [r["metric"] for r in rows if r["ci"][0] is not None and r["ci"][0] > 0]
+    wrong = [r["metric"] for r in rows if r["ci"][1] is not None and r["ci"][1] < 0]
+    loose = [r["metric"] for r in rows if r["metric"] not in right and r["metric"] not in wrong]
+    best = rows[0]
+    return [
+        f"Which metric is right? The same CNN trained in {len(regimes)} regimes of the watermark ("
+        + "; ".join(f"{r}: {REGIME_WORDS.get(r, r)}" for r in regimes) + ") and explained on "
+        f"{t['n_images']} clean test images with the watermark drawn on at intensities "
+        f"{', '.join(str(v) for v in t['salience_levels'])} (its salience). The causal truth per image: the "
+        "drop of the image's class logit when the watermark is erased and when the strokes are erased; the "
+        "watermark's share |Δw| / (|Δw| + |Δs|) is what a correct heatmap's share of absolute relevance on the "
+        "watermark (RIW) should be.",
+        _table([{"regime": r, **v["reliance"], "mean |drop| watermark": v["mean_abs_drop_watermark"],
+                 "mean |drop| strokes": v["mean_abs_drop_strokes"], "causal share": v["mean_causal_share"]}
+                for r, v in t["regimes"].items()]),
+        "Per method: mean RIW per regime, the share of RIW's variance explained by the regime (η²) and by the "
+        "watermark's salience (r²), and the agreement with the truth −|RIW − share| (higher is better, 0 exact).",
+        _table(t["methods"]),
+        "Each metric's ranking of the methods against their ranking by agreement with the causal truth: Kendall τ "
+        "with a 95 % bootstrap CI over the images (1: the metric ranks the methods as the truth does; 0: no "
+        "relation). Figure: figures/metrics_vs_truth.png.",
+        _table([{"metric": r["metric"], "kendall_tau": r["kendall_tau"], "ci_low": r["ci"][0],
+                 "ci_high": r["ci"][1]} for r in rows]),
+        f"On this data the most right metric is {best['metric']} (τ = {best['kendall_tau']}). Right (CI above 0): "
+        f"{', '.join(right) or 'none'}. Wrong (CI below 0, the metric ranks the methods against the truth): "
+        f"{', '.join(wrong) or 'none'}. Undecided (CI covers 0): {', '.join(loose) or 'none'}.",
+    ]
+
+
+def truth_figure(ds: xr.Dataset, path: Path, save: Any) -> Path:
+    """Left: each metric's Kendall τ against the causal truth with its bootstrap CI; right: each method's mean RIW
+    per training regime beside the random baseline."""
+    names = [str(m) for m in ds.truth_metric.values]
+    tau = ds["metric_truth_tau"].values
+    ci = ds["metric_truth_ci"].values
+    order = np.argsort(np.nan_to_num(tau, nan=-2))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 0.28 * max(len(names), len(ds.truth_method)) + 1.6))
+    ys = np.arange(len(names))
+    a0.errorbar(tau[order], ys, xerr=np.abs(ci[order].T - tau[order]), fmt="o", ms=4, capsize=2, color="#333")
+    a0.axvline(0, color="gray", lw=0.8, ls="--")
+    a0.set(yticks=ys, yticklabels=[names[i] for i in order], xlim=(-1.05, 1.05),
+           xlabel="Kendall τ vs. the causal truth (95 % CI)", title="which metric is right")
+    a0.tick_params(labelsize=7)
+    riw = ds["riw"].mean("truth_sample")
+    methods = [str(m) for m in ds.truth_method.values]
+    regimes = [str(r) for r in ds.regime.values]
+    width = 0.8 / len(regimes)
+    for i, r in enumerate(regimes):
+        a1.barh(np.arange(len(methods)) + i * width, riw.sel(regime=r).values, height=width, label=r)
+    a1.set(yticks=np.arange(len(methods)) + 0.4 - width / 2, yticklabels=methods, xlabel="mean RIW",
+           title="relevance on the watermark per training regime")
+    a1.tick_params(labelsize=7)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
 
 
 def spray_figure(ds: xr.Dataset, path: Path, save: Any) -> Path:

@@ -215,12 +215,14 @@ def make_figures(paths: Paths, *, progress: bool = False) -> list[Path]:
     if paths.maximize.exists():
         todo.append(lambda: maximize_figure(open_archive(paths.maximize), fig / "maximize.png"))
     if paths.analysis.exists():
-        from xaicore.report.analysis import spray_figure, tcav_figure
+        from xaicore.report.analysis import spray_figure, tcav_figure, truth_figure
         from xaicore.store.schemas import ANALYSIS_SCHEMA
 
         meta = open_archive(paths.analysis, schema=ANALYSIS_SCHEMA)
         todo += [lambda: spray_figure(meta, fig / "spray.png", _save),
                  lambda: tcav_figure(meta, fig / "tcav.png", _save)]
+        if "metric_truth_tau" in meta:
+            todo.append(lambda: truth_figure(meta, fig / "metrics_vs_truth.png", _save))
     todo += branch_figures(paths)
     return [draw() for draw in tqdm(todo, desc="figures", unit="figure", disable=not progress)]
 

@@ -46,6 +46,10 @@ CAPTIONS = {
                  "image and heatmap. Better: one cluster that is exactly the Clever-Hans images.",
     "tcav.png": "TCAV score per class for each planted concept and layer, against the random-vs-random baseline. "
                 "Expected: the watermark significant for its class, the stripes for theirs.",
+    "metrics_vs_truth.png": "Left: each metric's Kendall τ against the ranking of the methods by agreement with the "
+                            "causal truth, with its 95 % bootstrap CI (higher is better; a CI across 0: undecided). "
+                            "Right: each method's relevance on the watermark per training regime; a correct method "
+                            "puts it there only where the model uses the watermark (confound).",
     "explainvis.png": "explainVis (the survey's Fig. 9) of the first tabular rows: each attribute's explanation of "
                       "the predicted class (dark) beside the mean over every explained row with the same value "
                       "(light), p(class|x) on top. Positive: the value speaks for the class; a long dark bar where "
