@@ -26,11 +26,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 survey: install
-	mkdir -p data/mnist
-	$(BIN)/python flows/server.py dvc repro  # one local Prefect server for all stages (~15 s a stage less)
+	$(BIN)/xaicore survey  # params checked first; dvc repro under one local Prefect server (~15 s a stage less)
 	@echo ""
 	@echo "Survey outputs:"
-	@echo "  heatmaps  $(CURDIR)/outputs/heatmaps.zarr   (xaicore.store.open_archive / xarray.open_zarr)"
+	@echo "  heatmaps  $(CURDIR)/outputs/heatmaps.zarr   (xaicore.store.open_archive)"
 	@echo "  scores    $(CURDIR)/outputs/scores.zarr"
 	@echo "  metrics   $(CURDIR)/outputs/metrics.json, outputs/metrics.csv"
 	@echo "  tables    $(CURDIR)/outputs/tabular/features.zarr, text: outputs/text/features.zarr (open_features)"

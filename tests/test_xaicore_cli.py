@@ -109,3 +109,40 @@ def test_survey_outside_the_project_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["survey"], capsys)
     assert code == 2 and "has no dvc.yaml and flows/" in err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_project(tmp_path, params: str):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "data.dvc").write_text("outs:\n- path: data/mnist\n")
+    (tmp_path / "other.yaml").write_text(params)
+    (tmp_path / "outputs" / "models").mkdir(parents=True)
+    return tmp_path / "other.yaml"
+
+
+def test_survey_checks_the_whole_params_file_before_dvc_runs(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"]["wieghts"] = "x.pt"  # a typo
+    other = fake_project(tmp_path, yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("dvc ran on a bad params file"))
+    code, _, err = run(["survey", "--params", str(other)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"xaicore survey: error: {other}: model.wieghts") and "params.yaml" not in err
+    assert (tmp_path / "outputs" / "models").is_dir()  # nothing deleted
+
+
+def test_survey_runs_from_a_fresh_clone_without_data_mnist(tmp_path, capsys, monkeypatch):
+    fake_project(tmp_path, (ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **k: calls.append(cmd) or 0)
+    code, _, _ = run(["survey"], capsys)
+    assert code == 0 and calls and calls[0][1:] == ["flows/server.py", "dvc", "repro"]
+    assert (tmp_path / "data" / "mnist").is_dir()  # DVC tracks it: it must exist

@@ -53,13 +53,32 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _tracked_data(root: Path) -> list[Path]:
+    """The folders ``data.dvc`` tracks (``data/mnist``): DVC refuses to run while one is missing."""
+    import yaml
+
+    spec = root / "data.dvc"
+    if not spec.is_file():
+        return []
+    outs = (yaml.safe_load(spec.read_text()) or {}).get("outs", [])
+    return [root / o["path"] for o in outs if isinstance(o, dict) and "path" in o]
+
+
 def cmd_survey(args: argparse.Namespace) -> int:
+    from xaicore.config import load_config
+
     root = _project("survey")
+    params = Path(args.params) if args.params is not None else root / "params.yaml"
+    try:  # the whole params file, before DVC deletes any stage's outputs
+        load_config(params)
+    except XaiCoreError as e:
+        _fail("survey", str(e))
+    for folder in _tracked_data(root):  # a fresh clone has no data/mnist (git keeps no empty folder)
+        if not folder.exists():
+            folder.mkdir(parents=True)
     if args.params is None or Path(args.params).resolve() == (root / "params.yaml").resolve():
         cmd = [sys.executable, "flows/server.py", "dvc", "repro"]  # DVC versions what it produces
     else:
-        if not Path(args.params).is_file():
-            _fail("survey", f"params file {args.params} not found")
         cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out]
     print("xaicore survey: " + " ".join(cmd[1:]), file=sys.stderr)
     return subprocess.call(cmd, cwd=root, env=_child_env())

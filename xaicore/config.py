@@ -711,4 +711,10 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise XaiCoreError(f"{path} is not valid YAML{where}: {problem}") from None
-    return config_from_dict(raw or {})
+    try:
+        return config_from_dict(raw or {})
+    except XaiCoreError as e:  # name the file that was read, not the default's name
+        msg = str(e)
+        if path.name != "params.yaml" and msg.startswith("params.yaml: "):
+            raise XaiCoreError(f"{path}: {msg.removeprefix('params.yaml: ')}") from None
+        raise
