@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 #: similarities depend on last bits (measured: occlusion's HOG similarity on cascade:fc1, 1 sample of 16).
 METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "deconvnet", "guided_backprop",
            "gradcam", "lrp.epsilon_plus", "lime", "random"]
-INPUTS = ("data", "models", "controls", "fitted", "autoencoder.pt", "roar.zarr")
+INPUTS = ("data", "models", "controls", "fitted", "autoencoder.pt", "roar.zarr", "analysis.zarr")  # analysis: Clark
 
 
 def rerun(tiny_survey, root: Path, last_bit_noise: bool = False, **changes) -> Path:

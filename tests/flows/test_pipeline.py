@@ -383,7 +383,7 @@ def test_reports(tiny_survey, tiny_cfg):
     assert json.loads(tiny_survey.metrics.read_text())["rows"][0]["model"] == "trained"
     assert tiny_survey.metrics.with_suffix(".csv").read_text().startswith("model,explainer,")
     assert {f["source"].split(" ")[0] for f in doc["findings"]} == {"Adebayo", "Kindermans", "Tomsett", "Samek",
-                                                                    "Hooker"}
+                                                                    "Hooker", "Clark,"}
     hook = next(f for f in doc["findings"] if f["source"].startswith("Hooker"))
     assert hook["holds"] is not None and set(hook["evidence"]["per_fill"]) == {"mean", "noise"}  # 2 repeats
     assert hook["evidence"]["ensembles"] == ["vargrad"]
