@@ -409,8 +409,8 @@ def test_reports(tiny_survey, tiny_cfg):
     figs = sorted(tiny_survey.figures.iterdir())  # the report stage's
     assert [f.name for f in figs] == ["aopc_curves.png", "cascading_grid.png", "cascading_randomization.png",
                                       "cem.png", "explainvis.png", "heatmaps_trained.png", "input_invariance.png",
-                                      "maximize.png", "roar_fills.png", "roar_kar.png", "spray.png", "tcav.png",
-                                      "words.png"]
+                                      "maximize.png", "metrics_vs_truth.png", "roar_fills.png", "roar_kar.png",
+                                      "spray.png", "tcav.png", "words.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figs)
     assert (tiny_survey.root / "report.html").read_text().startswith("<!DOCTYPE html>")
 
