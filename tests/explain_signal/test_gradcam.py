@@ -73,3 +73,25 @@ def test_hook_is_removed_when_the_forward_pass_fails(cnn, digit_batch, helpers):
     with pytest.raises(XaiCoreError, match="outside 0..9"):
         xaicore.explain(cnn, x, target + 10, method="gradcam")
     helpers.assert_no_hooks(cnn)
+
+
+def test_default_layer_skips_maps_of_one_pixel():
+    """A torchvision ResNet-18 at 32 px: layer4's maps are 1×1 (a one-colour heatmap), so the default reads the
+    last conv layer with a larger map, layer3.1.conv2 (2×2), and equals Captum there (issue 29, point 4)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).double().eval()
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 0])
+    ours = xaicore.explain(model, x, target, method="gradcam")
+    assert_close(ours, captum_gradcam(model, x, target, "layer3.1.conv2"))
+    from xaicore.explain.signal import gradcam_map
+
+    assert gradcam_map(model, x, target, None).shape == (4, 1, 2, 2)
+    flat = ours[:, 0].flatten(1)
+    alive = flat.amax(1) > 0  # an untrained net may rectify a whole map to 0
+    assert int(alive.sum()) >= 3 and bool((flat.amax(1) > flat.amin(1))[alive].all()), "a map is one colour"
+    big = torch.rand(2, 3, 64, 64, dtype=torch.float64)  # layer4 is 2×2 there: the last conv layer is read
+    assert_close(xaicore.explain(model, big, target[:2], method="gradcam"),
+                 captum_gradcam(model, big, target[:2], "layer4.1.conv2"))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from xaicore._malloc import keep_freed_memory
 from xaicore.engine.batches import batch_slices
 from xaicore.engine.model import eval_mode
 from xaicore.errors import XaiCoreError
@@ -87,8 +88,14 @@ def packed_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor, n_cop
 
     ``build(k0, k1)`` returns copies k0..k1-1 of the whole batch as one ((k1 − k0)·B, …) tensor, row
     ``j·B + i`` being copy k0 + j of sample i; it is called with consecutive ranges of
-    :func:`copies_per_pass` copies. The model runs in eval mode (restored after) without autograd."""
+    :func:`copies_per_pass` copies. The model runs in eval mode (restored after) without autograd.
+
+    On the CPU the first call keeps glibc from unmapping freed activations (:mod:`xaicore._malloc`): without it
+    every pass of a plain Python process pays page faults on fresh pages, 1.6–2× the passes' time at the
+    default ``forward_batch`` (docs/benchmarks.md)."""
     b = x.shape[0]
+    if x.device.type == "cpu":
+        keep_freed_memory()
     if score not in SCORES:
         raise XaiCoreError(f"unknown score {score!r}; expected one of {', '.join(SCORES)}")
     per_pass = copies_per_pass(x, forward_batch, n_copies, max_bytes=max_bytes)

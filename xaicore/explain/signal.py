@@ -95,31 +95,48 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
 
 
 def gradcam_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
-    """(name, module) of the layer Grad-CAM reads: ``layer`` by qualified name, else the last ``nn.Conv2d`` in
-    registration order (``model.named_modules()``), the conv layer closest to the classifier in the zoo."""
+    """(name, module) of the layer Grad-CAM reads when ``layer`` is given (a qualified module name); for
+    ``layer=None`` the candidates are every ``nn.Conv2d`` (see :func:`gradcam_map`)."""
     modules = dict(model.named_modules())
-    if layer is not None:
-        if layer not in modules or not layer:
-            convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-            raise XaiCoreError(f"gradcam: the model has no layer {layer!r}; its conv layers: "
-                               f"{', '.join(convs) or 'none'} (any module with a (B, K, h, w) output works)")
-        return layer, modules[layer]
-    convs = [(n, m) for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise NotApplicable(f"gradcam needs a convolutional layer and {type(model).__name__} has no nn.Conv2d; "
-                           "pass layer='<module name>' of a module with a (B, K, h, w) output")
-    return convs[-1]
+    if layer is None or layer not in modules or not layer:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        if layer is None and convs:
+            return convs[-1], modules[convs[-1]]
+        if layer is None:
+            raise NotApplicable(f"gradcam needs a convolutional layer and {type(model).__name__} has no nn.Conv2d; "
+                                "pass layer='<module name>' of a module with a (B, K, h, w) output")
+        raise XaiCoreError(f"gradcam: the model has no layer {layer!r}; its conv layers: "
+                           f"{', '.join(convs) or 'none'} (any module with a (B, K, h, w) output works)")
+    return layer, modules[layer]
 
 
 def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | None) -> torch.Tensor:
-    """The layer-resolution Grad-CAM map ReLU(Σ_k α_k A^k), (B, 1, h, w), α_k = mean_{h,w} ∂f_c/∂A^k."""
-    name, module = gradcam_layer(model, layer)
-    acts: list[torch.Tensor] = []
-    with hooks([(module, lambda _m, _i, out: acts.append(out))]):
+    """The layer-resolution Grad-CAM map ReLU(Σ_k α_k A^k), (B, 1, h, w), α_k = mean_{h,w} ∂f_c/∂A^k.
+
+    ``layer=None``: the last ``nn.Conv2d`` in registration order (``model.named_modules()``) whose map on this
+    input is larger than 1×1 — on a small input a deep network's last maps are 1×1 and the heatmap would be one
+    colour (a torchvision ResNet-18 at 32 px: ``layer4`` is 1×1, so ``layer3.1.conv2``, 2×2, is read); the last
+    conv layer if every map is 1×1."""
+    if layer is None:
+        gradcam_layer(model, None)  # NotApplicable without any conv layer
+        candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    else:
+        candidates = [gradcam_layer(model, layer)]
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Any:
+        return lambda _m, _i, out: acts.__setitem__(name, out)  # a module called twice: its last call
+
+    with hooks([(m, keep(n)) for n, m in candidates]):
         score = target_scores(model, x.detach().requires_grad_(True), target)
-    if not acts:
-        raise XaiCoreError(f"gradcam: layer {name!r} is not called in the model's forward pass")
-    a = acts[-1]  # a module called several times: its last call, the one closest to the output
+    called = [n for n, _ in candidates if n in acts]
+    if not called:
+        raise XaiCoreError(f"gradcam: layer {candidates[-1][0]!r} is not called in the model's forward pass")
+    name = called[-1]
+    if layer is None:
+        wide = [n for n in called if acts[n].ndim == 4 and acts[n].shape[2] * acts[n].shape[3] > 1]
+        name = wide[-1] if wide else called[-1]
+    a = acts[name]
     if not isinstance(a, torch.Tensor) or a.ndim != 4:
         shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
         raise XaiCoreError(f"gradcam: layer {name!r} outputs {shape}; Grad-CAM needs feature maps (B, K, h, w)")
@@ -131,7 +148,7 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
 @register("gradcam", family="attribution", kinds=("image",),
           paper="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
 def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
-    """Grad-CAM on ``layer`` (default: the last Conv2d), upsampled bilinearly (``align_corners=False``) to the
+    """Grad-CAM on ``layer`` (a module name; default: the last Conv2d with a map larger than 1×1), upsampled bilinearly (``align_corners=False``) to the
     input's H×W and broadcast over the input channels, so every channel of a pixel carries the pixel's value."""
     if x.ndim != 4:
         raise NotApplicable(f"gradcam needs images (B, C, H, W), got shape {tuple(x.shape)}")
