@@ -149,7 +149,8 @@ def gradcam_map(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: 
           paper="Selvaraju et al. 2017, eq. (1)-(2): ReLU(sum_k alpha_k A^k), upsampled bilinearly")
 def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, layer: str | None = None) -> torch.Tensor:
     """Grad-CAM on ``layer`` (a module name; default: the last Conv2d with a map larger than 1×1), upsampled
-    bilinearly (``align_corners=False``) to the input's H×W and broadcast over the input channels, so every channel of a pixel carries the pixel's value."""
+    bilinearly (``align_corners=False``) to the input's H×W and broadcast over
+    the input channels, so every channel of a pixel carries the pixel's value."""
     if x.ndim != 4:
         raise NotApplicable(f"gradcam needs images (B, C, H, W), got shape {tuple(x.shape)}")
     cam = gradcam_map(model, x, target, layer)
