@@ -224,6 +224,36 @@ def test_a_changed_chunk_of_the_same_size_is_refused_when_verified(tmp_path, hea
         open_archive(path, verify=True)  # what the score and aggregate stages do
 
 
+def test_plain_xarray_opens_an_archive_with_its_consolidated_metadata(tmp_path, heatmaps, recwarn):
+    path = finished(tmp_path, heatmaps)
+    ds = xr.open_zarr(str(path))  # consolidated metadata, read by default: no warning, no listing of the store
+    assert ds.attrs["complete"] is True and "relevance" in ds and not recwarn.list
+    assert ds["relevance"].encoding["compressors"][-1].__class__.__name__ == "Crc32cCodec"
+    plain = xr.open_zarr(str(path), chunks=None)  # README's queries in plain xarray: lazy, without dask
+    ours = open_archive(path)
+    rel = plain.relevance.isel(model=0, explainer=0)
+    xr.testing.assert_equal(rel.groupby("label").mean(), ours.relevance.isel(model=0, explainer=0).groupby(
+        "label").mean().compute())
+    wrong = plain.isel(model=0).where(lambda d: d.prediction != d.label, drop=True)
+    assert wrong.sizes["sample"] == int((ours.prediction[0] != ours.label).sum())
+
+
+def test_eight_bytes_overwritten_in_a_chunk_are_refused_by_every_reader(tmp_path, heatmaps):
+    """Issue 29, point 7: the crc32c codec of every chunk makes any Zarr 3 reader refuse it, plain xarray too."""
+    path = finished(tmp_path, heatmaps)
+    victim = max(chunk_files(path), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 8] = bytes(b ^ 0x5A for b in data[mid:mid + 8])
+    victim.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum"):
+        xr.open_zarr(str(path))["relevance"].load()
+    with pytest.raises(Exception, match="checksum"):
+        open_archive(path)["relevance"].load()  # lazily opened (sizes agree), refused when the chunk is read
+    with pytest.raises(XaiCoreError, match="changed since it was written"):
+        open_archive(path, verify=True)
+
+
 @pytest.mark.parametrize("edit", [
     lambda meta: meta.replace('"complete": true', '"complete": false'),
     lambda meta: meta.replace('"digits"', '"mnist!"'),  # same size, other content
