@@ -299,3 +299,76 @@ def test_just_enough_samples_run(batch):
     x, target = batch
     out = xaicore.explanation(model, x, target, method="lime", features="grid", cell=7, n_samples=17)
     assert torch.isfinite(out.relevance).all() and float(out.relevance.abs().max()) > 0
+
+
+# --- your own segmentation and the default's reach (issue 29, point 3) -----------------------------------------
+
+def test_a_user_segmentation_equals_a_neighbourhood_rebuilt_by_hand(batch):
+    """feature_mask as Captum's (B, H, W) integer labels, any numbering, one map per sample; a callable as the
+    lime package's segmentation_fn gives the same heatmaps."""
+    model = seeded_zoo_model("cnn", seed=3).eval()
+    x, target = batch
+    rows, cols = np.arange(28)[:, None], np.arange(28)[None, :]
+    maps = np.stack([(rows // 7) * 4 + cols // 7, (rows // 14) * 2 + cols // 14, (rows >= cols).astype(int)])
+    numbered = torch.from_numpy(maps * 10 + 5)  # labels need not be 0..F-1
+    out = xaicore.explanation(model, x, target, method="lime", feature_mask=numbered, n_samples=60)
+    rel, r2, tol, r2_tol = by_hand(model, x, target, maps, 60, seed=0)
+    scale = np.abs(rel).max()
+    assert scale > 1e-4 and tol < 1e-2 * scale
+    np.testing.assert_allclose(out.relevance[:, 0].double().numpy(), rel, rtol=0, atol=tol)
+    assert (np.abs(out.extras["surrogate_r2"].double().numpy() - r2) <= r2_tol).all()
+    calls = iter(range(3))
+    fn = xaicore.explanation(model, x, target, method="lime", n_samples=60,
+                             feature_mask=lambda img: maps[next(calls)] if img.shape == (28, 28, 1) else None)
+    assert torch.equal(fn.relevance, out.relevance)
+    shared = xaicore.explain(model, x, target, method="lime", feature_mask=numbered[:1, None], n_samples=60)
+    assert torch.equal(shared[0], out.relevance[0])
+
+
+@pytest.mark.parametrize(("mask", "match"), [
+    (torch.zeros(3, 2, 28, 28, dtype=torch.long), r"one label per pixel, shared by the channels"),
+    (torch.zeros(2, 28, 28, dtype=torch.long), r"does not fit the batch \(3, 1, 28, 28\)"),
+    (torch.rand(3, 28, 28), "integer labels"),
+    (torch.zeros(3, 28, 28, dtype=torch.long), "sample 0 has a single segment"),
+    (lambda img: np.zeros((4, 4), dtype=int), r"returned labels of shape \(4, 4\); it must return one label per "
+                                              r"pixel, \(28, 28\)"),
+])
+def test_bad_user_segmentations_are_refused(mask, match, batch):
+    model = seeded_zoo_model("cnn", seed=0).eval()
+    x, target = batch
+    with pytest.raises(XaiCoreError, match=match):
+        xaicore.explain(model, x, target, method="lime", feature_mask=mask, n_samples=60)
+    with pytest.raises(XaiCoreError, match="either features='grid' or feature_mask"):
+        xaicore.explain(model, x, target, method="lime", features="grid", feature_mask=torch.zeros(3, 28, 28).long())
+
+
+def shapes(n: int, side: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """Flat-coloured squares on flat backgrounds: SLIC at compactness 0.1 compares their Lab colours only and
+    finds 1-3 segments."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.empty(n, channels, side, side)
+    for i in range(n):
+        x[i] = torch.rand(channels, 1, 1, generator=g)
+        y0, x0 = torch.randint(0, side // 2, (2,), generator=g).tolist()
+        x[i, :, y0:y0 + side // 3, x0:x0 + side // 3] = torch.rand(channels, 1, 1, generator=g)
+    return x
+
+
+@pytest.mark.parametrize(("x", "at_least"), [
+    (shapes(6, 32), 12), (shapes(2, 224), 12), (0.5 + 0.02 * shapes(6, 32), 12), (shapes(4, 28, 1), 12),
+    (0.5 + 0.02 * torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)), 12),
+], ids=["shapes32", "shapes224", "low_contrast_shapes", "grey_shapes28", "low_contrast_noise64"])
+def test_default_slic_finds_enough_segments_from_28_to_224_px(x, at_least):
+    """The default segmentation (slic, n_segments 50) raises SLIC's compactness where a sample has fewer than a
+    quarter of n_segments segments."""
+    sp = Superpixels(x, "slic", n_segments=50)
+    assert int(sp.counts.min()) >= at_least
+
+
+def test_default_lime_runs_on_32px_rgb_shapes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3)).eval()  # every pixel counts
+    x = shapes(4, 32)
+    e = xaicore.explanation(model, x, torch.tensor([0, 1, 2, 0]), method="lime", n_samples=200)
+    per_image = [torch.unique(e.relevance[i, 0]).numel() for i in range(4)]
+    assert min(per_image) >= 4, per_image

@@ -17,11 +17,11 @@ training statistics of :class:`ColumnStats`) and text :class:`Tokens` are adapte
 
 from xaicore.features.base import Features, Segments
 from xaicore.features.fills import FILLS, fill_for
-from xaicore.features.image import SEGMENTATIONS, Regions, Superpixels, Windows, make_features
+from xaicore.features.image import SEGMENTATIONS, Regions, Superpixels, Windows, make_features, user_segments
 from xaicore.features.select import UNITS, adapter_for, features_for
 from xaicore.features.tabular import Columns, ColumnStats, Tokens
 from xaicore.kinds import PAD, UNK, describe_kind, input_kind
 
 __all__ = ["FILLS", "PAD", "SEGMENTATIONS", "UNITS", "UNK", "ColumnStats", "Columns", "Features", "Regions", "Segments",
            "Superpixels", "Tokens", "Windows", "adapter_for", "describe_kind", "features_for", "fill_for", "input_kind",
-           "make_features"]
+           "make_features", "user_segments"]

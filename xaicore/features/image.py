@@ -66,13 +66,37 @@ def _relabel(seg: np.ndarray) -> np.ndarray:
     return inv.reshape(seg.shape)
 
 
+#: SLIC tries ``compactness`` × 1, 10, 100, 1000 until a sample has enough segments (:func:`_slic`)
+SLIC_RAISES = 4
+
+
+def _slic(slic: Any, img: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
+    """SLIC labels of one (H, W, C) image, 0..F−1, with at least a quarter of ``n_segments`` (and 2) segments
+    where a compactness up to 1000× the given one reaches it: the colour term dominates SLIC's distance at a
+    low compactness, so flat-coloured images (shapes on a plain background; RGB is compared in Lab, 0..100) fall
+    into 1–3 segments, and a higher compactness moves SLIC towards its regular grid. The first compactness that
+    suffices is taken (the digits' 0.1 at once), else the one with the most segments."""
+    want = max(2, n_segments // 4)
+    best: np.ndarray | None = None
+    for k in range(SLIC_RAISES):
+        seg = _relabel(slic(img, n_segments=n_segments, compactness=compactness * 10 ** k, start_label=0,
+                            channel_axis=-1, enforce_connectivity=True))
+        if best is None or seg.max() > best.max():
+            best = seg
+        if seg.max() + 1 >= want:
+            break
+    assert best is not None
+    return best
+
+
 class Superpixels(Segments):
     """Superpixels per sample (the features of LIME's image explainer, Ribeiro et al. 2016, §6.1).
 
     ``segmentation``: ``slic`` (scikit-image SLIC, ``n_segments``, ``compactness``), ``quickshift``
     (``kernel_size``, ``max_dist``, ``ratio``: the ``lime`` package's default segmenter) or ``grid`` (squares of
     side ``cell``). Each sample gets its own map; F is the largest count, samples with fewer segments have
-    empty trailing features. A sample that yields a single segment is an error: nothing to switch."""
+    empty trailing features. SLIC raises its compactness on a sample with fewer than ``n_segments // 4``
+    segments (:func:`_slic`). A sample that yields a single segment is an error: nothing to switch."""
 
     def __init__(self, x: torch.Tensor, segmentation: str = "slic", *, n_segments: int = 50,
                  compactness: float = 0.1, kernel_size: float = 4.0, max_dist: float = 200.0, ratio: float = 0.2,
@@ -96,19 +120,59 @@ class Superpixels(Segments):
         maps = []
         for i in range(b):
             if segmentation == "slic":
-                seg = slic(img[i], n_segments=n_segments, compactness=float(compactness), start_label=0,
-                           channel_axis=-1, enforce_connectivity=True)
+                seg = _slic(slic, img[i], n_segments, float(compactness))
             else:
                 rgb = img[i] if c == 3 else np.repeat(img[i][..., :1], 3, axis=-1)
-                seg = quickshift(rgb, kernel_size=float(kernel_size), max_dist=float(max_dist), ratio=float(ratio),
-                                 rng=int(seed))
-            seg = _relabel(seg)
+                seg = _relabel(quickshift(rgb, kernel_size=float(kernel_size), max_dist=float(max_dist),
+                                          ratio=float(ratio), rng=int(seed)))
             if seg.max() < 1:
-                raise XaiCoreError(f"the {segmentation} segmentation of sample {i} yields one segment; lower "
-                                   "compactness/max_dist, raise n_segments, or use segmentation='grid'")
+                hint = (f"even at compactness {float(compactness) * 10 ** (SLIC_RAISES - 1):g} (a flat image?)"
+                        if segmentation == "slic" else "; lower max_dist or kernel_size")
+                raise XaiCoreError(f"the {segmentation} segmentation of sample {i} yields one segment {hint}; use "
+                                   "features='grid' (squares of side cell) or pass your own segmentation as "
+                                   "feature_mask=")
             maps.append(seg)
         self.segmentation = segmentation
         Segments.__init__(self, x, torch.from_numpy(np.stack(maps)))
+
+
+def user_segments(x: torch.Tensor, feature_mask: Any) -> Segments:
+    """The user's segmentation as features, following Captum's ``feature_mask``: integer labels (B, H, W),
+    (B, 1, H, W), or one map (H, W) / (1, H, W) / (1, 1, H, W) for every sample, each label one feature over all
+    channels of its pixels; or a callable as the ``lime`` package's ``segmentation_fn``, called per image with the
+    (H, W, C) float64 array and returning (H, W) labels. Labels are renumbered 0..F−1 per sample."""
+    _check_image(x, "feature_mask segments")
+    b, _, h, w = x.shape
+    if callable(feature_mask):
+        img = x.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
+        maps = [np.asarray(feature_mask(img[i])) for i in range(b)]
+        bad = next((m.shape for m in maps if m.shape != (h, w)), None)
+        if bad is not None:
+            raise XaiCoreError(f"feature_mask: the segmentation function returned labels of shape {bad}; it must "
+                               f"return one label per pixel, ({h}, {w})")
+        labels = np.stack(maps)
+    else:
+        labels = torch.as_tensor(feature_mask).detach().cpu()
+        if labels.ndim == 4:
+            if labels.shape[1] != 1:
+                raise XaiCoreError(f"feature_mask {tuple(labels.shape)}: one label per pixel, shared by the "
+                                   "channels, is supported: give (B, H, W) or (B, 1, H, W)")
+            labels = labels[:, 0]
+        if labels.ndim == 2:
+            labels = labels[None]
+        if labels.ndim != 3 or tuple(labels.shape[1:]) != (h, w) or labels.shape[0] not in (1, b):
+            raise XaiCoreError(f"feature_mask {tuple(labels.shape)} does not fit the batch {tuple(x.shape)}: give "
+                               f"(B, H, W) = ({b}, {h}, {w}) labels, or one (H, W) map for every sample")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise XaiCoreError(f"feature_mask must hold integer labels, got {labels.dtype}")
+        labels = labels.expand(b, h, w).numpy()
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise XaiCoreError(f"feature_mask must hold integer labels, got {labels.dtype}")
+    maps = np.stack([_relabel(m) for m in labels])
+    one = [i for i, m in enumerate(maps) if m.max() < 1]
+    if one:
+        raise XaiCoreError(f"feature_mask: sample {one[0]} has a single segment: nothing to switch off")
+    return Segments(x, torch.from_numpy(maps))
 
 
 class Windows(Features):

@@ -13,6 +13,9 @@ Tabular rows and text draw their neighbourhoods as ``lime.lime_tabular`` and ``l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -22,8 +25,8 @@ from xaicore.engine import FORWARD_BATCH, SCORES, check_forward_batch, packed_sc
 from xaicore.errors import XaiCoreError
 from xaicore.explain.perturbation.lime_samplers import tabular_neighbourhood, text_neighbourhood
 from xaicore.explain.registry import Explanation, register
-from xaicore.features import ColumnStats, features_for, input_kind
-from xaicore.features.fills import SEGMENT_FILLS
+from xaicore.features import ColumnStats, features_for, input_kind, user_segments
+from xaicore.features.fills import SEGMENT_FILLS, fill_for
 
 _STREAM = 4
 
@@ -100,13 +103,16 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
          compactness: float = 0.1, cell: int = 4, n_samples: int = 1000, kernel_width: float | None = None,
          alpha: float = 1.0, n_features: int | None = None, fill: str = "segment_mean",
          reference: torch.Tensor | ColumnStats | None = None, score: str = "probability", seed: int = 0,
-         forward_batch: int = FORWARD_BATCH) -> Explanation:
+         forward_batch: int = FORWARD_BATCH, feature_mask: torch.Tensor | Callable[[np.ndarray], Any] | None = None,
+         ) -> Explanation:
     """LIME: ``features`` (``auto``: slic on images, ``columns`` on tabular rows, ``tokens`` on text; images also
     quickshift | grid of side ``cell``) switched off in ``n_samples`` copies per sample — superpixels to ``fill``
     (segment_mean, the lime package's default; zero | mean | blur | uniform), columns redrawn from the training
     statistics ``reference`` (a :class:`ColumnStats`), tokens erased to UNK — relevance = the surrogate's
     coefficient of each feature (of the target's ``score``, the probability as lime). ``kernel_width``: None
-    takes lime's default for the kind (0.25 images, 0.75·√F tabular, 25 text)."""
+    takes lime's default for the kind (0.25 images, 0.75·√F tabular, 25 text). ``feature_mask``: your own
+    segmentation of images instead of ``features`` (:func:`xaicore.features.user_segments`: integer labels
+    (B, H, W) as Captum's ``feature_mask``, or a callable as lime's ``segmentation_fn``)."""
     if fill not in SEGMENT_FILLS:
         raise XaiCoreError(f"lime: unknown fill {fill!r}; expected one of {', '.join(SEGMENT_FILLS)}")
     if score not in SCORES:
@@ -114,16 +120,24 @@ def lime(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, features: s
     if kernel_width is not None and not float(kernel_width) > 0 or not float(alpha) > 0:
         raise XaiCoreError(f"lime: kernel_width={kernel_width!r} and alpha={alpha!r} must be > 0")
     check_forward_batch(forward_batch, "lime")
-    feats, values = features_for(x, features, image="slic", fill=fill, fills=SEGMENT_FILLS, seed=seed,
-                                 reference=reference, n_segments=n_segments, compactness=compactness, cell=cell,
-                                 owner="lime")
+    if feature_mask is not None:
+        if features != "auto":
+            raise XaiCoreError(f"lime: give either features={features!r} or feature_mask, not both")
+        feats = user_segments(x, feature_mask)
+        values = fill_for(x, fill, features=feats, seed=seed, reference=reference, fills=SEGMENT_FILLS,
+                          owner="lime")
+    else:
+        feats, values = features_for(x, features, image="slic", fill=fill, fills=SEGMENT_FILLS, seed=seed,
+                                     reference=reference, n_segments=n_segments, compactness=compactness, cell=cell,
+                                     owner="lime")
     kind = input_kind(x)
     distance, scale, width = {"image": ("cosine", 1.0, 0.25), "text": ("cosine", 100.0, 25.0),
                               "tabular": ("euclidean", 1.0, 0.75 * feats.n_features ** 0.5)}[kind]
     f_max = int(feats.counts.max())
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= f_max:
         raise XaiCoreError(f"lime: n_samples={n_samples!r} is too small for the surrogate: it must exceed the "
-                           f"number of features ({f_max} here)")
+                           f"number of features ({f_max} here); raise n_samples, or use fewer features "
+                           "(images: fewer n_segments, a larger grid cell)")
     if n_features is not None and (not isinstance(n_features, int) or not 1 <= n_features <= feats.n_features):
         raise XaiCoreError(f"lime: n_features={n_features!r} must be in 1..{feats.n_features} or None")
     with torch.no_grad():
