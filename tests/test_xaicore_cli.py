@@ -146,3 +146,31 @@ def test_survey_runs_from_a_fresh_clone_without_data_mnist(tmp_path, capsys, mon
     code, _, _ = run(["survey"], capsys)
     assert code == 0 and calls and calls[0][1:] == ["flows/server.py", "dvc", "repro"]
     assert (tmp_path / "data" / "mnist").is_dir()  # DVC tracks it: it must exist
+
+
+def test_survey_versions_the_researchers_own_data_under_data(tmp_path, capsys, monkeypatch):
+    """Issue 29, point 5: an image folder and a weights file under data/ that no .dvc file tracks go into DVC's
+    cache (``dvc add``) before ``dvc repro``; a second run leaves them be."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"].update(dataset="imagefolder", root="data/shapes", size=32, channels=3)
+    raw["model"].update(source="torchvision", arch="resnet18", weights="data/resnet18.pt")
+    fake_project(tmp_path, "")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "data" / "shapes" / "disc").mkdir(parents=True)
+    (tmp_path / "data" / "shapes" / "disc" / "0.png").write_bytes(b"png")
+    (tmp_path / "data" / "resnet18.pt").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], check=True)
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **k: calls.append(cmd) or 0)
+    code, _, err = run(["survey"], capsys)
+    assert code == 0 and calls[0][1:] == ["flows/server.py", "dvc", "repro"]
+    for name in ("shapes", "resnet18.pt"):
+        spec = yaml.safe_load((tmp_path / "data" / f"{name}.dvc").read_text())
+        assert spec["outs"][0]["path"] == name
+        assert f"data/{name} is now versioned by DVC" in err
+    assert len(list((tmp_path / ".dvc" / "cache").rglob("*"))) > 2  # the files are in DVC's cache
+    code, _, err = run(["survey"], capsys)
+    assert code == 0 and "versioned" not in err

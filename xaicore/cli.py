@@ -64,19 +64,58 @@ def _tracked_data(root: Path) -> list[Path]:
     return [root / o["path"] for o in outs if isinstance(o, dict) and "path" in o]
 
 
+def _user_data(root: Path, cfg: Any) -> list[Path]:
+    """The files and folders under ``data/`` that the params read (``data.root``, ``model.weights``,
+    ``tabular.root``, ``text.root``) and no ``.dvc`` file versions yet."""
+    data = (root / "data").resolve()
+    named = [cfg.data.root if cfg.data.dataset in ("mnist", "imagefolder", "npz") else "", cfg.model.weights or "",
+             cfg.tabular.root if cfg.tabular.dataset == "csv" else "",
+             cfg.text.root if cfg.text.dataset == "textfile" else ""]
+    tracked = [(p.parent / o["path"]).resolve() for p in data.rglob("*.dvc") if p.is_file()
+               for o in (_dvc_outs(p))]
+    tracked += [t.resolve() for t in _tracked_data(root)]
+    out: list[Path] = []
+    for name in dict.fromkeys(n for n in named if n):
+        path = (root / name).resolve()
+        if not path.exists() or not path.is_relative_to(data) or path == data:
+            continue
+        if any(path == t or path.is_relative_to(t) for t in tracked):
+            continue
+        out.append(path)
+    return out
+
+
+def _dvc_outs(spec: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    try:
+        outs = (yaml.safe_load(spec.read_text()) or {}).get("outs", [])
+    except (yaml.YAMLError, AttributeError):
+        return []
+    return [o for o in outs if isinstance(o, dict) and "path" in o]
+
+
 def cmd_survey(args: argparse.Namespace) -> int:
     from xaicore.config import load_config
 
     root = _project("survey")
     params = Path(args.params) if args.params is not None else root / "params.yaml"
     try:  # the whole params file, before DVC deletes any stage's outputs
-        load_config(params)
+        cfg = load_config(params)
     except XaiCoreError as e:
         _fail("survey", str(e))
     for folder in _tracked_data(root):  # a fresh clone has no data/mnist (git keeps no empty folder)
         if not folder.exists():
             folder.mkdir(parents=True)
     if args.params is None or Path(args.params).resolve() == (root / "params.yaml").resolve():
+        for path in _user_data(root, cfg):  # the researcher's own data and weights: into DVC's cache
+            rel = path.relative_to(root.resolve()).as_posix()
+            done = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", rel], cwd=root, env=_child_env(),
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                _fail("survey", f"dvc add {rel} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            print(f"xaicore survey: {rel} is now versioned by DVC ({rel}.dvc; commit it with git, push the data "
+                  "with dvc push)", file=sys.stderr)
         cmd = [sys.executable, "flows/server.py", "dvc", "repro"]  # DVC versions what it produces
     else:
         cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out]
