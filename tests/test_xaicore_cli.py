@@ -3,6 +3,7 @@ input."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def model_and_images(tmp_path_factory):
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(d / "a.png")
     Image.fromarray((rng.random((40, 36, 3)) * 255).astype(np.uint8)).save(d / "b.png")  # RGB, other size
+    torch.save(model.state_dict(), d / "own.pt")  # a researcher's state_dict, no .json beside it
     return d, model.eval()
 
 
@@ -93,6 +95,18 @@ def test_images_are_read_as_the_model_sees_them(model_and_images):
     (["explain", "--model", "{d}/cnn.pt", "--method", "patternnet", "{d}/a.png"], "pass --fit-data"),
     (["explain", "--model", "{d}/missing.pt", "--method", "gradient", "{d}/a.png"], "missing.pt"),
     (["explain", "--method", "gradient", "{d}/a.png"], "the following arguments are required: --model"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "lime", "--param", "lime.n_sample=5", "{d}/a.png"],
+     "lime has no parameter 'n_sample'; its parameters:"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "lime", "--param", "gradcam.layer=x", "{d}/a.png"],
+     "'gradcam' is not one of the --method given (lime)"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "lime", "--param", "lime", "{d}/a.png"],
+     "must be METHOD.KEY=VALUE"),
+    (["explain", "--model", "{d}/cnn.pt", "--method", "gradient", "--class-names", "a,b", "{d}/a.png"],
+     "--class-names gives 2 names, the model has 10 classes"),
+    (["explain", "--model", "{d}/own.pt", "--method", "gradient", "{d}/a.png"],
+     "for your own state_dict file name its architecture: --arch resnet18"),
+    (["explain", "--model", "{d}/own.pt", "--arch", "resnet_nine", "--method", "gradient", "{d}/a.png"],
+     "is not a torchvision.models architecture"),
     (["schedule", "every monday"], "is not a cron expression of 5 fields"),
     (["report", "--out", "{d}/no_outputs"], "metrics.json is missing"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -174,3 +188,39 @@ def test_survey_versions_the_researchers_own_data_under_data(tmp_path, capsys, m
     assert len(list((tmp_path / ".dvc" / "cache").rglob("*"))) > 2  # the files are in DVC's cache
     code, _, err = run(["survey"], capsys)
     assert code == 0 and "versioned" not in err
+
+
+def test_explain_takes_a_researchers_own_weights_method_params_and_class_names(tmp_path, capsys, monkeypatch):
+    """Issue 29, point 9: a torchvision ResNet-18 state_dict with --arch, LIME mended with --param, the titles
+    name the classes."""
+    import torchvision
+
+    import xaicore.cli as cli
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "resnet18_shapes.pt")
+    rng = np.random.default_rng(0)
+    for name in ("s0", "s1"):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    titles, calls = [], []
+    registry = importlib.import_module("xaicore.explain")  # the package (xaicore.explain is also a function)
+    real_png, real_explanation = cli._heatmap_png, registry.explanation
+
+    def spy(model, x, t, method, **kw):
+        calls.append((method, kw))
+        return real_explanation(model, x, t, method, **kw)
+
+    monkeypatch.setattr(cli, "_heatmap_png", lambda x, r, path, title: titles.append(title) or real_png(
+        x, r, path, title))
+    monkeypatch.setattr(registry, "explanation", spy)
+    code, out, err = run(["explain", "--model", str(tmp_path / "resnet18_shapes.pt"), "--arch", "resnet18",
+                          "--size", "32", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
+                          "--class-names", "disc,bars,checks", "--method", "lime", "--method", "gradcam",
+                          "--param", "lime.n_samples=80", "--param", "lime.features=grid", "--param", "lime.cell=8",
+                          "--param", "gradcam.layer=layer3", "--out", str(tmp_path / "maps"),
+                          str(tmp_path / "s0.png"), str(tmp_path / "s1.png")], capsys)
+    assert code == 0, err
+    assert len(out.split()) == 4
+    assert dict(calls)["lime"] == {"n_samples": 80, "features": "grid", "cell": 8}
+    assert dict(calls)["gradcam"] == {"layer": "layer3"}
+    assert all(any(f"{c} (class " in t for c in ("disc", "bars", "checks")) for t in titles)

@@ -90,6 +90,11 @@ class Paths:
         return self.root / "metrics.json"
 
     @property
+    def plots(self) -> Path:
+        """The curves as CSV for ``dvc plots`` (aggregate stage): AOPC per order, ROAR and KAR."""
+        return self.root / "plots"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 

@@ -98,6 +98,8 @@ def gradcam_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
     """(name, module) of the layer Grad-CAM reads when ``layer`` is given (a qualified module name); for
     ``layer=None`` the candidates are every ``nn.Conv2d`` (see :func:`gradcam_map`)."""
     modules = dict(model.named_modules())
+    if layer and layer not in modules and f"net.{layer}" in modules and "normalize" in modules:
+        layer = f"net.{layer}"  # the network's own name behind the survey's normalization wrapper (Normalized)
     if layer is None or layer not in modules or not layer:
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
         if layer is None and convs:

@@ -8,10 +8,12 @@ import csv
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from xaicore.atomic import write_text
 from xaicore.metrics import METRICS, inter_method_reliability, inter_rater_reliability, internal_consistency
@@ -190,6 +192,9 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
         "note": "conservation_error is the median over heatmaps of |sum R - f(x)| / |f(x)|; aopc_morf/aopc_lerf "
                 "are those of the first perturbation; null: not computed (score.models) or not applicable",
         "rows": rows,
+        # the trained model's AOPC (first perturbation) as nested numbers: what `dvc metrics show/diff` lists
+        "aopc": {r["explainer"]: {o: r.get(f"aopc_{o}") for o in ("morf", "lerf") if r.get(f"aopc_{o}") is not None}
+                 for r in rows if r.get("model") == TRAINED},
         "reliability": rel_rows,
         "reliability_sets": {**sets, "duplicates_dropped": dropped, "duplicate_tolerance": DUPLICATE_TOL},
         "internal_consistency": consistency,
@@ -240,7 +245,44 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     _csv(paths.metrics.with_suffix(".csv"), rows)
     _csv(paths.root / "reliability.csv", rel_rows)
     write_report(doc, paths.root / "report.md")
+    _plot_tables(paths.plots, sc, roar)
     return doc
+
+
+#: the tables of :func:`_plot_tables`, every one written (header only where its curve was not computed), as
+#: dvc.yaml declares them
+PLOT_TABLES = {"aopc_morf": "step", "aopc_lerf": "step", "roar": "fraction", "kar": "fraction"}
+
+
+def _plot_tables(folder: Path, sc: xr.Dataset, roar: xr.Dataset | None) -> None:
+    """The curves of the report's figures as wide CSV tables for ``dvc plots`` (dvc.yaml): ``aopc_<order>.csv``,
+    the trained model's mean drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per step (first perturbation), and ``roar.csv``/``kar.csv``,
+    the mean test accuracy after retraining per fraction; one column per method."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    names = [str(e) for e in sc.explainer.values]
+    if TRAINED in [str(m) for m in sc.model.values]:
+        pert = str(sc.perturbation.values[0])
+        for order in (str(o) for o in sc.order.values):
+            curve = np.asarray(sc["aopc_curve"].sel(model=TRAINED, perturbation=pert, order=order).values)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a method not scored: an empty column
+                drop = np.nanmean(curve[:, :, :1] - curve, 1)  # (explainer, step)
+            tables[f"aopc_{order}"] = [{"step": k, **{n: _num(drop[i, k]) for i, n in enumerate(names)}}
+                                       for k in range(drop.shape[1])]
+    if roar is not None:
+        for mode in (str(m) for m in roar.mode.values):
+            acc = roar["roar_accuracy"].sel(mode=mode)
+            mean = np.asarray(acc.mean("repeat").values)  # (explainer, fraction)
+            tables[mode] = [{"fraction": float(f), **{str(n): _num(mean[i, j]) for i, n in
+                                                      enumerate(acc.explainer.values)}}
+                            for j, f in enumerate(roar.fraction.values)]
+    for name, x in PLOT_TABLES.items():
+        rows = tables.get(name)
+        if rows:
+            _csv(folder / f"{name}.csv", rows)
+        else:
+            write_text(folder / f"{name}.csv", f"{x}\n")
 
 
 def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
