@@ -26,7 +26,7 @@ def run(argv: list[str]) -> None:
     from flows._cli import main
 
     sys.argv = [f"python -m flows {stage}", *argv[1:]]
-    main(getattr(module, f"{stage}_flow"), module.__doc__, serve=stage == "survey")
+    main(getattr(module, f"{stage}_flow"), module.__doc__)
 
 
 if __name__ == "__main__":

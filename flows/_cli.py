@@ -23,20 +23,14 @@ def _terminate(signum: int, frame: Any) -> None:
     sys.exit(128 + signum)
 
 
-def main(flow: Any, description: str | None, *, serve: bool = False) -> None:
+def main(flow: Any, description: str | None) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="the survey's configuration (default: params.yaml)")
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
-    if serve:
-        parser.add_argument("--serve", metavar="CRON", help="serve as a deployment on this cron schedule")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         preflight(load_config(args.params))
-        if getattr(args, "serve", None):
-            flow.serve(name=f"{flow.name}-scheduled", cron=args.serve,
-                       parameters={"params": args.params, "out": args.out})
-            return
         with outputs_lock(args.out, f"{flow.name} flow"):  # refused here in one line, before Prefect starts
             _run(flow, args.params, args.out)
     except XaiCoreError as e:

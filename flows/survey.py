@@ -1,7 +1,6 @@
-"""The whole survey in one flow, for scheduled runs: ``python -m flows survey``.
+"""The whole survey in one flow: ``python -m flows survey`` (``xaicore survey --params FILE``).
 
-``python -m flows survey --serve "0 3 * * 1"`` serves it as a deployment on that cron schedule (against a
-Prefect server: ``prefect server start`` and ``PREFECT_API_URL``).
+Scheduled runs: ``xaicore schedule`` (flows/schedule.py), whose runs are ``dvc repro`` or this flow.
 """
 
 from __future__ import annotations
@@ -38,4 +37,4 @@ def survey_flow(params: str = "params.yaml", out: str = "outputs") -> None:
 
 
 if __name__ == "__main__":
-    main(survey_flow, __doc__, serve=True)
+    main(survey_flow, __doc__)

@@ -126,3 +126,12 @@ def log_mlflow_run(cfg: Config, paths: Paths, figures: list[Path], page: Path | 
             mlflow.log_artifact(str(page))
         return run.info.run_id
 
+
+
+@task(name="repro_survey", cache_policy=NO_CACHE)
+def repro_survey(project: str, params: str, out: str) -> str:
+    from xaicore.cli import repro
+
+    log = repro(project, params, out)
+    print(f"survey run done; its output: {log}")
+    return str(log)

@@ -4,7 +4,7 @@
     xaicore explain --model W --method M IMAGE...   heatmap PNGs for a few images, no pipeline
     xaicore report [--params FILE]          figures and report.html from the archives
     xaicore methods                         the registered methods, with family and paper
-    xaicore schedule CRON [--params FILE]   serve the survey as a Prefect deployment on a cron schedule
+    xaicore schedule CRON [--params FILE]   scheduled survey runs (dvc repro) under the project's Prefect server
     xaicore compare A B                     whether run B reproduced run A (outputs folders or git revisions)
 
 Bad input ends with one line ``xaicore <command>: error: ...`` and exit status 2. The library stays free of
@@ -123,16 +123,56 @@ def cmd_survey(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=root, env=_child_env())
 
 
+def repro(project: str | Path, params: str = "params.yaml", out: str = "outputs") -> Path:
+    """One scheduled survey run in ``project``: ``dvc repro`` (unchanged stages are skipped), or the survey flow
+    for a params file other than params.yaml; its output goes to ``<out>/.scheduled/<UTC start>.log``, whose path
+    is returned. Raises naming the log and its last line when the run fails."""
+    import datetime
+
+    root = Path(project)
+    if (root / params).resolve() == (root / "params.yaml").resolve():
+        cmd = [sys.executable, "-m", "dvc", "repro"]
+    else:
+        cmd = [sys.executable, "-m", "flows", "survey", "--params", params, "--out", out]
+    log = root / out / ".scheduled" / f"{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        fh.write("$ " + " ".join(cmd[1:]) + "\n")
+        fh.flush()
+        code = subprocess.call(cmd, cwd=root, env=_child_env(), stdout=fh, stderr=subprocess.STDOUT)
+    if code != 0:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        raise XaiCoreError(f"the scheduled survey ({' '.join(cmd[1:])}) exited with {code}; see {log}: "
+                           f"{lines[-1] if lines else ''}")
+    return log
+
+
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#LW-]+$")
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    from xaicore.config import load_config
+
     root = _project("schedule")
-    fields = args.cron.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        _fail("schedule", f"{args.cron!r} is not a cron expression of 5 fields (minute hour day month weekday), "
-                          "e.g. '0 3 * * 1' for Mondays at 03:00")
-    cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out, "--serve", args.cron]
+    if (args.cron is None) == (args.every is None):
+        _fail("schedule", "give a cron schedule (e.g. '0 3 * * 1') or --every SECONDS, not both")
+    if args.cron is not None:
+        fields = args.cron.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            _fail("schedule", f"{args.cron!r} is not a cron expression of 5 fields (minute hour day month weekday), "
+                              "e.g. '0 3 * * 1' for Mondays at 03:00")
+        when = ["--cron", args.cron]
+    else:
+        if not args.every > 0:
+            _fail("schedule", f"--every must be a positive number of seconds, got {args.every}")
+        when = ["--every", str(args.every)]
+    try:
+        load_config(root / args.params)
+    except XaiCoreError as e:
+        _fail("schedule", str(e))
+    # the project's local Prefect server with its scheduler, which turns the deployment's schedule into runs
+    cmd = [sys.executable, "flows/server.py", "--scheduler", sys.executable, "-m", "flows.schedule", *when,
+           "--params", args.params, "--out", args.out]
     return subprocess.call(cmd, cwd=root, env=_child_env())
 
 
@@ -422,9 +462,14 @@ def parser() -> argparse.ArgumentParser:
                        description="Every method name xaicore.explain accepts, with its family and paper.")
     m.set_defaults(fn=cmd_methods)
     c = sub.add_parser("schedule", help="run the survey on a cron schedule (Prefect deployment)",
-                       description="Serve the survey flow as a Prefect deployment that runs on CRON, e.g. "
-                                   "'0 3 * * 1' (Mondays 03:00); stops with Ctrl-C.")
-    c.add_argument("cron", metavar="CRON", help="cron expression, 5 fields")
+                       description="Serve the survey as a Prefect deployment that runs on CRON, e.g. "
+                                   "'0 3 * * 1' (Mondays 03:00), or --every SECONDS. It starts the project's local "
+                                   "Prefect server with its scheduler (.prefect/server.log); each run is `dvc repro` "
+                                   "(unchanged stages skipped; another --params file: the survey flow), its output "
+                                   "in <out>/.scheduled/<start>.log and in the run's Prefect logs. Stops with "
+                                   "Ctrl-C.")
+    c.add_argument("cron", metavar="CRON", nargs="?", help="cron expression, 5 fields")
+    c.add_argument("--every", type=float, metavar="SECONDS", help="an interval schedule instead of CRON")
     _params_and_out(c)
     c.set_defaults(fn=cmd_schedule)
     k = sub.add_parser("compare", help="whether run B reproduced run A (exit 0) or not (exit 1)",
