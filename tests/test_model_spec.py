@@ -68,6 +68,10 @@ def test_weights_of_another_shape_or_code_are_one_clear_error(resnet_file, tmp_p
     _, path = resnet_file
     with pytest.raises(XaiCoreError, match=r"do not fit model.arch 'resnet18' with 10 classes: .*fc"):
         load_weights(ModelSpec("torchvision", "resnet18"), path, SHAPE, 10)
+    grey = (1, *SHAPE[1:])  # 1-channel images into a 3-channel network (issue 29, point 10)
+    with pytest.raises(XaiCoreError, match=rf"cannot take the data's images of shape \(1, {SHAPE[1]}, {SHAPE[2]}\) "
+                                           r"\(data.channels, data.size\)"):
+        load_weights(ModelSpec("torchvision", "resnet18"), path, grey, 4)
     bad = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "obj": ModelSpec()}, bad)
     with pytest.raises(XaiCoreError, match="pickled object"):

@@ -157,9 +157,13 @@ def test_survey_runs_from_a_fresh_clone_without_data_mnist(tmp_path, capsys, mon
     calls = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(subprocess, "call", lambda cmd, **k: calls.append(cmd) or 0)
-    code, _, _ = run(["survey"], capsys)
+    stale = tmp_path / "outputs" / ".xaicore-resume" / "explain"
+    stale.mkdir(parents=True)
+    (stale / "job.npz").write_bytes(b"x")  # left by an interrupted run whose outputs DVC then restored
+    code, _, err = run(["survey"], capsys)
     assert code == 0 and calls and calls[0][1:] == ["flows/server.py", "dvc", "repro"]
     assert (tmp_path / "data" / "mnist").is_dir()  # DVC tracks it: it must exist
+    assert not stale.parent.exists() and "removed the journals of interrupted runs" in err
 
 
 def test_survey_versions_the_researchers_own_data_under_data(tmp_path, capsys, monkeypatch):

@@ -120,7 +120,18 @@ def cmd_survey(args: argparse.Namespace) -> int:
     else:
         cmd = [sys.executable, "-m", "flows", "survey", "--params", args.params, "--out", args.out]
     print("xaicore survey: " + " ".join(cmd[1:]), file=sys.stderr)
-    return subprocess.call(cmd, cwd=root, env=_child_env())
+    code = subprocess.call(cmd, cwd=root, env=_child_env())
+    if code == 0:  # every stage is complete: journals of interrupted runs (restored from DVC's cache) are stale
+        import shutil
+
+        from xaicore.store.journal import RESUME_DIR
+
+        stale = root / (args.out if cmd[-1] != "repro" else "outputs") / RESUME_DIR
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+            print(f"xaicore survey: removed the journals of interrupted runs ({stale}): every stage is complete",
+                  file=sys.stderr)
+    return code
 
 
 def repro(project: str | Path, params: str = "params.yaml", out: str = "outputs") -> Path:

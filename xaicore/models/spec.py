@@ -199,8 +199,13 @@ def load_weights(spec: ModelSpec, path: str | Path, input_shape: tuple[int, ...]
         raise XaiCoreError(f"model weights {path} do not fit model.arch {spec.arch!r} with {n_classes} classes: "
                            f"{' '.join(lines[1:3])[:300]}") from None
     model = spec.wrap(net).eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, *input_shape))
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape))
+    except RuntimeError as e:  # e.g. 1-channel images into a network whose first conv takes 3
+        first = str(e).strip().splitlines()[0][:240]
+        raise XaiCoreError(f"model {spec.arch!r} with weights {path} cannot take the data's images of shape "
+                           f"{tuple(input_shape)} (data.channels, data.size): {first}") from None
     if out.ndim != 2 or out.shape[1] != n_classes:
         raise XaiCoreError(f"model {spec.arch!r} with weights {path} returns logits of shape {tuple(out.shape)} "
                            f"for one image of {tuple(input_shape)}; the data has {n_classes} classes")

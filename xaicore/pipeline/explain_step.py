@@ -167,8 +167,7 @@ def check_disk(cfg: Config, paths: Paths, budget: np.ndarray, image_shape: tuple
     if need > free:
         raise XaiCoreError(f"{what}: the disk cannot hold it; lower data.n_explain, explain.methods or the models "
                            "(model.zoo, controls), or give the run another --out")
-    if progress:
-        print(what, file=sys.stderr)
+    print(what, file=sys.stderr, flush=True)  # always: README promises it, with or without progress bars
     return need
 
 
@@ -226,8 +225,9 @@ def _generate(cfg: Config, paths: Paths, ds: DatasetFile, label: torch.Tensor, t
     jobs = [j for j in explain_jobs(cfg, budget) if j[:2] not in writer.resumed_not_applicable
             and (j[0], j[1], j[2] - j[2] % chunk) not in writer.resumed_blocks]
     if writer.resumed_blocks or writer.resumed_not_applicable:
-        log.info("resuming %s: %d blocks and %d not-applicable marks of an interrupted run are kept", paths.heatmaps,
-                 len(writer.resumed_blocks), len(writer.resumed_not_applicable))
+        print(f"explain: resuming an interrupted run of {paths.heatmaps}: {len(writer.resumed_blocks)} blocks and "
+              f"{len(writer.resumed_not_applicable)} not-applicable marks are kept ({journal.root})", file=sys.stderr,
+              flush=True)
     # the longest jobs first, so that the workers finish together: a perturbation method costs 10²-10³ passes,
     # a gradient method a few; a model costs what its forward pass took above (the order changes no number)
     weight = {m: (100.0 if get_explainer(m).family == "perturbation" else 1.0) for m in methods}

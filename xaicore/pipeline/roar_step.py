@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ def _run_roar(cfg: Config, paths: Paths, progress: bool) -> Path:
 
     def started(kept: int) -> None:
         if kept:
-            log.info("resuming ROAR/KAR: %d retrained models of an interrupted run are kept", kept)
+            print(f"roar: resuming an interrupted run: {kept} retrained models are kept from its journal "
+                  f"({journal.root})", file=sys.stderr, flush=True)
 
     left = set(cell_of) - set(journal.names())
     with dask_client(r.workers if left else 0, cfg.score.scheduler) as client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,8 @@ def _run_chunks(cfg: Config, paths: Paths, jobs: list[tuple[int, int, int, int]]
 
     def started(kept: int) -> None:
         if kept:
-            log.info("resuming the scores: %d of %d tasks of an interrupted run are kept", kept, len(work))
+            print(f"score: resuming an interrupted run: {kept} of {len(work)} tasks are kept from its journal "
+                  f"({journal.root})", file=sys.stderr, flush=True)
 
     # no cluster when every job is in the journal
     left = set(j.key for j in work) - set(journal.names())
