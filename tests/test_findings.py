@@ -276,3 +276,18 @@ def test_clark_is_undetermined_without_regimes_random_or_truth():
     nan = truth_doc({"gradient": (0.1, 0.1, 0.1), "random": (0.0, 0.0, 0.0)},
                     {"gradient": (None, None), "random": (0.0, 0.0)})
     assert clark(nan)["holds"] is None and "fewer than two methods" in clark(nan)["reason"]
+
+
+def test_explanations_speak_of_the_data_the_survey_ran_on():
+    """Issue 29, point 8: on digits the failing findings speak of strokes and the empty background; on a
+    researcher's 32x32 RGB images they describe those images instead."""
+    aopc = {"lrp.epsilon_gamma_box": {"uniform": 9.0, "blur": 10.5}, "deconvnet": {"uniform": 3.0, "blur": 8.33},
+            "gradient": {"uniform": 4.2, "blur": 8.32}, "random": {"uniform": 8.4, "blur": 5.6}}
+    good = {"random": RANDOM, "gradient": NEAR, "integrated_gradients": NEAR, "smoothgrad": BELOW, "vargrad": NEAR}
+    for dataset, shape, says, never in [("digits", [1, 28, 28], "28x28 digits on an empty background", "RGB"),
+                                        ("imagefolder", [3, 32, 32], "32x32 RGB images of this run (imagefolder)",
+                                         "digit")]:
+        d = {**doc(aopc), "dataset": dataset, "image_shape": shape, "region": 4}
+        texts = [samek(d, scores())["divergence"], hooker(roar_archive({"mean": good}), d)["divergence"]]
+        for text in texts:
+            assert says in text and never not in text and (dataset == "digits") == ("stroke" in text), text

@@ -185,6 +185,7 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     rel_rows, consistency = reliability(sc, roar, sets)
     doc = {
         "dataset": hm.attrs.get("dataset"),
+        "image_shape": [int(hm.sizes[d]) for d in ("channel", "y", "x") if d in hm.sizes],
         "n_samples": int(hm.sizes["sample"]),
         "region": int(sc.attrs.get("region", 0)),
         "score": sc.attrs.get("score"),

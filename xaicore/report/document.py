@@ -79,9 +79,9 @@ def sections(doc: dict[str, Any]) -> list[Section]:
         out.append(Section("Activation maximisation (§6.6): class maximisers of the trained model and its controls", [
             "own_class_rate: the fraction of classes whose maximiser the model itself assigns to that class (higher: "
             "the optimisation worked); trained_class_rate: the fraction the *trained* model recognises (a randomized "
-            "control's maximisers should not look like digits: lower is the sane outcome for the controls); "
+            "control's maximisers should not look like the data: lower is the sane outcome for the controls); "
             "reconstruction_error: the autoencoder's mean squared error on the maximisers (lower looks more like "
-            "the digits). Figure: figures/maximize.png.",
+            "the training images). Figure: figures/maximize.png.",
             Table([{"model": m, "parameterization": p, **v} for m, ps in doc["maximize"].items()
                    for p, v in ps.items()],
                   ["model", "parameterization", "own_class_rate", "trained_class_rate", "reconstruction_error"])],
@@ -99,11 +99,12 @@ def sections(doc: dict[str, Any]) -> list[Section]:
              if ic["mean"] is not None else f"Internal consistency: {ic['note']}."]
     if any("roar_accuracy" in r for r in trained):
         notes.append(
-            "Reading ROAR/KAR: pixels are replaced by the training set's per-channel mean, which differs from an "
-            "empty background (digits: mean ≈ 0.16 on a 0 background). The replaced pixels then keep the *shape* "
-            "of what was removed, and a retrained model can read the class from that silhouette — high accuracy at "
-            "90 % removal says the removal pattern leaks the label, not that the heatmap missed what matters "
-            "(Hooker et al. discuss what degraded inputs reveal).")
+            "Reading ROAR/KAR: pixels are replaced by the training set's per-channel mean, which differs from "
+            + ("an empty background (digits: mean ≈ 0.16 on a 0 background)" if doc.get("dataset") in
+               ("digits", "mnist") else "most of the pixels around them")
+            + ". The replaced pixels then keep the *shape* of what was removed, and a retrained model can read the "
+            "class from that silhouette — high accuracy at 90 % removal says the removal pattern leaks the label, "
+            "not that the heatmap missed what matters (Hooker et al. discuss what degraded inputs reveal).")
     out.append(Section("Notes", notes))
     if doc.get("pattern_quality"):
         quality = [{"model": m, "layer": layer, **{e: q[e].get(layer) for e in q}}

@@ -95,11 +95,31 @@ def tomsett(doc: dict[str, Any]) -> dict[str, Any]:
         high = {m: a for m, a in per_set[judged_on].items() if a is not None and a >= LOW_ALPHA}
         out["divergence"] = (
             f"alpha reaches {LOW_ALPHA} or more for {', '.join(sorted(high))}. Tomsett et al. compared a handful of "
-            "methods on CIFAR-10 images with a natural-image background; on centred digits with an empty "
-            "background most methods agree that the strokes matter, so samples rank the methods more alike, and "
-            "methods of the same family (the LRP composites, the DTD rules) remain close after exact duplicates "
-            "are dropped.")
+            f"methods on CIFAR-10 images with a natural-image background; on {data_phrase(doc)} most methods "
+            f"agree on {'that the strokes matter' if on_digits(doc) else 'what matters'}, so samples rank the "
+            "methods more alike, and methods of the same family (the LRP composites, the DTD rules) remain close "
+            "after exact duplicates are dropped.")
     return out
+
+
+DIGITS = ("digits", "mnist")
+
+
+def on_digits(doc: dict[str, Any]) -> bool:
+    """Whether the survey ran on the digits (the embedded set or MNIST): the findings' explanations then speak of
+    strokes and an empty background; on any other data they describe its images without assuming either."""
+    return doc.get("dataset") in DIGITS
+
+
+def data_phrase(doc: dict[str, Any]) -> str:
+    """The run's images in a few words: ``28x28 digits on an empty background``, ``the 32x32 RGB images of this
+    run (imagefolder)``."""
+    shape = doc.get("image_shape") or []
+    side = f"{shape[-2]}x{shape[-1]} " if len(shape) >= 2 else ""
+    if on_digits(doc):
+        return f"centred {side}digits on an empty background"
+    colour = {1: "grey ", 3: "RGB "}.get(shape[0], "") if shape else ""
+    return f"the {side}{colour}images of this run ({doc.get('dataset') or 'own data'})"
 
 
 def perturbation_methods(doc: dict[str, Any], sc: xr.Dataset, families: dict[str, str]) -> list[dict[str, Any]]:
@@ -179,10 +199,13 @@ def samek(doc: dict[str, Any], sc: xr.Dataset) -> dict[str, Any]:
     if not holds:
         out["divergence"] = (
             "Samek et al. scored 9x9 regions of natural images (ImageNet, SUN397, MIT Places) replaced by uniform "
-            "noise; here the regions are 4x4 patches of 28x28 digits on an empty background, where removing "
-            "background removes no evidence. Uniform noise and Dirichlet fills put the input off the training "
-            "distribution, so a drop also measures the model's reaction to noise, which favours heatmaps that "
-            "point at strokes over those that point at their surroundings (the gradient's).")
+            f"noise; here the regions are {doc.get('region') or '?'}x{doc.get('region') or '?'} patches of "
+            f"{data_phrase(doc)}"
+            + (", where removing background removes no evidence" if on_digits(doc) else "")
+            + ". Uniform noise and Dirichlet fills put the input off the training distribution, so a drop also "
+            "measures the model's reaction to noise, which favours heatmaps that point at "
+            + ("strokes" if on_digits(doc) else "the object") + " over those that point at their surroundings "
+            "(the gradient's).")
     return out
 
 
@@ -192,7 +215,7 @@ HOOKER_BASE = ("gradient", "gradient_x_input", "integrated_gradients", "guided_b
 HOOKER_ENSEMBLES = ("vargrad",)
 
 
-def hooker(roar: xr.Dataset | None) -> dict[str, Any]:
+def hooker(roar: xr.Dataset | None, doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """Under ROAR, the base estimators are no better than random and SmoothGrad² and VarGrad are, per fill."""
     claim = {"claim": "Under ROAR, Gradient, Gradient x Input, IG and Guided BP are no better than random; "
                       "SmoothGrad-squared and VarGrad are",
@@ -242,9 +265,12 @@ def hooker(roar: xr.Dataset | None) -> dict[str, Any]:
     if holds is False:
         out["divergence"] = (
             "Hooker et al. retrained ResNet-50s on ImageNet, where removing 90 % of the pixels at random still "
-            "leaves texture to learn from; on 28x28 digits a small CNN retrains from a few strokes, and which "
-            "pixels a fill hides depends on the fill: the mean fill outlines the removed strokes (a shape the "
-            "model can learn), the background fill erases them.")
+            + (f"leaves texture to learn from; on {data_phrase(doc or {})} a small CNN retrains from a few strokes, "
+               "and which pixels a fill hides depends on the fill: the mean fill outlines the removed strokes (a "
+               "shape the model can learn), the background fill erases them." if on_digits(doc or {"dataset": "digits"})
+               else f"leaves texture to learn from; on {data_phrase(doc or {})} the retrained model may read the "
+               "class from few pixels, and which pixels a fill hides depends on the fill: a fill that differs from "
+               "the image around it outlines what was removed (a shape the model can learn)."))
     return out
 
 
@@ -303,7 +329,7 @@ def clark(doc: dict[str, Any]) -> dict[str, Any]:
 
 def findings(doc: dict[str, Any], sc: xr.Dataset, roar: xr.Dataset | None = None) -> list[dict[str, Any]]:
     """Every finding, each with its ``verdict`` (holds | does not hold | undetermined) and ``reason``."""
-    out = [adebayo(doc, sc), kindermans(doc, sc), tomsett(doc), samek(doc, sc), hooker(roar), clark(doc)]
+    out = [adebayo(doc, sc), kindermans(doc, sc), tomsett(doc), samek(doc, sc), hooker(roar, doc), clark(doc)]
     for f in out:
         f["verdict"] = VERDICTS[f["holds"]]
         if "reason" not in f:

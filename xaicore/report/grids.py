@@ -8,6 +8,7 @@ scaled to its own max |R| (Bach et al. 2015; Samek et al. 2017's figures), with 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -67,7 +68,10 @@ def _draw(tiles: list[list[np.ndarray | None]], cols: list[str], rows: list[str]
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_xlabel(title, fontsize=11, labelpad=8)  # below: the rotated method names fill the top
+    # below: the rotated method names fill the top; wrapped to the figure's width (~9 characters an inch at 11 pt)
+    # so that a grid of few methods does not cut its caption at the edges
+    width = fig.get_size_inches()[0]
+    ax.set_xlabel(textwrap.fill(title, max(24, int(width * 9))), fontsize=11, labelpad=8)
     return _save(fig, path)
 
 

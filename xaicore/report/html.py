@@ -25,7 +25,7 @@ from xaicore.report.findings import VERDICTS
 CAPTIONS = {
     "heatmaps_trained.png": "Each method's heatmap for the target class on a test sample of each class, the input "
                             "on the left; red = positive, blue = negative relevance, white = 0, each scaled to its own "
-                            "max |R|. Better: relevance on what the class depends on (the strokes), unlike the "
+                            "max |R|. Better: relevance on what the class depends on, unlike the "
                             "`random` column.",
     "cascading_grid.png": "The same heatmaps as the layers are randomized from the output down (Adebayo et al.). "
                           "Better: a heatmap that changes once the weights it explains are random.",
