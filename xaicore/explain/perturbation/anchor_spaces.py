@@ -43,55 +43,107 @@ class ValueCodes:
 
 
 class TabularSpace:
-    """Predicate j: "column j lies in the instance's bin" (nominal: equals its code; numeric: its training quartile
-    bin, :class:`~xaicore.features.ColumnStats`). anchor-exp instead gives an ordinal column one one-sided predicate
-    per bin edge ("age > 20", "age <= 40"), so its rules can widen a bin; here each column has one predicate.
+    """Predicates as Ribeiro's reference ``anchor-exp`` builds them: a nominal column has one, "column j equals
+    the instance's code"; a numeric column one one-sided predicate per edge of its training quartiles
+    (:class:`~xaicore.features.ColumnStats`), "x_j <= q_v" for the edges at or above the instance's value and
+    "x_j > q_v" for those below it. A rule may then hold a numeric column to a half-line or to several bins, the
+    widest range that keeps the precision, which a two-sided one-bin predicate cannot.
 
     D(z|A), as anchor-exp's ``sample_from_train``: a training row drawn uniformly; each anchored nominal column
-    set to the instance's code, each anchored numeric column outside the instance's bin given the value of a
-    random training row inside it. Coverage is exact: the fraction of training rows whose bins equal the
-    instance's on A (anchor-exp estimates it on 10,000 draws)."""
+    set to the instance's code; each anchored numeric column whose bin lies outside the range A allows given the
+    value of a random training row inside it. Coverage is exact: the fraction of training rows that satisfy A
+    (anchor-exp estimates it on 10,000 draws)."""
 
     def __init__(self, row: np.ndarray, stats: ColumnStats, codes: ValueCodes, names: list[list[str]]) -> None:
         self.row, self.stats, self.codes, self.names = row, stats, codes, names
         self.bins = stats.discretize(row[None])[0]
         self.row_codes = codes.of_row(row)
-        self.n_predicates = stats.n_features
+        self.columns = list(stats.names) if stats.names else [f"x{j}" for j in range(stats.n_features)]
+        col, lo, hi = [], [], []  # predicate p: lo_p <= bin of column col_p <= hi_p
+        for j in range(stats.n_features):
+            if j in stats.nominal:
+                col.append(j), lo.append(int(self.bins[j])), hi.append(int(self.bins[j]))
+                continue
+            top = stats.n_bins(j) - 1
+            for v in range(top):  # edge v separates bins v and v + 1
+                col.append(j)
+                if self.bins[j] <= v:
+                    lo.append(0), hi.append(v)  # x_j <= q_v
+                else:
+                    lo.append(v + 1), hi.append(top)  # x_j > q_v
+        self.col, self.lo, self.hi = np.array(col, dtype=np.int64), np.array(lo), np.array(hi)
+        self.n_predicates = len(col)
         self.n_inputs = codes.n_inputs
-        self.match = stats.bins == self.bins[None]  # (N, F): training rows in the instance's bin, per column
+        self.train_agree = self._agree(stats.bins)  # (N, P): training rows satisfying each predicate
         self._outside: np.ndarray | None = None
-        #: per numeric column, the training rows inside the instance's bin (nominal columns: None)
-        self._inside = [None if j in stats.nominal else np.flatnonzero(self.match[:, j])
-                        for j in range(self.n_predicates)]
+
+    def _agree(self, bins: np.ndarray) -> np.ndarray:
+        b = bins[:, self.col]
+        return (b >= self.lo[None]) & (b <= self.hi[None])
+
+    def _ranges(self, rules: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per rule: whether it holds column j, and the bins it allows there (lo, hi)."""
+        on = rules[:, self.col == j]
+        lo, hi = self.lo[self.col == j], self.hi[self.col == j]
+        held = on.any(1)
+        low = np.where(on, lo[None], 0).max(1)
+        high = np.where(on, hi[None], self.stats.n_bins(j) - 1).min(1)
+        return held, low, high
 
     def sample(self, rules: np.ndarray, n: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         st = self.stats
         idx = rng.integers(0, st.train.shape[0], size=rules.shape[0] * n)
         rows, bins, codes = st.train[idx], st.bins[idx], self.codes.train[idx]
-        for j in np.flatnonzero(rules.any(0)):
-            held = np.repeat(rules[:, j], n)
-            inside = self._inside[j]
-            if inside is None or not inside.size:  # nominal (or an empty bin): the instance's value
+        for j in np.unique(self.col[rules.any(0)]):
+            held, low, high = (np.repeat(a, n) for a in self._ranges(rules, j))
+            if j in st.nominal:  # the instance's value
                 rows[held, j], codes[held, j], bins[held, j] = self.row[j], self.row_codes[j], self.bins[j]
                 continue
-            off = np.flatnonzero(held & (bins[:, j] != self.bins[j]))  # a random training value of the bin
-            pick = inside[rng.integers(0, inside.size, size=off.size)]
-            rows[off, j], codes[off, j], bins[off, j] = st.train[pick, j], self.codes.train[pick, j], self.bins[j]
+            off = held & ((bins[:, j] < low) | (bins[:, j] > high))
+            for a, b in {(int(a), int(b)) for a, b in zip(low[off], high[off], strict=True)}:
+                rows_ab = np.flatnonzero(off & (low == a) & (high == b))
+                inside = np.flatnonzero((st.bins[:, j] >= a) & (st.bins[:, j] <= b))
+                if not inside.size:  # no training value in the range: the instance's own
+                    rows[rows_ab, j], codes[rows_ab, j], bins[rows_ab, j] = self.row[j], self.row_codes[j], \
+                        self.bins[j]
+                    continue
+                pick = inside[rng.integers(0, inside.size, size=rows_ab.size)]
+                rows[rows_ab, j], codes[rows_ab, j], bins[rows_ab, j] = st.train[pick, j], \
+                    self.codes.train[pick, j], st.bins[pick, j]
         keys = codes @ self.codes.mult if self.n_inputs is not None else None
-        return rows, bins == self.bins[None], keys
+        return rows, self._agree(bins), keys
 
     def coverage(self, rules: np.ndarray) -> np.ndarray:
         if self._outside is None:
-            self._outside = (~self.match).astype(np.float32)
+            self._outside = (~self.train_agree).astype(np.float32)
         return ((self._outside @ rules.T.astype(np.float32)) == 0).mean(0)
 
     def describe(self, rule: Sequence[int]) -> str:
-        """The predicates in the order they were added: ``sex = female AND class = 1st``."""
-        return " AND ".join(self.names[j][self.bins[j]] for j in rule)
+        """The rule's columns in the order their first predicate was added, a numeric column's predicates merged
+        into one range as anchor-exp names them: ``sex = female AND age <= 28.00 AND 7.90 < fare <= 31.00``."""
+        mask = np.zeros(self.n_predicates, dtype=bool)
+        mask[list(rule)] = True
+        parts = []
+        for j in dict.fromkeys(int(self.col[p]) for p in rule):
+            if j in self.stats.nominal:
+                parts.append(self.names[j][self.bins[j]])
+                continue
+            _, (low,), (high,) = self._ranges(mask[None], j)
+            e, name, top = self.stats.edges[j], self.columns[j], self.stats.n_bins(j) - 1
+            if low > 0 and high < top:
+                parts.append(f"{e[low - 1]:.2f} < {name} <= {e[high]:.2f}")
+            elif low > 0:
+                parts.append(f"{name} > {e[low - 1]:.2f}")
+            else:
+                parts.append(f"{name} <= {e[high]:.2f}")
+        return " AND ".join(parts)
 
     def spread(self, rule: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(rule.astype(np.float64))
+        """(F,) 1 on the columns the rule constrains."""
+        out = np.zeros(self.stats.n_features)
+        out[np.unique(self.col[rule])] = 1.0
+        return torch.from_numpy(out)
 
 
 class _Bernoulli:
