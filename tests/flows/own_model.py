@@ -132,6 +132,7 @@ def build_and_run(proj: Path, runner: str = "flow") -> None:
         return res.stdout
 
     run("-m", "dvc", "init", "--no-scm", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's template
     run("-m", "dvc", "config", "cache.type", "hardlink,symlink,copy")  # 45 MB a model: link, do not copy
     if runner == "dvc":
         run("flows/server.py", "dvc", "repro", timeout=1800)

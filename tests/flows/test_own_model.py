@@ -151,3 +151,22 @@ def test_the_flows_heatmaps_equal_an_in_process_rerun(project, tmp_path, monkeyp
     theirs = open_archive(project / "outputs/heatmaps.zarr").sel(explainer=list(methods))
     np.testing.assert_array_equal(ours["relevance"].values, theirs["relevance"].values)
     assert tree_digest(paths.models) == tree_digest(project / "outputs/models")
+
+
+def test_dvc_metrics_and_plots_show_the_aopc(project):
+    """dvc.yaml declares metrics.json as metrics and the curves as plots (issue 29, point 13): `dvc metrics show`
+    lists each method's AOPC, `dvc plots show` draws one line per method."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=120)
+    metrics = next(iter(json.loads(shown.stdout).values()))["data"]["outputs/metrics.json"]["data"]
+    doc = json.loads((project / "outputs/metrics.json").read_text())
+    row = next(r for r in doc["rows"] if r["model"] == "trained" and r["explainer"] == "gradient")
+    assert metrics["aopc"]["gradient"]["morf"] == pytest.approx(row["aopc_morf"])
+    plots = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=120)
+    drawn = json.loads(plots.stdout)
+    assert not drawn.get("errors"), drawn.get("errors")
+    content = drawn["data"]["outputs/plots/aopc_morf.csv"][0]["content"]
+    assert content["encoding"]["color"]["field"] == "method"
+    assert {v["method"] for v in content["data"]["values"]} == set(GRADIENT_METHODS)  # every AOPC is finite

@@ -250,40 +250,42 @@ def aggregate_metrics(paths: Paths) -> dict[str, Any]:
     return doc
 
 
-#: the tables of :func:`_plot_tables`, every one written (header only where its curve was not computed), as
-#: dvc.yaml declares them
-PLOT_TABLES = {"aopc_morf": "step", "aopc_lerf": "step", "roar": "fraction", "kar": "fraction"}
+#: the tables of :func:`_plot_tables` and their (x, y) columns, every one written (header only where its curve was
+#: not computed), as dvc.yaml declares them
+PLOT_TABLES = {"aopc_morf": ("step", "drop"), "aopc_lerf": ("step", "drop"), "roar": ("fraction", "accuracy"),
+               "kar": ("fraction", "accuracy")}
 
 
 def _plot_tables(folder: Path, sc: xr.Dataset, roar: xr.Dataset | None) -> None:
-    """The curves of the report's figures as wide CSV tables for ``dvc plots`` (dvc.yaml): ``aopc_<order>.csv``,
-    the trained model's mean drop f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per step (first perturbation), and ``roar.csv``/``kar.csv``,
-    the mean test accuracy after retraining per fraction; one column per method."""
+    """The curves of the report's figures as long CSV tables for ``dvc plots`` (dvc.yaml; one line per ``method``
+    with the template .dvc/plots/by_method.json): ``aopc_<order>.csv``, the trained model's mean drop
+    f(x⁽⁰⁾) − f(x⁽ᵏ⁾) per step (first perturbation), and ``roar.csv``/``kar.csv``, the mean test accuracy after
+    retraining per fraction."""
     folder.mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict[str, Any]]] = {}
-    names = [str(e) for e in sc.explainer.values]
     if TRAINED in [str(m) for m in sc.model.values]:
         pert = str(sc.perturbation.values[0])
         for order in (str(o) for o in sc.order.values):
             curve = np.asarray(sc["aopc_curve"].sel(model=TRAINED, perturbation=pert, order=order).values)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a method not scored: an empty column
+                warnings.simplefilter("ignore", RuntimeWarning)  # a method not scored: no line
                 drop = np.nanmean(curve[:, :, :1] - curve, 1)  # (explainer, step)
-            tables[f"aopc_{order}"] = [{"step": k, **{n: _num(drop[i, k]) for i, n in enumerate(names)}}
-                                       for k in range(drop.shape[1])]
+            tables[f"aopc_{order}"] = [{"step": k, "method": str(e), "drop": _num(drop[i, k])}
+                                       for i, e in enumerate(sc.explainer.values) for k in range(drop.shape[1])
+                                       if np.isfinite(drop[i, k])]
     if roar is not None:
         for mode in (str(m) for m in roar.mode.values):
             acc = roar["roar_accuracy"].sel(mode=mode)
             mean = np.asarray(acc.mean("repeat").values)  # (explainer, fraction)
-            tables[mode] = [{"fraction": float(f), **{str(n): _num(mean[i, j]) for i, n in
-                                                      enumerate(acc.explainer.values)}}
-                            for j, f in enumerate(roar.fraction.values)]
-    for name, x in PLOT_TABLES.items():
+            tables[mode] = [{"fraction": float(f), "method": str(e), "accuracy": _num(mean[i, j])}
+                            for i, e in enumerate(acc.explainer.values) for j, f in enumerate(roar.fraction.values)
+                            if np.isfinite(mean[i, j])]
+    for name, (x, y) in PLOT_TABLES.items():
         rows = tables.get(name)
         if rows:
             _csv(folder / f"{name}.csv", rows)
         else:
-            write_text(folder / f"{name}.csv", f"{x}\n")
+            write_text(folder / f"{name}.csv", f"{x},method,{y}\n")
 
 
 def _csv(path: Path, rows: list[dict[str, Any]]) -> None:
