@@ -160,12 +160,12 @@ def helpers() -> types.SimpleNamespace:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 64x64 images, about 3 minutes on one
-    core) starts in a child process once collection has selected it, so that it runs on the second core while the
-    unit tests run on the first; its test waits for it."""
+    """The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 32x32 images through xaicore survey,
+    a few minutes on one core) starts in a child process once collection has selected it, so that it runs on the
+    second core while the unit tests run on the first; its test waits for it."""
     if any(item.nodeid.startswith("tests/flows/test_own_model.py") for item in session.items):
         base = Path(tempfile.mkdtemp(prefix="xaicore-own-model-"))
-        runner = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "flow")
+        runner = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "xaicore")
         session.config.stash[OWN_MODEL_RUN] = start_own_model_run(base / "project", runner)
 
 

@@ -1,6 +1,6 @@
-"""The survey on a researcher's own network and images: a generated ImageFolder (3 classes of 72×72 RGB PNGs,
-resized and centre-cropped to 64×64) and a torchvision ResNet-18 with weights this module trains itself, behind
-ImageNet's normalization.
+"""The survey on a researcher's own network and images: a generated ImageFolder (3 classes of 36×36 RGB PNGs,
+resized and centre-cropped to 32×32) and a torchvision ResNet-18 with weights this module trains itself, behind
+ImageNet's normalization; the methods include LIME, occlusion and Grad-CAM with their defaults.
 
 ``python -m tests.flows.own_model FOLDER [flow|dvc]`` builds the project copy in FOLDER and runs the survey there
 (see :func:`build_and_run`); tests/conftest.py starts it in the background when the session collects
@@ -34,7 +34,11 @@ GRADIENT_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smo
                     "patternattribution", "random"]
 
 
-def write_images(root: Path, per_class: int = 10, side: int = 72, seed: int = 0) -> None:
+SIDE = 32  #: the side the model sees (the PNGs are a little larger: resize and centre crop)
+EXTRA_METHODS = ["occlusion", "lime"]  #: with their defaults (issue 29: they must work on 32x32 RGB at once)
+
+
+def write_images(root: Path, per_class: int = 10, side: int = 36, seed: int = 0) -> None:
     """``root/<class>/<i>.png``: a disc, vertical bars or a checkerboard in a random colour on noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:side, :side]
@@ -45,9 +49,9 @@ def write_images(root: Path, per_class: int = 10, side: int = 72, seed: int = 0)
             if c == 0:
                 mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (side // 5) ** 2
             elif c == 1:
-                mask = ((xx + cx) // 6) % 2 == 0
+                mask = ((xx + cx) // 3) % 2 == 0
             else:
-                mask = (((xx + cx) // 9) + ((yy + cy) // 9)) % 2 == 0
+                mask = (((xx + cx) // 5) + ((yy + cy) // 5)) % 2 == 0
             img = rng.uniform(0, 0.35, size=(side, side, 3))
             img[mask] = rng.uniform(0.5, 1.0, size=3)
             Image.fromarray((img * 255).astype(np.uint8)).save(root / name / f"{i}.png")
@@ -63,7 +67,7 @@ def write_resnet18(path: Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     net = torchvision.models.resnet18(num_classes=len(CLASSES))
-    ds = load_dataset("imagefolder", root=str(path.parent / "images"), size=64, resize=64, test_fraction=0.3,
+    ds = load_dataset("imagefolder", root=str(path.parent / "images"), size=SIDE, resize=SIDE, test_fraction=0.3,
                       seed=seed)
     norm = Normalize(IMAGENET["mean"], IMAGENET["std"])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -86,20 +90,21 @@ TINY_ANALYSIS = {"epochs": 2, "methods": ["gradient", "lrp.epsilon_plus", "patte
 
 def own_model_params(data: str = "data") -> dict:
     raw = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    raw["data"].update(dataset="imagefolder", root=f"{data}/images", size=64, resize=64, channels=3,
+    raw["data"].update(dataset="imagefolder", root=f"{data}/images", size=SIDE, resize=SIDE, channels=3,
                        test_fraction=0.3, n_explain=3)
     raw["model"].update(source="torchvision", arch="resnet18", weights=f"{data}/resnet18.pt", normalize=IMAGENET,
                         random_labels_epochs=2, random_labels_lr=0.001, batch_size=16, zoo=[], workers=0)
     raw["controls"] = {"cascading": True, "independent": False, "layers": ["fc", "layer4"]}
     raw["patterns"] = {**raw["patterns"], "quality": False}  # rho(S) inverts 4608 x 4608 covariances: minutes
-    raw["explain"].update(methods=GRADIENT_METHODS, chunk=3, batch_size=3, batch_sizes={}, workers=0, samples={},
+    raw["explain"].update(methods=GRADIENT_METHODS + EXTRA_METHODS, chunk=3, batch_size=3, batch_sizes={}, workers=0,
+                          samples={},
                           method_params={"integrated_gradients": {"n_steps": 8},
                                          "smoothgrad": {"n_samples": 4, "noise_level": 0.15},
                                          "taylor": {"n_steps": 4}})
     raw["autoencoder"].update(epochs=1)
     raw["maximize"] = {**raw["maximize"], "models": ["trained"], "parameterizations": ["pixels"],
                        "pixels": {"lr": 0.1, "n_steps": 5}}
-    raw["score"].update(models=["trained"], region=16, orders=["morf"], perturbations=["uniform"],
+    raw["score"].update(models=["trained"], region=8, orders=["morf"], perturbations=["uniform"],
                         faithfulness=False, workers=0)
     raw["invariance"]["enabled"] = False
     raw["roar"].update(methods=["gradient", "random"], fills=["mean"], fractions=[0.5], repeats=1, epochs=1,
@@ -108,10 +113,11 @@ def own_model_params(data: str = "data") -> dict:
     return raw
 
 
-def build_and_run(proj: Path, runner: str = "flow") -> None:
+def build_and_run(proj: Path, runner: str = "xaicore") -> None:
     """A copy of the project (its code and dvc.yaml) in ``proj`` with data/images, data/resnet18.pt and the
     params; then the survey: the survey flow (``python -m flows survey``) followed by ``dvc commit`` of what it
-    wrote, or (``runner="dvc"``) ``dvc repro`` against one Prefect server; then ``dvc status``, which must find
+    wrote, ``runner="dvc"``: ``dvc repro`` against one Prefect server, ``runner="xaicore"`` (the default):
+    ``xaicore survey``, which also versions data/ with DVC; then ``dvc status``, which must find
     the pipeline up to date. Raises ``RuntimeError`` with the failing command's output."""
     proj.mkdir(parents=True, exist_ok=True)
     for sub in ("flows", "tasks", "xaicore"):
@@ -134,7 +140,15 @@ def build_and_run(proj: Path, runner: str = "flow") -> None:
     run("-m", "dvc", "init", "--no-scm", "-q")
     shutil.copytree(ROOT / ".dvc" / "plots", proj / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's template
     run("-m", "dvc", "config", "cache.type", "hardlink,symlink,copy")  # 45 MB a model: link, do not copy
-    if runner == "dvc":
+    if runner == "xaicore":  # what a researcher types: versions data/ with DVC, then dvc repro under one server
+        xaicore = Path(sys.executable).parent / "xaicore"
+        res = subprocess.run([str(xaicore), "survey"], cwd=proj, env=env, capture_output=True, text=True,
+                             timeout=1800)
+        if res.returncode != 0:
+            raise RuntimeError(f"xaicore survey exited with {res.returncode}:\n{res.stdout[-2000:]}\n"
+                               f"{res.stderr[-4000:]}")
+        (proj / "survey.log").write_text(res.stdout + res.stderr)
+    elif runner == "dvc":
         run("flows/server.py", "dvc", "repro", timeout=1800)
     else:
         run("-m", "flows", "survey", timeout=1800)
@@ -144,7 +158,7 @@ def build_and_run(proj: Path, runner: str = "flow") -> None:
         raise RuntimeError(f"dvc status after the survey:\n{status}")
 
 
-def start_own_model_run(proj: Path, runner: str = "flow") -> tuple[subprocess.Popen, Path, Path]:
+def start_own_model_run(proj: Path, runner: str = "xaicore") -> tuple[subprocess.Popen, Path, Path]:
     """``python -m tests.flows.own_model proj runner`` in a child process of one torch thread, its output in a log
     beside ``proj``."""
     log = proj.parent / "own_model.log"

@@ -1,12 +1,13 @@
 """The whole survey on a researcher's own network and images, as the README configures it: a generated
-ImageFolder (3 classes of 72x72 RGB PNGs, resized and centre-cropped to 64x64) and a torchvision ResNet-18 given
+ImageFolder (3 classes of 36x36 RGB PNGs, resized and centre-cropped to 32x32) and a torchvision ResNet-18 given
 as a state_dict file, behind ImageNet's normalization (tests/flows/own_model.py), in a copy of the project.
 
-The survey flow runs every stage (``python -m flows survey``: the tasks of dvc.yaml's stage flows in its order,
-tests/flows/test_cli.py), MLflow included; then ``dvc commit`` records its outputs and ``dvc status`` must find the
-pipeline up to date — dvc.yaml's deps and outs fit this layout — and see the data and train stages change when the
-weights file does. ``XAICORE_OWN_MODEL_RUNNER=dvc`` runs ``dvc repro`` itself instead (flows/server.py, one
-Prefect server; about 2½ minutes more on 2 cores: 11 processes that each import torch, Prefect and xarray).
+``xaicore survey`` runs it as a researcher would (issue 29): it versions data/images and the weights with DVC, then
+``dvc repro`` runs every stage under one Prefect server, MLflow included; ``dvc status`` must find the pipeline up
+to date — dvc.yaml's deps and outs fit this layout — and see the data and train stages change when the weights file
+does. ``XAICORE_OWN_MODEL_RUNNER=flow`` runs the survey flow (``python -m flows survey``) and ``dvc commit``
+instead, ``=dvc`` ``dvc repro`` under flows/server.py without the CLI. LIME, occlusion and Grad-CAM run with their
+defaults.
 Every gradient, LRP-family and signal method explains the given model, its random-label retraining and its
 cascading randomization by named blocks; AOPC scores them on regions of 16 pixels.
 PatternNet/PatternAttribution's signal estimators are fitted for every model; their quality check ρ(S)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.flows.own_model import GRADIENT_METHODS, OWN_MODEL_RUN, start_own_model_run
+from tests.flows.own_model import EXTRA_METHODS, GRADIENT_METHODS, OWN_MODEL_RUN, SIDE, start_own_model_run
 from tests.flows.test_pipeline import tree_digest
 from xaicore.config import load_config
 from xaicore.pipeline import Paths, generate_heatmaps
@@ -37,7 +39,7 @@ from xaicore.store import open_archive
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLS = ["cascade:fc", "cascade:layer4"]  # independent:* as cascade:*: tests/test_model_spec.py
-RUNNER = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "flow")
+RUNNER = os.environ.get("XAICORE_OWN_MODEL_RUNNER", "xaicore")
 
 
 @pytest.fixture(scope="module")
@@ -77,24 +79,27 @@ def test_the_given_model_is_loaded_not_trained_and_its_controls_are_its_blocks(p
     assert list(index) == ["trained", "random_labels"]
     assert index["trained"]["weights"] == "data/resnet18.pt" and index["trained"]["final_loss"] is None
     meta = json.loads((project / "outputs/models/trained.json").read_text())
-    assert meta["source"] == "torchvision" and meta["arch"] == "resnet18" and meta["input_shape"] == [3, 64, 64]
+    assert meta["source"] == "torchvision" and meta["arch"] == "resnet18" and meta["input_shape"] == [3, SIDE, SIDE]
     assert meta["normalize"]["std"] == [0.229, 0.224, 0.225]
     rl = json.loads((project / "outputs/models/random_labels.json").read_text())
     assert rl["arch"] == "resnet18" and index["random_labels"]["final_loss"] > 0  # retrained on permuted labels
     assert list(json.loads((project / "outputs/controls/index.json").read_text())) == CONTROLS
 
 
-def test_every_gradient_method_explains_every_model_on_the_pixels(project):
+METHODS = GRADIENT_METHODS + EXTRA_METHODS
+
+
+def test_every_method_explains_every_model_on_the_pixels(project):
     hm = open_archive(project / "outputs/heatmaps.zarr")
     assert list(hm.model.values) == ["trained", "random_labels", *CONTROLS]
-    assert list(hm.explainer.values) == GRADIENT_METHODS
-    assert dict(hm["relevance"].sizes) == {"model": 4, "explainer": len(GRADIENT_METHODS), "sample": 3,
-                                            "channel": 3, "y": 64, "x": 64}
+    assert list(hm.explainer.values) == METHODS
+    assert dict(hm["relevance"].sizes) == {"model": 4, "explainer": len(METHODS), "sample": 3,
+                                            "channel": 3, "y": SIDE, "x": SIDE}
     rel = hm["relevance"].values
     assert np.isfinite(rel).all()
-    mass = np.abs(rel).reshape(4, len(GRADIENT_METHODS), 3, -1).sum(-1)
-    cam = GRADIENT_METHODS.index("gradcam")  # ReLU(CAM) on layer4's 2x2 map is 0 where no region speaks for the
-    assert (np.delete(mass, cam, axis=1) > 0).all()  # target: Grad-CAM's own outcome, not a failure
+    mass = np.abs(rel).reshape(4, len(METHODS), 3, -1).sum(-1)
+    cam = METHODS.index("gradcam")  # ReLU(CAM) is 0 where no region speaks for the target: Grad-CAM's own
+    assert (np.delete(mass, cam, axis=1) > 0).all()  # outcome, not a failure
     assert (mass[:, cam] > 0).any()
     # the randomized top layer changes every method's heatmap of the given model (Adebayo et al.'s check)
     trained, top = (hm["relevance"].sel(model=m, explainer="gradient").values for m in ("trained", "cascade:fc"))
@@ -102,14 +107,42 @@ def test_every_gradient_method_explains_every_model_on_the_pixels(project):
     assert set(hm.label.values) <= {0, 1, 2} and hm.label.dtype.kind == "i"
 
 
+def test_lime_occlusion_and_gradcam_work_with_their_defaults_on_32px_rgb(project):
+    """Issue 29, points 3 and 4: LIME's default segmentation gives every image at least 4 segments (each has its
+    own surrogate coefficient), Grad-CAM's default layer has a map larger than 1x1 (layer4 is 1x1 at 32 px), and
+    occlusion's maps vary."""
+    hm = open_archive(project / "outputs/heatmaps.zarr")
+    lime = hm["relevance"].sel(explainer="lime").values[:, :, 0]  # (model, sample, y, x)
+    segments = [[np.unique(m).size for m in per_model] for per_model in lime]
+    assert min(min(s) for s in segments) >= 4, segments
+    cam = hm["relevance"].sel(explainer="gradcam").values[:, :, 0].reshape(4, 3, -1)
+    varies = cam.max(-1) > cam.min(-1)
+    assert varies[cam.max(-1) > 0].all() and varies.any(), "a Grad-CAM map is one colour"
+    occ = hm["relevance"].sel(model="trained", explainer="occlusion").values.reshape(3, -1)
+    assert (occ.max(1) > occ.min(1)).all()
+
+
+def test_the_data_and_weights_under_data_are_versioned(project):
+    """Issue 29, point 5: xaicore survey put data/images and data/resnet18.pt into DVC's cache."""
+    import yaml
+
+    if RUNNER != "xaicore":
+        pytest.skip("only xaicore survey versions data/ (XAICORE_OWN_MODEL_RUNNER is set otherwise)")
+    for name in ("images", "resnet18.pt"):
+        spec = yaml.safe_load((project / "data" / f"{name}.dvc").read_text())
+        md5 = spec["outs"][0]["md5"]  # a folder's: <hash>.dir, its listing, the files beside it
+        assert (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file(), name
+    assert "data/images is now versioned by DVC" in (project / "survey.log").read_text()
+
+
 def test_aopc_and_the_sanity_checks_are_scored(project):
     sc = open_archive(project / "outputs/scores.zarr")
-    assert sc.attrs["region"] == 16 and sc.sizes["step"] == 17  # (64 / 16)² regions, and the unperturbed step
+    assert sc.attrs["region"] == 8 and sc.sizes["step"] == 17  # (32 / 8)² regions, and the unperturbed step
     aopc = sc["aopc"].sel(model="trained", perturbation="uniform", order="morf").values
-    assert aopc.shape == (len(GRADIENT_METHODS),) and np.isfinite(aopc).all()
+    assert aopc.shape == (len(METHODS),) and np.isfinite(aopc).all()
     sim = sc["sanity_similarity"].sel(model=CONTROLS).values  # (model, explainer, measure, sample)
     hm = open_archive(project / "outputs/heatmaps.zarr")
-    flat = np.abs(hm["relevance"].sel(model="trained").values).reshape(len(GRADIENT_METHODS), 3, -1).sum(-1) == 0
+    flat = np.abs(hm["relevance"].sel(model="trained").values).reshape(len(METHODS), 3, -1).sum(-1) == 0
     # a similarity to a constant (all-zero Grad-CAM) heatmap is undefined: NaN there, finite everywhere else
     assert np.isfinite(sim.transpose(0, 2, 1, 3)[:, :, ~flat]).all()
     assert np.isnan(sim.transpose(0, 2, 1, 3)[:, :2][:, :, flat]).all()  # spearman, spearman_abs
@@ -130,7 +163,7 @@ def test_the_report_and_the_mlflow_run(project):
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["xaicore-survey"])
     assert len(runs) == 1
-    assert runs["params.model.arch"].iloc[0] == "resnet18" and runs["params.score.region"].iloc[0] == "16"
+    assert runs["params.model.arch"].iloc[0] == "resnet18" and runs["params.score.region"].iloc[0] == "8"
     assert runs["metrics.trained/lrp.epsilon_gamma_box/aopc_morf"].notna().all()
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])}
     assert {"report.html", "figures", "metrics.json"} <= logged
@@ -169,4 +202,45 @@ def test_dvc_metrics_and_plots_show_the_aopc(project):
     assert not drawn.get("errors"), drawn.get("errors")
     content = drawn["data"]["outputs/plots/aopc_morf.csv"][0]["content"]
     assert content["encoding"]["color"]["field"] == "method"
-    assert {v["method"] for v in content["data"]["values"]} == set(GRADIENT_METHODS)  # every AOPC is finite
+    assert {v["method"] for v in content["data"]["values"]} == set(METHODS)  # every AOPC is finite
+
+
+def test_dvc_experiments_set_method_parameters_and_diff_the_metrics(project):
+    """Issue 29, point 13: in a git repository of the project, `dvc exp run -S explain.method_params...` is
+    accepted, writes the value into params.yaml and reruns the explain stage, not the data or the models, and
+    `dvc metrics diff` reports a changed AOPC. Runs last: it makes the project a git repository. (A
+    method without an entry in params.yaml takes Hydra's append form, -S +explain.method_params.lime.n_samples=64.)"""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(cmd), cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+    # what DVC writes in a git repository (dvc add and the stages' outs; --no-scm wrote none) and the run's files
+    (project / ".gitignore").write_text("/outputs/\n/data/images\n/data/resnet18.pt\n/.prefect/\n/.numba_cache/\n"
+                                        "/mlruns/\n*.log\n__pycache__/\n")
+    assert run("git", "init", "-q").returncode == 0
+    assert run(sys.executable, "-m", "dvc", "config", "core.no_scm", "false").returncode == 0
+    assert run("git", "add", "-A").returncode == 0
+    committed = run("git", "commit", "-q", "-m", "survey")
+    assert committed.returncode == 0, committed.stderr
+    exp = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "explain.method_params.smoothgrad.n_samples=8",
+              "explain")  # up to the explain stage: about a minute
+    said = exp.stdout + exp.stderr
+    assert exp.returncode == 0, said[-3000:]
+    # run, or restored from DVC's run cache when an earlier experiment had the same params
+    ran = set(re.findall(r"Running stage '([\w-]+)'|Stage '([\w-]+)' is cached", said))
+    ran = {a or b for a, b in ran}
+    assert "explain" in ran and not {"data", "train", "controls"} & ran, said[-3000:]
+    assert "Stage 'train' didn't change, skipping" in said
+    assert "n_samples: 8" in (project / "params.yaml").read_text().split("smoothgrad:", 1)[1][:60]
+    metrics = project / "outputs/metrics.json"
+    doc = json.loads(metrics.read_text())
+    before = doc["aopc"]["gradient"]["morf"]
+    doc["aopc"]["gradient"]["morf"] = before + 1.0
+    metrics.unlink()  # a link into DVC's cache (cache.type hardlink): a new file, the cached one unchanged
+    metrics.write_text(json.dumps(doc))
+    diff = run(sys.executable, "-m", "dvc", "metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr[-2000:]
+    change = json.loads(diff.stdout)["outputs/metrics.json"]["aopc.gradient.morf"]
+    assert change["diff"] == pytest.approx(1.0) and change["old"] == pytest.approx(before)
