@@ -38,7 +38,8 @@ def main() -> None:
 
     dask.config.set(scheduler="synchronous")  # one thread: the decode cost, not the thread pool's
     if args.archive:
-        rel = xr.open_zarr(args.archive)["relevance"].load()
+        loaded = xr.open_zarr(args.archive)["relevance"]
+        rel = xr.DataArray(loaded.values, dims=loaded.dims)  # the values alone, no coordinates or encodings
     else:
         rng = np.random.default_rng(0)
         rel = xr.DataArray(rng.standard_normal((4, 30, 256, 1, 28, 28), dtype=np.float32),
@@ -48,7 +49,7 @@ def main() -> None:
         paths = {}
         for name, codecs in {"zstd": {"compressors": (ZstdCodec(level=0),)}, "zstd+crc32c": checked_codecs()}.items():
             paths[name] = Path(tmp) / f"{name}.zarr"
-            xr.Dataset({"relevance": rel.chunk(chunks)}).to_zarr(
+            xr.Dataset({"relevance": rel.chunk(dict(zip(rel.dims, chunks, strict=True)))}).to_zarr(
                 paths[name], mode="w", zarr_format=3, consolidated=False,
                 encoding={"relevance": {**codecs, "chunks": chunks}})
         times: dict[str, list[float]] = {k: [] for k in paths}
