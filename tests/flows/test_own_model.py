@@ -211,7 +211,8 @@ def test_dvc_experiments_set_method_parameters_and_diff_the_metrics(project):
     `dvc metrics diff` reports a changed AOPC. Runs last: it makes the project a git repository. (A
     method without an entry in params.yaml takes Hydra's append form, -S +explain.method_params.lime.n_samples=64.)"""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",  # the stages' `python`: this environment's
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def run(*cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(cmd), cwd=project, env=env, capture_output=True, text=True, timeout=300)
