@@ -159,6 +159,14 @@ def helpers() -> types.SimpleNamespace:
                                  assert_states_equal=assert_states_equal, assert_no_hooks=assert_no_hooks)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The own-model tests last: their survey runs in the background meanwhile (pytest_collection_finish), so the
+    unit tests do not wait for it."""
+    own = [i for i in items if i.nodeid.startswith("tests/flows/test_own_model.py")]
+    if own:
+        items[:] = [i for i in items if i not in own] + own
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The own-model survey (tests/flows/test_own_model.py: a ResNet-18 on 32x32 images through xaicore survey,
     a few minutes on one core) starts in a child process once collection has selected it, so that it runs on the

@@ -156,6 +156,35 @@ def build_and_run(proj: Path, runner: str = "xaicore") -> None:
     status = run("-m", "dvc", "status")
     if "up to date" not in status:
         raise RuntimeError(f"dvc status after the survey:\n{status}")
+    if runner == "xaicore":
+        experiment(proj, env)
+
+
+#: what :func:`experiment` sets, and the stages it runs up to
+EXPERIMENT = ("explain.method_params.smoothgrad.n_samples=8", "explain")
+
+
+def experiment(proj: Path, env: dict[str, str]) -> None:
+    """The project as a researcher keeps it, a git repository, and one DVC experiment on a method parameter:
+    ``dvc exp run -S explain.method_params.smoothgrad.n_samples=8 explain`` (up to the explain stage). Its output
+    goes to ``experiment.json`` for test_own_model.py; it runs here, in the background, because it takes a minute
+    or two (the fit and explain stages' processes)."""
+    import json
+
+    git_env = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}
+    # what DVC writes in a git repository (dvc add's and the stages' outs; --no-scm wrote none) and the run's files
+    (proj / ".gitignore").write_text("/outputs/\n/data/images\n/data/resnet18.pt\n/.prefect/\n/.numba_cache/\n"
+                                     "/mlruns/\n*.log\n__pycache__/\n/experiment.json\n")
+    steps = [["git", "init", "-q"], [sys.executable, "-m", "dvc", "config", "core.no_scm", "false"],
+             ["git", "add", "-A"], ["git", "commit", "-q", "-m", "survey"],
+             [sys.executable, "-m", "dvc", "exp", "run", "-S", *EXPERIMENT]]
+    for cmd in steps:
+        res = subprocess.run(cmd, cwd=proj, env=git_env, capture_output=True, text=True, timeout=900)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited with {res.returncode}:\n{res.stdout[-2000:]}\n"
+                               f"{res.stderr[-3000:]}")
+    (proj / "experiment.json").write_text(json.dumps({"output": res.stdout + res.stderr}))
 
 
 def start_own_model_run(proj: Path, runner: str = "xaicore") -> tuple[subprocess.Popen, Path, Path]:
