@@ -55,16 +55,9 @@ def child(case: str) -> None:
             from xaicore._malloc import keep_freed_memory
 
             keep_freed_memory()
-        per = max(1, FORWARD_BATCH // x.shape[0])
-        packed = x.repeat(per, 1, 1, 1).contiguous()
-        n_passes, last = divmod(copies[case.split()[1]], per)
+        from perturbation import bare  # benchmarks/perturbation.py's bare passes (this script's folder)
 
-        def run() -> object:
-            with torch.no_grad():
-                for _ in range(n_passes):
-                    model(packed)
-                if last:
-                    model(packed[:last * x.shape[0]])
+        run = bare(model, x, copies[case.split()[1]], FORWARD_BATCH)
     elif case == "occlusion":
         def run() -> object:
             return xaicore.explain(model, x, t, "occlusion", window=4, stride=2)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from xaicore import explain, methods
-from xaicore.cli import _read_image, main
+from xaicore.cli import main
+from xaicore.heatmap_files import _read_image
 from xaicore.models.io import save_model
 from xaicore.models.zoo import build_model
 
@@ -199,7 +200,7 @@ def test_explain_takes_a_researchers_own_weights_method_params_and_class_names(t
     name the classes."""
     import torchvision
 
-    import xaicore.cli as cli
+    import xaicore.heatmap_files as files
 
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "resnet18_shapes.pt")
@@ -208,13 +209,13 @@ def test_explain_takes_a_researchers_own_weights_method_params_and_class_names(t
         Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
     titles, calls = [], []
     registry = importlib.import_module("xaicore.explain")  # the package (xaicore.explain is also a function)
-    real_png, real_explanation = cli._heatmap_png, registry.explanation
+    real_png, real_explanation = files._heatmap_png, registry.explanation
 
     def spy(model, x, t, method, **kw):
         calls.append((method, kw))
         return real_explanation(model, x, t, method, **kw)
 
-    monkeypatch.setattr(cli, "_heatmap_png", lambda x, r, path, title: titles.append(title) or real_png(
+    monkeypatch.setattr(files, "_heatmap_png", lambda x, r, path, title: titles.append(title) or real_png(
         x, r, path, title))
     monkeypatch.setattr(registry, "explanation", spy)
     code, out, err = run(["explain", "--model", str(tmp_path / "resnet18_shapes.pt"), "--arch", "resnet18",

@@ -322,7 +322,8 @@ def test_a_user_segmentation_equals_a_neighbourhood_rebuilt_by_hand(batch):
                              feature_mask=lambda img: maps[next(calls)] if img.shape == (28, 28, 1) else None)
     assert torch.equal(fn.relevance, out.relevance)
     shared = xaicore.explain(model, x, target, method="lime", feature_mask=numbered[:1, None], n_samples=60)
-    assert torch.equal(shared[0], out.relevance[0])
+    # sample 0's copies share their passes with other samples' copies here: equal up to the passes' rounding
+    torch.testing.assert_close(shared[0].double(), out.relevance[0].double(), rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize(("mask", "match"), [
