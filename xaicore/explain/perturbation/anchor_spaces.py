@@ -73,18 +73,24 @@ class TabularSpace:
                     lo.append(v + 1), hi.append(top)  # x_j > q_v
         self.col, self.lo, self.hi = np.array(col, dtype=np.int64), np.array(lo), np.array(hi)
         self.n_predicates = len(col)
+        #: one predicate per column, in column order (a nominal table): the columns index the predicates directly
+        self._per_column = np.array_equal(self.col, np.arange(stats.n_features))
+        self._exact = bool((self.lo == self.hi).all())  # every predicate one bin: agreement is equality
         self.n_inputs = codes.n_inputs
         self.train_agree = self._agree(stats.bins)  # (N, P): training rows satisfying each predicate
         self._outside: np.ndarray | None = None
 
     def _agree(self, bins: np.ndarray) -> np.ndarray:
-        b = bins[:, self.col]
+        b = bins if self._per_column else bins[:, self.col]
+        if self._exact:
+            return b == self.lo[None]
         return (b >= self.lo[None]) & (b <= self.hi[None])
 
     def _ranges(self, rules: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per rule: whether it holds column j, and the bins it allows there (lo, hi)."""
-        on = rules[:, self.col == j]
-        lo, hi = self.lo[self.col == j], self.hi[self.col == j]
+        which = slice(j, j + 1) if self._per_column else self.col == j
+        on = rules[:, which]
+        lo, hi = self.lo[which], self.hi[which]
         held = on.any(1)
         low = np.where(on, lo[None], 0).max(1)
         high = np.where(on, hi[None], self.stats.n_bins(j) - 1).min(1)
@@ -95,11 +101,13 @@ class TabularSpace:
         st = self.stats
         idx = rng.integers(0, st.train.shape[0], size=rules.shape[0] * n)
         rows, bins, codes = st.train[idx], st.bins[idx], self.codes.train[idx]
-        for j in np.unique(self.col[rules.any(0)]):
-            held, low, high = (np.repeat(a, n) for a in self._ranges(rules, j))
+        held_any = rules.any(0)
+        for j in np.flatnonzero(held_any) if self._per_column else np.unique(self.col[held_any]):
             if j in st.nominal:  # the instance's value
+                held = np.repeat(rules[:, j] if self._per_column else rules[:, self.col == j].any(1), n)
                 rows[held, j], codes[held, j], bins[held, j] = self.row[j], self.row_codes[j], self.bins[j]
                 continue
+            held, low, high = (np.repeat(a, n) for a in self._ranges(rules, j))
             off = held & ((bins[:, j] < low) | (bins[:, j] > high))
             for a, b in {(int(a), int(b)) for a, b in zip(low[off], high[off], strict=True)}:
                 rows_ab = np.flatnonzero(off & (low == a) & (high == b))
